@@ -1,0 +1,44 @@
+"""rs_jax: rewarded soups in JAX.
+
+Fine-tune one expert per proxy reward from a shared initialization, then
+interpolate their weights θ(λ) = Σᵢ λᵢθᵢ to trace a Pareto front over user
+preferences, with the MORL baseline beside it.
+"""
+
+from rs_jax import checkpoint, experiment, pareto, plots, soup
+from rs_jax.checkpoint import Manifest, restore_expert, restore_experts, save_expert
+from rs_jax.pareto import expected_utility, hypervolume, lmc_check, pareto_front, pareto_mask
+from rs_jax.soup import (
+    check_compatible,
+    diagonal_fisher,
+    fisher_merge,
+    interpolate,
+    simplex_grid,
+    stack_experts,
+    sweep,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Manifest",
+    "check_compatible",
+    "checkpoint",
+    "diagonal_fisher",
+    "expected_utility",
+    "experiment",
+    "fisher_merge",
+    "hypervolume",
+    "interpolate",
+    "lmc_check",
+    "pareto",
+    "pareto_front",
+    "pareto_mask",
+    "plots",
+    "restore_expert",
+    "restore_experts",
+    "save_expert",
+    "simplex_grid",
+    "stack_experts",
+    "sweep",
+]

@@ -1,0 +1,259 @@
+"""The shared end of every experiment: results.json, lmc.json, summary.md and figures.
+
+Tasks evaluate the pre-trained init, the rewarded soups θ(λ) over a grid and
+the MORL runs θ_μ, then hand the numbers to ``write_results``, which writes the
+run directory described in ../shared/DESIGN.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from rs_jax import pareto, plots
+
+
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """Rewards of P points (soups or MORL runs).
+
+    Attributes:
+      weights: (P, N) λ of each soup, or (P, N) μ of each MORL run.
+      means: (P, R) mean reward of each point.
+      stderrs: (P, R) standard error of each mean, or None.
+    """
+
+    weights: np.ndarray
+    means: np.ndarray
+    stderrs: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        weights, means = np.asarray(self.weights, float), np.asarray(self.means, float)
+        if weights.ndim != 2 or means.ndim != 2 or weights.shape[0] != means.shape[0]:
+            raise ValueError(f"weights (P, N) and means (P, R) disagree: {weights.shape}, {means.shape}.")
+        object.__setattr__(self, "weights", weights)
+        object.__setattr__(self, "means", means)
+        if self.stderrs is not None:
+            stderrs = np.asarray(self.stderrs, float)
+            if stderrs.shape != means.shape:
+                raise ValueError(f"stderrs {stderrs.shape} must match means {means.shape}.")
+            object.__setattr__(self, "stderrs", stderrs)
+
+    @classmethod
+    def from_samples(cls, weights: Any, samples: Any) -> Evaluation:
+        """From per-sample rewards (P, S, R): means and standard errors over S."""
+        means, stderrs = mean_and_stderr(samples, axis=1)
+        return cls(np.asarray(weights, float), means, stderrs)
+
+
+def mean_and_stderr(samples: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard error (std with ddof=1 over √n) along ``axis``."""
+    values = np.asarray(samples, dtype=np.float64)
+    count = values.shape[axis]
+    if count == 0:
+        raise ValueError("Cannot average zero samples.")
+    stderr = values.std(axis=axis, ddof=1) / np.sqrt(count) if count > 1 else np.zeros_like(values.mean(axis=axis))
+    return values.mean(axis=axis), stderr
+
+
+def _rewards_dict(names: Sequence[str], means: np.ndarray, stderrs: np.ndarray | None) -> dict:
+    return {
+        name: {"mean": float(means[j]), "stderr": None if stderrs is None else float(stderrs[j])}
+        for j, name in enumerate(names)
+    }
+
+
+def _points(evaluation: Evaluation, names: Sequence[str], weight_key: str) -> list[dict]:
+    return [
+        {
+            weight_key: evaluation.weights[p].tolist(),
+            "rewards": _rewards_dict(
+                names, evaluation.means[p], None if evaluation.stderrs is None else evaluation.stderrs[p]
+            ),
+        }
+        for p in range(len(evaluation.weights))
+    ]
+
+
+def expert_rows(grid: np.ndarray) -> list[int]:
+    """Index of each vertex (one-hot λ) in a grid (K, N); ValueError if one is missing."""
+    rows = []
+    for i in range(grid.shape[1]):
+        vertex = np.eye(grid.shape[1])[i]
+        matches = np.flatnonzero(np.all(np.isclose(grid, vertex), axis=1))
+        if matches.size == 0:
+            raise ValueError(f"The RS grid lacks expert {i} (λ = {vertex.tolist()}).")
+        rows.append(int(matches[0]))
+    return rows
+
+
+def _reference_point(*point_sets: np.ndarray) -> np.ndarray:
+    """The worst reward over all evaluated points, minus 5% of each reward's range."""
+    stacked = np.vstack([points for points in point_sets if points is not None])
+    low, high = stacked.min(axis=0), stacked.max(axis=0)
+    return low - 0.05 * np.maximum(high - low, 1e-12)
+
+
+def write_results(
+    run_dir: str | os.PathLike,
+    *,
+    reward_names: Sequence[str],
+    expert_names: Sequence[str],
+    rs: Evaluation,
+    morl: Evaluation | None = None,
+    init: Evaluation | None = None,
+    extra_soups: Mapping[str, Evaluation] | None = None,
+    true_front: Evaluation | None = None,
+    config: Mapping[str, Any] | None = None,
+    lmc_tolerance: float = 0.0,
+) -> dict[str, Any]:
+    """Writes results.json, lmc.json, summary.md and the figures into ``run_dir``.
+
+    Args:
+      reward_names: the R rewards.
+      expert_names: the N experts (one per reward in RS).
+      rs: soups over a grid that contains the N vertices (the experts themselves).
+      morl: MORL runs, ``weights`` = μ.
+      init: one row, the pre-trained initialization (weights are ignored).
+      extra_soups: other interpolation schemes of the same experts to report beside
+        RS (e.g. the Fisher soup).
+      true_front: the exact Pareto front where it is known (analytic problems).
+      config: the run's config, stored in results.json.
+      lmc_tolerance: allowed shortfall in the LMC check (e.g. 2 standard errors).
+
+    Returns:
+      The summary numbers (also in results.json under "summary").
+    """
+    names = list(reward_names)
+    if rs.means.shape[1] != len(names) or rs.weights.shape[1] != len(expert_names):
+        raise ValueError(
+            f"RS has {rs.means.shape[1]} rewards and {rs.weights.shape[1]} experts; names give "
+            f"{len(names)} and {len(expert_names)}."
+        )
+    os.makedirs(run_dir, exist_ok=True)
+    vertices = expert_rows(rs.weights)
+    lmc = pareto.lmc_check(rs.weights, rs.means, rs.means[vertices], tolerance=lmc_tolerance)
+    reference = _reference_point(
+        rs.means, None if morl is None else morl.means, None if init is None else init.means
+    )
+    summary: dict[str, Any] = {
+        "rs_trainings": len(expert_names),
+        "rs_expected_utility": pareto.expected_utility(rs.means),
+        "rs_hypervolume": pareto.hypervolume(rs.means, reference),
+        "hypervolume_reference": reference.tolist(),
+        "lmc_holds_everywhere": lmc.holds_everywhere,
+    }
+    if morl is not None:
+        summary |= {
+            "morl_trainings": len(morl.weights),
+            "morl_expected_utility": pareto.expected_utility(morl.means),
+            "morl_hypervolume": pareto.hypervolume(morl.means, reference),
+            "morl_runs_to_match_rs": pareto.morl_runs_to_match(rs.means, morl.means),
+        }
+    extra_fronts = dict(extra_soups or {})
+    if true_front is not None:
+        extra_fronts["true_front"] = true_front
+    for name, evaluation in extra_fronts.items():
+        summary[f"{name}_expected_utility"] = pareto.expected_utility(evaluation.means)
+        summary[f"{name}_hypervolume"] = pareto.hypervolume(evaluation.means, reference)
+
+    results: dict[str, Any] = {
+        "reward_names": names,
+        "expert_names": list(expert_names),
+        "init": None if init is None else _points(init, names, "weights")[0]["rewards"],
+        "rs": _points(rs, names, "lambda"),
+        "morl": None if morl is None else _points(morl, names, "mu"),
+        "extra_soups": {name: _points(ev, names, "lambda") for name, ev in (extra_soups or {}).items()},
+        "true_front": None if true_front is None else _points(true_front, names, "mu"),
+        "summary": summary,
+        "config": dict(config or {}),
+    }
+    with open(os.path.join(run_dir, "results.json"), "w") as handle:
+        json.dump(results, handle, indent=2)
+    with open(os.path.join(run_dir, "lmc.json"), "w") as handle:
+        json.dump(lmc.to_dict(names), handle, indent=2)
+    _write_figures(run_dir, names, list(expert_names), rs, morl, init, extra_fronts)
+    _write_summary(run_dir, names, list(expert_names), summary, lmc)
+    return summary
+
+
+def _write_figures(run_dir, names, expert_names, rs, morl, init, extra_soups) -> None:
+    lambdas = rs.weights[:, -1]
+    plots.plot_front(
+        os.path.join(run_dir, "front.png"),
+        rs.means[:, :2],
+        lambdas,
+        reward_names=names[:2],
+        morl_points=None if morl is None else morl.means[:, :2],
+        morl_mus=None if morl is None else morl.weights[:, -1].tolist(),
+        init_point=None if init is None else init.means[0, :2],
+        extra_fronts={name: ev.means[:, :2] for name, ev in extra_soups.items()},
+        title=f"Rewarded soups of {len(expert_names)} experts",
+    )
+    if rs.weights.shape[1] == 2:
+        order = np.argsort(lambdas, kind="stable")
+        plots.plot_lambda_curves(
+            os.path.join(run_dir, "lambda_curves.png"), lambdas[order], rs.means[order], names,
+            stderr=None if rs.stderrs is None else rs.stderrs[order],
+        )
+    if len(names) >= 3:
+        series = {f"expert {name}": rs.means[row] for name, row in zip(expert_names, expert_rows(rs.weights))}
+        uniform = np.argmin(np.abs(rs.weights - 1.0 / rs.weights.shape[1]).sum(axis=1))
+        series[f"soup λ={np.round(rs.weights[uniform], 2).tolist()}"] = rs.means[uniform]
+        if morl is not None:
+            for mu, means in zip(morl.weights, morl.means):
+                series[f"MORL μ={np.round(mu, 2).tolist()}"] = means
+        if init is not None:
+            series["pre-trained init"] = init.means[0]
+        plots.plot_spider(os.path.join(run_dir, "spider.png"), series, names)
+
+
+def _write_summary(run_dir, names, expert_names, summary, lmc) -> None:
+    lines = [
+        "# Rewarded soups vs MORL",
+        "",
+        f"Rewards: {', '.join(names)}. Experts: {', '.join(expert_names)}.",
+        "",
+        "| method | trainings | expected utility ↑ | hypervolume ↑ |",
+        "|---|---|---|---|",
+        f"| rewarded soups | {summary['rs_trainings']} | {summary['rs_expected_utility']:.4g} | "
+        f"{summary['rs_hypervolume']:.4g} |",
+    ]
+    if "morl_trainings" in summary:
+        lines.append(
+            f"| MORL | {summary['morl_trainings']} | {summary['morl_expected_utility']:.4g} | "
+            f"{summary['morl_hypervolume']:.4g} |"
+        )
+    for key in summary:
+        if key.endswith("_expected_utility") and not key.startswith(("rs_", "morl_")):
+            name = key.removesuffix("_expected_utility")
+            trainings = "— (analytic)" if name == "true_front" else f"{summary['rs_trainings']} (same experts)"
+            lines.append(
+                f"| {name.replace('_', ' ')} | {trainings} | {summary[key]:.4g} | "
+                f"{summary[name + '_hypervolume']:.4g} |"
+            )
+    lines += [
+        "",
+        "Expected utility: E over uniform linear preferences μ of the best μ·R among the points.",
+        f"Hypervolume reference point: {np.round(summary['hypervolume_reference'], 4).tolist()} "
+        "(worst evaluated reward minus 5% of its range).",
+    ]
+    if "morl_runs_to_match_rs" in summary:
+        needed = summary["morl_runs_to_match_rs"]
+        lines.append(
+            f"MORL runs needed to match the expected utility of RS: "
+            f"{needed if needed is not None else 'not reached with the runs made'}."
+        )
+    failing = int((~lmc.holds).sum())
+    lines.append(
+        f"Linear mode connectivity (Working Hypothesis 1): "
+        f"{'holds at every λ' if lmc.holds_everywhere else f'fails at {failing} (λ, reward) pairs'} "
+        f"(tolerance {lmc.tolerance:g}; per-λ margins in lmc.json)."
+    )
+    with open(os.path.join(run_dir, "summary.md"), "w") as handle:
+        handle.write("\n".join(lines) + "\n")

@@ -1,0 +1,1 @@
+"""Models: third-party model code (transformers / diffusers Flax classes) stays behind this package."""

@@ -1,0 +1,329 @@
+"""Pareto fronts and the metrics that compare rewarded soups with MORL.
+
+Every function maximizes: a point is a vector of R rewards, larger is better.
+These run on the host (numpy) on a few hundred points at most.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_points(points: Any, name: str = "points") -> np.ndarray:
+    array = np.asarray(points, dtype=np.float64)
+    if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must have shape (P, R) with P, R >= 1; got {array.shape}.")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} must be finite; got non-finite values in {name}.")
+    return array
+
+
+def _as_preference(preference: Any, n_rewards: int) -> np.ndarray:
+    mu = np.asarray(preference, dtype=np.float64)
+    if mu.shape != (n_rewards,) or not np.all(np.isfinite(mu)) or np.any(mu < 0) or mu.sum() <= 0:
+        raise ValueError(
+            f"A preference must be {n_rewards} finite non-negative numbers, not all zero; "
+            f"got {preference!r}."
+        )
+    return mu / mu.sum()
+
+
+# --------------------------------------------------------------------------- fronts
+
+
+def pareto_mask(points: Any) -> np.ndarray:
+    """(P,) bool: True where no other point is ≥ in every reward and > in one."""
+    array = _as_points(points)
+    geq = np.all(array[:, None, :] >= array[None, :, :], axis=-1)  # [j, i]: j ≥ i everywhere
+    gt = np.any(array[:, None, :] > array[None, :, :], axis=-1)
+    dominated = np.any(geq & gt, axis=0)
+    return ~dominated
+
+
+def pareto_front(points: Any) -> np.ndarray:
+    """The non-dominated points, sorted by the first reward ascending, duplicates removed."""
+    array = _as_points(points)
+    front = np.unique(array[pareto_mask(array)], axis=0)
+    return front[np.argsort(front[:, 0], kind="stable")]
+
+
+# --------------------------------------------------------------------------- hypervolume
+
+
+def hypervolume(points: Any, reference: Any) -> float:
+    """Volume dominated by ``points`` and dominating ``reference`` (maximization).
+
+    Exact. 2-D is a sort and sweep; N-D slices along the last reward and recurses
+    (fine for the tens of points a front has).
+
+    Args:
+      points: (P, R) rewards.
+      reference: (R,) reference point, worse than the points that should count;
+        points not strictly better than it in every reward contribute nothing.
+    """
+    array = _as_points(points)
+    ref = np.asarray(reference, dtype=np.float64)
+    if ref.shape != (array.shape[1],) or not np.all(np.isfinite(ref)):
+        raise ValueError(f"reference must be {array.shape[1]} finite numbers; got {reference!r}.")
+    useful = array[np.all(array > ref, axis=1)]
+    if useful.shape[0] == 0:
+        return 0.0
+    return float(_hypervolume(pareto_front(useful) - ref))
+
+
+def _hypervolume(front: np.ndarray) -> float:
+    """Hypervolume of non-negative points w.r.t. the origin."""
+    if front.shape[1] == 1:
+        return float(front[:, 0].max())
+    if front.shape[1] == 2:
+        order = np.argsort(-front[:, 0])
+        volume, best_y = 0.0, 0.0
+        for x, y in front[order]:
+            if y > best_y:
+                volume += x * (y - best_y)
+                best_y = y
+        return volume
+    levels = np.unique(front[:, -1])[::-1]  # descending
+    volume = 0.0
+    for level, next_level in zip(levels, [*levels[1:], 0.0]):
+        slab = front[front[:, -1] >= level][:, :-1]
+        volume += (level - next_level) * _hypervolume(pareto_front(slab))
+    return volume
+
+
+# --------------------------------------------------------------------------- expected utility
+
+
+def expected_utility(points: Any, preferences: Any | None = None, resolution: int = 200) -> float:
+    """E_μ max_p μ·R_p over uniform linear preferences μ on the simplex.
+
+    The metric of the paper's rebuttal: the utility a user with a random linear
+    preference gets from the best point offered. For R = 2 it is exact (the
+    upper envelope of lines is integrated piecewise). For R ≥ 3 it averages over
+    the simplex lattice of the given ``resolution`` (error O(1/resolution)), or
+    over ``preferences`` (M, R) if given.
+    """
+    array = _as_points(points)
+    n_rewards = array.shape[1]
+    if preferences is not None:
+        mus = _as_points(preferences, "preferences")
+        if mus.shape[1] != n_rewards:
+            raise ValueError(f"preferences must have {n_rewards} columns; got {mus.shape}.")
+        return float(np.mean(np.max(mus @ array.T, axis=1)))
+    if n_rewards == 1:
+        return float(array[:, 0].max())
+    if n_rewards == 2:
+        return _expected_utility_2d(array)
+    from rs_jax.soup import simplex_grid  # a host-side grid; avoids a module cycle at import
+
+    return float(np.mean(np.max(simplex_grid(n_rewards, resolution + 1) @ array.T, axis=1)))
+
+
+def _expected_utility_2d(points: np.ndarray) -> float:
+    """∫₀¹ max_p [(1-t) a_p + t b_p] dt, exactly."""
+    intercepts, slopes = points[:, 0], points[:, 1] - points[:, 0]
+    breaks = {0.0, 1.0}
+    for i, j in itertools.combinations(range(len(points)), 2):
+        if slopes[i] != slopes[j]:
+            t = (intercepts[j] - intercepts[i]) / (slopes[i] - slopes[j])
+            if 0.0 < t < 1.0:
+                breaks.add(float(t))
+    ts = np.array(sorted(breaks))
+    mids = (ts[:-1] + ts[1:]) / 2
+    best = np.argmax(intercepts[None, :] + mids[:, None] * slopes[None, :], axis=1)
+    left = intercepts[best] + ts[:-1] * slopes[best]
+    right = intercepts[best] + ts[1:] * slopes[best]
+    return float(np.sum((left + right) / 2 * np.diff(ts)))
+
+
+def morl_runs_to_match(rs_points: Any, morl_points: Any, tolerance: float = 0.0) -> int | None:
+    """Fewest MORL runs whose best subset reaches the expected utility of RS.
+
+    Answers "how many MORL trainings would a user need to do as well as the N
+    trainings of RS?" by choosing, for each m, the best m MORL points (exhaustive
+    over subsets when cheap, greedy otherwise). Returns None if all MORL points
+    together stay below RS.
+    """
+    rs_eu = expected_utility(rs_points)
+    morl = _as_points(morl_points, "morl_points")
+    for size in range(1, len(morl) + 1):
+        if math.comb(len(morl), size) <= 5000:
+            best = max(
+                expected_utility(morl[list(subset)])
+                for subset in itertools.combinations(range(len(morl)), size)
+            )
+        else:
+            best = expected_utility(morl[_greedy_subset(morl, size)])
+        if best >= rs_eu - tolerance:
+            return size
+    return None
+
+
+def _greedy_subset(points: np.ndarray, size: int) -> list[int]:
+    chosen: list[int] = []
+    for _ in range(size):
+        rest = [i for i in range(len(points)) if i not in chosen]
+        chosen.append(max(rest, key=lambda i: expected_utility(points[chosen + [i]])))
+    return chosen
+
+
+# --------------------------------------------------------------------------- LMC
+
+
+@dataclasses.dataclass(frozen=True)
+class LMCReport:
+    """Working Hypothesis 1 (linear mode connectivity) at every grid point.
+
+    Attributes:
+      lambdas: (K, N) interpolation weights.
+      soup_rewards: (K, R) rewards of θ(λ).
+      linear_rewards: (K, R) Σᵢ λᵢ Rⱼ(θᵢ), the linear interpolation of the experts' rewards.
+      margins: (K, R) soup − linear; ≥ 0 where the hypothesis holds.
+      holds: (K, R) margins ≥ −tolerance.
+    """
+
+    lambdas: np.ndarray
+    soup_rewards: np.ndarray
+    linear_rewards: np.ndarray
+    margins: np.ndarray
+    holds: np.ndarray
+    tolerance: float
+
+    @property
+    def holds_everywhere(self) -> bool:
+        return bool(self.holds.all())
+
+    def to_dict(self, reward_names: Sequence[str] | None = None) -> dict[str, Any]:
+        names = list(reward_names or [f"R{j + 1}" for j in range(self.margins.shape[1])])
+        return {
+            "hypothesis": "R_j(θ(λ)) >= Σ_i λ_i R_j(θ_i) for every reward j (Working Hypothesis 1)",
+            "tolerance": self.tolerance,
+            "holds_everywhere": self.holds_everywhere,
+            "points": [
+                {
+                    "lambda": lam.tolist(),
+                    **{
+                        name: {
+                            "soup": float(s),
+                            "linear": float(lin),
+                            "margin": float(m),
+                            "holds": bool(h),
+                        }
+                        for name, s, lin, m, h in zip(names, soup, linear, margin, hold)
+                    },
+                }
+                for lam, soup, linear, margin, hold in zip(
+                    self.lambdas, self.soup_rewards, self.linear_rewards, self.margins, self.holds
+                )
+            ],
+        }
+
+
+def lmc_check(
+    lambdas: Any, soup_rewards: Any, expert_rewards: Any, tolerance: float = 0.0
+) -> LMCReport:
+    """Checks Rⱼ(θ(λ)) ≥ Σᵢ λᵢ Rⱼ(θᵢ) for every λ and reward j.
+
+    For N = 2 and λ = (1-λ, λ) this is the paper's Rⱼ(θ(λ)) ≥ (1-λ)Rⱼ(θ₁) + λRⱼ(θ₂).
+
+    Args:
+      lambdas: (K, N) weights of the soups.
+      soup_rewards: (K, R) rewards of each soup.
+      expert_rewards: (N, R) rewards of each expert θᵢ.
+      tolerance: allowed shortfall (e.g. a few standard errors of the evaluation).
+    """
+    lam = _as_points(lambdas, "lambdas")
+    soups = _as_points(soup_rewards, "soup_rewards")
+    experts = _as_points(expert_rewards, "expert_rewards")
+    if lam.shape[0] != soups.shape[0] or lam.shape[1] != experts.shape[0]:
+        raise ValueError(
+            f"Shapes disagree: lambdas {lam.shape} (K, N), soup_rewards {soups.shape} (K, R), "
+            f"expert_rewards {experts.shape} (N, R)."
+        )
+    if soups.shape[1] != experts.shape[1]:
+        raise ValueError(
+            f"soup_rewards has {soups.shape[1]} rewards, expert_rewards {experts.shape[1]}."
+        )
+    linear = lam @ experts
+    margins = soups - linear
+    return LMCReport(lam, soups, linear, margins, margins >= -tolerance, tolerance)
+
+
+# --------------------------------------------------------------------------- λ selection
+
+
+def lambda_from_preference(preference: Any) -> np.ndarray:
+    """λ = μ̂: the soup weights equal to the user's normalized linear preference.
+
+    The paper's default choice; exact when the rewards' Hessians are equal up to
+    scale (Lemma 2). Returns (N,) on the simplex.
+    """
+    mu = np.asarray(preference, dtype=np.float64)
+    if mu.ndim != 1 or mu.size < 2:
+        raise ValueError(f"A preference is a vector of N >= 2 weights; got {preference!r}.")
+    return _as_preference(mu, mu.size)
+
+
+def select_for_preference(points: Any, preference: Any) -> int:
+    """Index of the point maximizing μ·R: the front point a user with preference μ picks."""
+    array = _as_points(points)
+    return int(np.argmax(array @ _as_preference(preference, array.shape[1])))
+
+
+@dataclasses.dataclass(frozen=True)
+class CrossValidatedChoice:
+    """λ chosen on labelled samples.
+
+    Attributes:
+      index: row of the grid chosen on all samples.
+      lambdas: that row of the grid.
+      cv_utility: held-out utility of the choice procedure (mean over folds), an
+        unbiased estimate of what the chosen λ gives on new samples.
+      fold_indices: the row chosen in each fold.
+    """
+
+    index: int
+    lambdas: np.ndarray
+    cv_utility: float
+    fold_indices: list[int]
+
+
+def select_lambda_cross_validated(
+    grid: Any, sample_utilities: Any, num_folds: int = 5, seed: int = 0
+) -> CrossValidatedChoice:
+    """Chooses λ by K-fold cross-validation on labelled samples.
+
+    Args:
+      grid: (K, N) candidate λ.
+      sample_utilities: (K, S) the user's utility (e.g. a human label or the true
+        reward) of the soup at grid[k] on labelled sample s.
+      num_folds: folds, 2 ≤ num_folds ≤ S.
+      seed: seeds the permutation of the samples.
+    """
+    lambdas = _as_points(grid, "grid")
+    utilities = _as_points(sample_utilities, "sample_utilities")
+    if utilities.shape[0] != lambdas.shape[0]:
+        raise ValueError(
+            f"sample_utilities has {utilities.shape[0]} rows but grid has {lambdas.shape[0]}."
+        )
+    n_samples = utilities.shape[1]
+    if not 2 <= num_folds <= n_samples:
+        raise ValueError(f"num_folds must be in [2, {n_samples}] (samples); got {num_folds}.")
+    order = np.random.default_rng(seed).permutation(n_samples)
+    folds = np.array_split(order, num_folds)
+    held_out, choices = [], []
+    for fold in folds:
+        train = np.setdiff1d(order, fold)
+        choice = int(np.argmax(utilities[:, train].mean(axis=1)))
+        choices.append(choice)
+        held_out.append(utilities[choice, fold].mean())
+    index = int(np.argmax(utilities.mean(axis=1)))
+    return CrossValidatedChoice(index, lambdas[index], float(np.mean(held_out)), choices)

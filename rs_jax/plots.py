@@ -1,0 +1,205 @@
+"""Figures of a rewarded-soup run; each PNG gets its numbers as JSON beside it.
+
+``plot_front(path=".../front.png", ...)`` writes ``front.png`` and ``front.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
+import numpy as np  # noqa: E402
+
+
+def _write_json_beside(path: str | os.PathLike, numbers: dict[str, Any]) -> None:
+    stem, _ = os.path.splitext(os.fspath(path))
+    with open(stem + ".json", "w") as handle:
+        json.dump(numbers, handle, indent=2)
+
+
+def _save(figure: plt.Figure, path: str | os.PathLike, numbers: dict[str, Any]) -> None:
+    directory = os.path.dirname(os.fspath(path))
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+    figure.savefig(path, dpi=130, bbox_inches="tight")
+    plt.close(figure)
+    _write_json_beside(path, numbers)
+
+
+def _catmull_rom(points: np.ndarray, samples_per_segment: int = 16) -> np.ndarray:
+    """A smooth curve through ``points`` (P, 2) in their order (uniform Catmull-Rom)."""
+    if len(points) < 3:
+        return points
+    padded = np.vstack([2 * points[0] - points[1], points, 2 * points[-1] - points[-2]])
+    t = np.linspace(0.0, 1.0, samples_per_segment, endpoint=False)[:, None]
+    segments = []
+    for p0, p1, p2, p3 in zip(padded[:-3], padded[1:-2], padded[2:-1], padded[3:]):
+        segments.append(
+            0.5
+            * (
+                2 * p1
+                + (p2 - p0) * t
+                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                + (3 * p1 - p0 - 3 * p2 + p3) * t**3
+            )
+        )
+    return np.vstack([*segments, points[-1:]])
+
+
+def plot_front(
+    path: str | os.PathLike,
+    rs_points: Any,
+    rs_lambdas: Sequence[float],
+    *,
+    reward_names: Sequence[str] = ("R1", "R2"),
+    morl_points: Any | None = None,
+    morl_mus: Sequence[float] | None = None,
+    init_point: Any | None = None,
+    extra_fronts: Mapping[str, Any] | None = None,
+    title: str | None = None,
+) -> None:
+    """Pareto-front figure in the plane of two rewards.
+
+    Args:
+      path: output PNG; the numbers go to the same stem with ``.json``.
+      rs_points: (K, 2) rewards of the soups, in λ order.
+      rs_lambdas: (K,) λ of each soup (weight of the second expert), for colour.
+      reward_names: axis labels (x, y).
+      morl_points: optional (M, 2) rewards of MORL runs.
+      morl_mus: optional (M,) μ of each MORL run, for labels.
+      init_point: optional (2,) rewards of the pre-trained initialization.
+      extra_fronts: optional other soups to draw as lines, e.g. {"Fisher soup": (K', 2)}.
+      title: figure title.
+    """
+    rs = np.asarray(rs_points, dtype=np.float64)
+    lambdas = np.asarray(rs_lambdas, dtype=np.float64)
+    if rs.ndim != 2 or rs.shape[1] != 2 or lambdas.shape != (rs.shape[0],):
+        raise ValueError(f"rs_points must be (K, 2) and rs_lambdas (K,); got {rs.shape}, {lambdas.shape}.")
+    figure, axis = plt.subplots(figsize=(5.5, 4.5))
+    curve = _catmull_rom(rs)
+    axis.plot(curve[:, 0], curve[:, 1], color="tab:blue", alpha=0.5, lw=1.5, zorder=1)
+    scatter = axis.scatter(rs[:, 0], rs[:, 1], c=lambdas, cmap="viridis", s=40, zorder=5,
+                           edgecolors="k", linewidths=0.4, label="rewarded soup θ(λ)")
+    figure.colorbar(scatter, ax=axis, label="λ (weight of expert 2)")
+    numbers: dict[str, Any] = {
+        "reward_names": list(reward_names),
+        "rs": {"lambdas": lambdas.tolist(), "points": rs.tolist()},
+    }
+    for name, points in (extra_fronts or {}).items():
+        extra = np.asarray(points, dtype=np.float64)
+        axis.plot(extra[:, 0], extra[:, 1], "--", lw=1.5, zorder=2, label=name.replace("_", " "))
+        numbers.setdefault("extra_fronts", {})[name] = extra.tolist()
+    if morl_points is not None:
+        morl = np.asarray(morl_points, dtype=np.float64)
+        axis.scatter(morl[:, 0], morl[:, 1], marker="*", s=140, color="tab:red", zorder=4,
+                     edgecolors="k", linewidths=0.4, label=f"MORL (one run per μ; μ = weight of {reward_names[1]})")
+        mus = list(morl_mus) if morl_mus is not None else [None] * len(morl)
+        for (x, y), mu in zip(morl, mus):
+            if mu is not None:
+                axis.annotate(f"μ={mu:g}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+        numbers["morl"] = {"mus": mus, "points": morl.tolist()}
+    if init_point is not None:
+        init = np.asarray(init_point, dtype=np.float64)
+        axis.scatter([init[0]], [init[1]], marker="X", s=90, color="gray", zorder=4,
+                     label="pre-trained init")
+        numbers["init"] = init.tolist()
+    axis.set_xlabel(reward_names[0])
+    axis.set_ylabel(reward_names[1])
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8, loc="best")
+    if title:
+        axis.set_title(title)
+    _save(figure, path, numbers)
+
+
+def plot_spider(
+    path: str | os.PathLike,
+    series: Mapping[str, Any],
+    reward_names: Sequence[str],
+    *,
+    title: str | None = None,
+) -> None:
+    """Spider (radar) map for N ≥ 3 rewards, each axis min-max normalized over all series.
+
+    Args:
+      path: output PNG (numbers to ``.json`` beside it, unnormalized).
+      series: name -> (R,) rewards, e.g. {"expert small": ..., "uniform soup": ...}.
+      reward_names: the R axis labels, R ≥ 3.
+    """
+    names = list(series)
+    values = np.asarray([np.asarray(series[name], dtype=np.float64) for name in names])
+    if values.ndim != 2 or values.shape[1] != len(reward_names) or len(reward_names) < 3:
+        raise ValueError(
+            f"A spider map needs >= 3 rewards and one value per reward in each series; got "
+            f"{len(reward_names)} names and values of shape {values.shape}."
+        )
+    low, high = values.min(axis=0), values.max(axis=0)
+    normalized = (values - low) / np.where(high > low, high - low, 1.0)
+    angles = np.linspace(0, 2 * np.pi, len(reward_names), endpoint=False)
+    closed = np.append(angles, angles[0])
+    figure = plt.figure(figsize=(5.5, 5.5))
+    axis = figure.add_subplot(projection="polar")
+    for name, row in zip(names, normalized):
+        ring = np.append(row, row[0])
+        axis.plot(closed, ring, lw=1.5, label=name)
+        axis.fill(closed, ring, alpha=0.08)
+    axis.set_xticks(angles)
+    axis.set_xticklabels(list(reward_names))
+    axis.set_yticks([0.25, 0.5, 0.75, 1.0])
+    axis.set_yticklabels([])
+    axis.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.35, 1.1))
+    if title:
+        axis.set_title(title, pad=20)
+    _save(figure, path, {
+        "reward_names": list(reward_names),
+        "series": {name: row.tolist() for name, row in zip(names, values)},
+        "normalization": {"min": low.tolist(), "max": high.tolist()},
+    })
+
+
+def plot_lambda_curves(
+    path: str | os.PathLike,
+    lambdas: Sequence[float],
+    rewards: Any,
+    reward_names: Sequence[str],
+    *,
+    stderr: Any | None = None,
+    title: str | None = None,
+) -> None:
+    """Each reward as a function of λ, with ±1 standard error bands if given.
+
+    Args:
+      lambdas: (K,) λ (weight of expert 2).
+      rewards: (K, R) rewards of each soup.
+      stderr: optional (K, R) standard errors.
+    """
+    lam = np.asarray(lambdas, dtype=np.float64)
+    values = np.asarray(rewards, dtype=np.float64)
+    if values.shape != (lam.shape[0], len(reward_names)):
+        raise ValueError(f"rewards must be (K={lam.shape[0]}, R={len(reward_names)}); got {values.shape}.")
+    figure, axis = plt.subplots(figsize=(5.5, 4.0))
+    numbers: dict[str, Any] = {"lambdas": lam.tolist(), "reward_names": list(reward_names),
+                               "rewards": values.tolist()}
+    errors = None if stderr is None else np.asarray(stderr, dtype=np.float64)
+    for j, name in enumerate(reward_names):
+        axis.plot(lam, values[:, j], marker="o", ms=4, label=name)
+        if errors is not None:
+            axis.fill_between(lam, values[:, j] - errors[:, j], values[:, j] + errors[:, j], alpha=0.2)
+    if errors is not None:
+        numbers["stderr"] = errors.tolist()
+    if lam.min() < 0 or lam.max() > 1:
+        axis.axvspan(lam.min(), 0, color="gray", alpha=0.1)
+        axis.axvspan(1, lam.max(), color="gray", alpha=0.1, label="extrapolation")
+    axis.set_xlabel("λ (weight of expert 2)")
+    axis.set_ylabel("reward")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    if title:
+        axis.set_title(title)
+    _save(figure, path, numbers)

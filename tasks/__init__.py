@@ -1,0 +1,1 @@
+"""One module per paper experiment, run as ``python -m tasks.<name>``."""
