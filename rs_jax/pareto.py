@@ -128,20 +128,28 @@ def expected_utility(points: Any, preferences: Any | None = None, resolution: in
 
 
 def _expected_utility_2d(points: np.ndarray) -> float:
-    """∫₀¹ max_p [(1-t) a_p + t b_p] dt, exactly."""
-    intercepts, slopes = points[:, 0], points[:, 1] - points[:, 0]
-    breaks = {0.0, 1.0}
-    for i, j in itertools.combinations(range(len(points)), 2):
-        if slopes[i] != slopes[j]:
-            t = (intercepts[j] - intercepts[i]) / (slopes[i] - slopes[j])
-            if 0.0 < t < 1.0:
-                breaks.add(float(t))
-    ts = np.array(sorted(breaks))
-    mids = (ts[:-1] + ts[1:]) / 2
-    best = np.argmax(intercepts[None, :] + mids[:, None] * slopes[None, :], axis=1)
-    left = intercepts[best] + ts[:-1] * slopes[best]
-    right = intercepts[best] + ts[1:] * slopes[best]
-    return float(np.sum((left + right) / 2 * np.diff(ts)))
+    """∫₀¹ max_p [(1-t) a_p + t b_p] dt, exactly, via the upper envelope of the lines (O(P log P))."""
+    front = pareto_front(points)  # dominated points are never the maximum
+    intercepts, slopes = front[:, 0], front[:, 1] - front[:, 0]
+    envelope: list[int] = []
+    for line in np.lexsort((intercepts, slopes)):  # by slope, then intercept
+        if envelope and slopes[envelope[-1]] == slopes[line]:
+            envelope.pop()  # same slope, smaller intercept
+        while len(envelope) >= 2 and _crossing(intercepts, slopes, envelope[-1], line) <= _crossing(
+            intercepts, slopes, envelope[-2], envelope[-1]
+        ):
+            envelope.pop()
+        envelope.append(line)
+    a, s = intercepts[envelope], slopes[envelope]
+    crossings = (a[:-1] - a[1:]) / (s[1:] - s[:-1])  # where line k+1 overtakes line k
+    edges = np.clip(np.concatenate([[0.0], crossings, [1.0]]), 0.0, 1.0)
+    low, high = edges[:-1], edges[1:]
+    return float(np.sum((high - low) * (a + s * (low + high) / 2)))
+
+
+def _crossing(intercepts: np.ndarray, slopes: np.ndarray, first: int, second: int) -> float:
+    """t where line ``second`` (larger slope) overtakes line ``first``."""
+    return (intercepts[first] - intercepts[second]) / (slopes[second] - slopes[first])
 
 
 def morl_runs_to_match(rs_points: Any, morl_points: Any, tolerance: float = 0.0) -> int | None:
