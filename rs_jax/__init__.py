@@ -39,6 +39,7 @@ __all__ = [
     "restore_experts",
     "save_expert",
     "simplex_grid",
+    "soup",
     "stack_experts",
     "sweep",
 ]

@@ -52,7 +52,9 @@ def optimal_params(problem: Problem, mu: jax.Array) -> dict[str, jax.Array]:
     return {"theta": (weighted * problem["optima"]).sum(0) / weighted.sum(0)}
 
 
-def train(problem: Problem, init: dict[str, jax.Array], mu: jax.Array, steps: int = 3000) -> dict[str, jax.Array]:
+def train(
+    problem: Problem, init: dict[str, jax.Array], mu: jax.Array, steps: int = 3000
+) -> dict[str, jax.Array]:
     """Fine-tunes ``init`` on μ·R with Adam; pure, so it vmaps over μ."""
     optimizer = optax.adam(optax.cosine_decay_schedule(0.1, steps))
 
@@ -91,8 +93,10 @@ def run(out: str, isotropic: bool = False, seed: int = 0) -> dict[str, Any]:
     rs_means = np.asarray(soup.sweep(evaluate, experts, grid))
     morl_means = np.asarray(jax.vmap(evaluate)(morl_runs))
 
-    fishers = [gaussian_fisher(problem, expert, i, key)
-               for i, (expert, key) in enumerate(zip(experts, jax.random.split(fisher_key)))]
+    fishers = [
+        gaussian_fisher(problem, expert, i, key)
+        for i, (expert, key) in enumerate(zip(experts, jax.random.split(fisher_key)))
+    ]
     fisher_means = np.stack([np.asarray(evaluate(soup.fisher_merge(experts, fishers, lam))) for lam in grid])
     dense = soup.simplex_grid(2, 201)
     true_means = np.asarray(jax.vmap(lambda mu: evaluate(optimal_params(problem, mu)))(jnp.asarray(dense)))
@@ -113,8 +117,11 @@ def run(out: str, isotropic: bool = False, seed: int = 0) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m rs_jax.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rs_jax.demo",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--out", default="runs/demo", help="run directory to write")
     parser.add_argument("--isotropic", action="store_true", help="Hessians ∝ identity (Lemma 2: RS optimal)")
     parser.add_argument("--seed", type=int, default=0)

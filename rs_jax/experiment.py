@@ -57,7 +57,9 @@ def mean_and_stderr(samples: Any, axis: int = 0) -> tuple[np.ndarray, np.ndarray
     count = values.shape[axis]
     if count == 0:
         raise ValueError("Cannot average zero samples.")
-    stderr = values.std(axis=axis, ddof=1) / np.sqrt(count) if count > 1 else np.zeros_like(values.mean(axis=axis))
+    stderr = (
+        values.std(axis=axis, ddof=1) / np.sqrt(count) if count > 1 else np.zeros_like(values.mean(axis=axis))
+    )
     return values.mean(axis=axis), stderr
 
 
@@ -198,7 +200,10 @@ def _write_figures(run_dir, names, expert_names, rs, morl, init, extra_soups) ->
     if rs.weights.shape[1] == 2:
         order = np.argsort(lambdas, kind="stable")
         plots.plot_lambda_curves(
-            os.path.join(run_dir, "lambda_curves.png"), lambdas[order], rs.means[order], names,
+            os.path.join(run_dir, "lambda_curves.png"),
+            lambdas[order],
+            rs.means[order],
+            names,
             stderr=None if rs.stderrs is None else rs.stderrs[order],
         )
     if len(names) >= 3:
@@ -232,7 +237,9 @@ def _write_summary(run_dir, names, expert_names, summary, lmc) -> None:
     for key in summary:
         if key.endswith("_expected_utility") and not key.startswith(("rs_", "morl_")):
             name = key.removesuffix("_expected_utility")
-            trainings = "— (analytic)" if name == "true_front" else f"{summary['rs_trainings']} (same experts)"
+            trainings = (
+                "— (analytic)" if name == "true_front" else f"{summary['rs_trainings']} (same experts)"
+            )
             lines.append(
                 f"| {name.replace('_', ' ')} | {trainings} | {summary[key]:.4g} | "
                 f"{summary[name + '_hypervolume']:.4g} |"

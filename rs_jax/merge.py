@@ -51,17 +51,21 @@ def merge_hf(experts: Sequence[str], weights: Sequence[float], out: str, allow_e
     architectures = {type(model).__name__ for model in models}
     if len(architectures) != 1:
         raise ValueError(f"Experts have different model classes {sorted(architectures)}.")
-    merged = soup.interpolate([params for _, params in loaded], weights,
-                              allow_extrapolation=allow_extrapolation)
+    merged = soup.interpolate(
+        [params for _, params in loaded], weights, allow_extrapolation=allow_extrapolation
+    )
     hf.save_flax_pretrained(models[0], merged, out)
     with open(os.path.join(out, "soup.json"), "w") as handle:
-        json.dump({"experts": [os.path.abspath(p) for p in experts], "weights": list(weights)},
-                  handle, indent=2)
+        json.dump(
+            {"experts": [os.path.abspath(p) for p in experts], "weights": list(weights)}, handle, indent=2
+        )
     return f"Hugging Face Flax model ({architectures.pop()})"
 
 
-def merge(experts: Sequence[str], weights: Sequence[float], out: str, *, allow_extrapolation: bool = False) -> str:
-    """Merges experts (all rs_jax checkpoints or all HF directories) into ``out``; returns what was written."""
+def merge(
+    experts: Sequence[str], weights: Sequence[float], out: str, *, allow_extrapolation: bool = False
+) -> str:
+    """Merges experts (all rs_jax checkpoints or all HF directories) into ``out``; says what it wrote."""
     if len(experts) < 2:
         raise ValueError(f"Give at least two experts; got {len(experts)}.")
     if len(weights) != len(experts):
@@ -80,10 +84,15 @@ def merge(experts: Sequence[str], weights: Sequence[float], out: str, *, allow_e
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m rs_jax.merge", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m rs_jax.merge",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--experts", nargs="+", required=True, help="expert directories")
-    parser.add_argument("--weights", nargs="+", type=float, required=True, help="λ, one per expert, summing to 1")
+    parser.add_argument(
+        "--weights", nargs="+", type=float, required=True, help="λ, one per expert, summing to 1"
+    )
     parser.add_argument("--out", required=True, help="new output directory")
     parser.add_argument("--allow-extrapolation", action="store_true", help="permit λ outside [0, 1]")
     args = parser.parse_args(argv)

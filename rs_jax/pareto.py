@@ -30,8 +30,7 @@ def _as_preference(preference: Any, n_rewards: int) -> np.ndarray:
     mu = np.asarray(preference, dtype=np.float64)
     if mu.shape != (n_rewards,) or not np.all(np.isfinite(mu)) or np.any(mu < 0) or mu.sum() <= 0:
         raise ValueError(
-            f"A preference must be {n_rewards} finite non-negative numbers, not all zero; "
-            f"got {preference!r}."
+            f"A preference must be {n_rewards} finite non-negative numbers, not all zero; got {preference!r}."
         )
     return mu / mu.sum()
 
@@ -179,7 +178,7 @@ def _greedy_subset(points: np.ndarray, size: int) -> list[int]:
     chosen: list[int] = []
     for _ in range(size):
         rest = [i for i in range(len(points)) if i not in chosen]
-        chosen.append(max(rest, key=lambda i: expected_utility(points[chosen + [i]])))
+        chosen.append(max(rest, key=lambda i: expected_utility(points[[*chosen, i]])))
     return chosen
 
 
@@ -235,9 +234,7 @@ class LMCReport:
         }
 
 
-def lmc_check(
-    lambdas: Any, soup_rewards: Any, expert_rewards: Any, tolerance: float = 0.0
-) -> LMCReport:
+def lmc_check(lambdas: Any, soup_rewards: Any, expert_rewards: Any, tolerance: float = 0.0) -> LMCReport:
     """Checks Rⱼ(θ(λ)) ≥ Σᵢ λᵢ Rⱼ(θᵢ) for every λ and reward j.
 
     For N = 2 and λ = (1-λ, λ) this is the paper's Rⱼ(θ(λ)) ≥ (1-λ)Rⱼ(θ₁) + λRⱼ(θ₂).
@@ -257,9 +254,7 @@ def lmc_check(
             f"expert_rewards {experts.shape} (N, R)."
         )
     if soups.shape[1] != experts.shape[1]:
-        raise ValueError(
-            f"soup_rewards has {soups.shape[1]} rewards, expert_rewards {experts.shape[1]}."
-        )
+        raise ValueError(f"soup_rewards has {soups.shape[1]} rewards, expert_rewards {experts.shape[1]}.")
     linear = lam @ experts
     margins = soups - linear
     return LMCReport(lam, soups, linear, margins, margins >= -tolerance, tolerance)
@@ -319,9 +314,7 @@ def select_lambda_cross_validated(
     lambdas = _as_points(grid, "grid")
     utilities = _as_points(sample_utilities, "sample_utilities")
     if utilities.shape[0] != lambdas.shape[0]:
-        raise ValueError(
-            f"sample_utilities has {utilities.shape[0]} rows but grid has {lambdas.shape[0]}."
-        )
+        raise ValueError(f"sample_utilities has {utilities.shape[0]} rows but grid has {lambdas.shape[0]}.")
     n_samples = utilities.shape[1]
     if not 2 <= num_folds <= n_samples:
         raise ValueError(f"num_folds must be in [2, {n_samples}] (samples); got {num_folds}.")

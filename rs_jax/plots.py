@@ -13,8 +13,8 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (backend must be chosen first)
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def _write_json_beside(path: str | os.PathLike, numbers: dict[str, Any]) -> None:
@@ -84,8 +84,17 @@ def plot_front(
     figure, axis = plt.subplots(figsize=(5.5, 4.5))
     curve = _catmull_rom(rs)
     axis.plot(curve[:, 0], curve[:, 1], color="tab:blue", alpha=0.5, lw=1.5, zorder=1)
-    scatter = axis.scatter(rs[:, 0], rs[:, 1], c=lambdas, cmap="viridis", s=40, zorder=5,
-                           edgecolors="k", linewidths=0.4, label="rewarded soup θ(λ)")
+    scatter = axis.scatter(
+        rs[:, 0],
+        rs[:, 1],
+        c=lambdas,
+        cmap="viridis",
+        s=40,
+        zorder=5,
+        edgecolors="k",
+        linewidths=0.4,
+        label="rewarded soup θ(λ)",
+    )
     figure.colorbar(scatter, ax=axis, label="λ (weight of expert 2)")
     numbers: dict[str, Any] = {
         "reward_names": list(reward_names),
@@ -97,8 +106,17 @@ def plot_front(
         numbers.setdefault("extra_fronts", {})[name] = extra.tolist()
     if morl_points is not None:
         morl = np.asarray(morl_points, dtype=np.float64)
-        axis.scatter(morl[:, 0], morl[:, 1], marker="*", s=140, color="tab:red", zorder=4,
-                     edgecolors="k", linewidths=0.4, label=f"MORL (one run per μ; μ = weight of {reward_names[1]})")
+        axis.scatter(
+            morl[:, 0],
+            morl[:, 1],
+            marker="*",
+            s=140,
+            color="tab:red",
+            zorder=4,
+            edgecolors="k",
+            linewidths=0.4,
+            label=f"MORL (one run per μ; μ = weight of {reward_names[1]})",
+        )
         mus = list(morl_mus) if morl_mus is not None else [None] * len(morl)
         for (x, y), mu in zip(morl, mus):
             if mu is not None:
@@ -106,8 +124,7 @@ def plot_front(
         numbers["morl"] = {"mus": mus, "points": morl.tolist()}
     if init_point is not None:
         init = np.asarray(init_point, dtype=np.float64)
-        axis.scatter([init[0]], [init[1]], marker="X", s=90, color="gray", zorder=4,
-                     label="pre-trained init")
+        axis.scatter([init[0]], [init[1]], marker="X", s=90, color="gray", zorder=4, label="pre-trained init")
         numbers["init"] = init.tolist()
     axis.set_xlabel(reward_names[0])
     axis.set_ylabel(reward_names[1])
@@ -156,11 +173,15 @@ def plot_spider(
     axis.legend(fontsize=7, loc="upper right", bbox_to_anchor=(1.35, 1.1))
     if title:
         axis.set_title(title, pad=20)
-    _save(figure, path, {
-        "reward_names": list(reward_names),
-        "series": {name: row.tolist() for name, row in zip(names, values)},
-        "normalization": {"min": low.tolist(), "max": high.tolist()},
-    })
+    _save(
+        figure,
+        path,
+        {
+            "reward_names": list(reward_names),
+            "series": {name: row.tolist() for name, row in zip(names, values)},
+            "normalization": {"min": low.tolist(), "max": high.tolist()},
+        },
+    )
 
 
 def plot_lambda_curves(
@@ -184,8 +205,11 @@ def plot_lambda_curves(
     if values.shape != (lam.shape[0], len(reward_names)):
         raise ValueError(f"rewards must be (K={lam.shape[0]}, R={len(reward_names)}); got {values.shape}.")
     figure, axis = plt.subplots(figsize=(5.5, 4.0))
-    numbers: dict[str, Any] = {"lambdas": lam.tolist(), "reward_names": list(reward_names),
-                               "rewards": values.tolist()}
+    numbers: dict[str, Any] = {
+        "lambdas": lam.tolist(),
+        "reward_names": list(reward_names),
+        "rewards": values.tolist(),
+    }
     errors = None if stderr is None else np.asarray(stderr, dtype=np.float64)
     for j, name in enumerate(reward_names):
         axis.plot(lam, values[:, j], marker="o", ms=4, label=name)

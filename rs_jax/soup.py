@@ -117,9 +117,7 @@ def check_weights(
         raise ValueError(f"{name} must be finite; got {array.tolist()}.")
     sums = array.sum(axis=-1)
     if not np.allclose(sums, 1.0, atol=SIMPLEX_ATOL, rtol=0.0):
-        raise ValueError(
-            f"{name} must sum to 1 (λ on the simplex); got sums {np.round(sums, 6).tolist()}."
-        )
+        raise ValueError(f"{name} must sum to 1 (λ on the simplex); got sums {np.round(sums, 6).tolist()}.")
     if not allow_extrapolation and (array.min() < -SIMPLEX_ATOL or array.max() > 1 + SIMPLEX_ATOL):
         raise ValueError(
             f"{name} must lie in [0, 1]; got {array.tolist()}. Pass allow_extrapolation=True "
@@ -148,9 +146,7 @@ def _accumulation_dtype(dtype: Any) -> Any:
 def _weighted_sum(stacked_leaf: jax.Array, leaf_weights: jax.Array) -> jax.Array:
     """Σᵢ wᵢ leafᵢ, accumulated in at least float32, returned in the leaf dtype."""
     compute_dtype = _accumulation_dtype(stacked_leaf.dtype)
-    combined = jnp.tensordot(
-        leaf_weights.astype(compute_dtype), stacked_leaf.astype(compute_dtype), axes=1
-    )
+    combined = jnp.tensordot(leaf_weights.astype(compute_dtype), stacked_leaf.astype(compute_dtype), axes=1)
     return combined.astype(stacked_leaf.dtype)
 
 
@@ -170,8 +166,15 @@ def _per_leaf_weights(
     """Broadcasts a weights pytree (a prefix of the experts' structure) to every leaf."""
     prefixes = jax.tree_util.tree_flatten_with_path(weights, is_leaf=_is_weight_vector)[0]
     checked = [
-        (path, check_weights(vector, n_experts, allow_extrapolation=allow_extrapolation,
-                             name=f"weights{jax.tree_util.keystr(path)}"))
+        (
+            path,
+            check_weights(
+                vector,
+                n_experts,
+                allow_extrapolation=allow_extrapolation,
+                name=f"weights{jax.tree_util.keystr(path)}",
+            ),
+        )
         for path, vector in prefixes
     ]
     per_leaf = []
@@ -190,14 +193,10 @@ def _per_leaf_weights(
 def _is_weight_vector(node: Any) -> bool:
     if isinstance(node, (np.ndarray, jax.Array)):
         return True
-    return isinstance(node, (list, tuple)) and all(
-        isinstance(v, (int, float, np.number)) for v in node
-    )
+    return isinstance(node, (list, tuple)) and all(isinstance(v, (int, float, np.number)) for v in node)
 
 
-def interpolate(
-    experts: Sequence[PyTree], weights: Any, *, allow_extrapolation: bool = False
-) -> PyTree:
+def interpolate(experts: Sequence[PyTree], weights: Any, *, allow_extrapolation: bool = False) -> PyTree:
     """Interpolates N experts: θ(λ) = Σᵢ λᵢ θᵢ.
 
     Args:
@@ -224,12 +223,9 @@ def interpolate(
         leaf_weights = [jnp.asarray(vector)] * len(per_expert[0])
     else:
         leaf_weights = [
-            jnp.asarray(w)
-            for w in _per_leaf_weights(weights, experts[0], n_experts, allow_extrapolation)
+            jnp.asarray(w) for w in _per_leaf_weights(weights, experts[0], n_experts, allow_extrapolation)
         ]
-    combined = [
-        _weighted_sum(jnp.stack(leaves), w) for leaves, w in zip(zip(*per_expert), leaf_weights)
-    ]
+    combined = [_weighted_sum(jnp.stack(leaves), w) for leaves, w in zip(zip(*per_expert), leaf_weights)]
     return jax.tree_util.tree_unflatten(treedef, combined)
 
 
@@ -431,16 +427,14 @@ def diagonal_fisher(
     n_examples = jax.tree.leaves(examples)[0].shape[0]
     batch_size = batch_size or n_examples
     if n_examples == 0 or n_examples % batch_size:
-        raise ValueError(
-            f"batch_size={batch_size} must divide the number of examples ({n_examples} > 0)."
-        )
+        raise ValueError(f"batch_size={batch_size} must divide the number of examples ({n_examples} > 0).")
     return _diagonal_fisher(log_prob_fn, batch_size, params, examples)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _diagonal_fisher(log_prob_fn, batch_size, params, examples):
     per_example_grad = jax.vmap(jax.grad(log_prob_fn), in_axes=(None, 0))
-    chunks = jax.tree.map(lambda x: x.reshape((-1, batch_size) + x.shape[1:]), examples)
+    chunks = jax.tree.map(lambda x: x.reshape((-1, batch_size, *x.shape[1:])), examples)
 
     def accumulate(total, chunk):
         squares = jax.tree.map(lambda g: jnp.square(g).sum(0), per_example_grad(params, chunk))

@@ -1,8 +1,8 @@
 import os
-import time
 import subprocess
 import sys
 import textwrap
+import time
 
 import jax.numpy as jnp
 import numpy as np
@@ -12,18 +12,29 @@ from rs_jax import checkpoint
 
 
 def params_of(value: float) -> dict:
-    return {"dense": {"kernel": jnp.full((3, 4), value), "bias": jnp.zeros(4)}, "head": jnp.full((4,), -value)}
+    return {
+        "dense": {"kernel": jnp.full((3, 4), value), "bias": jnp.zeros(4)},
+        "head": jnp.full((4,), -value),
+    }
 
 
 def test_round_trip_with_manifest(tmp_path):
     params = params_of(1.5)
-    saved = checkpoint.save_expert(tmp_path / "risky", params, reward="risky", base_model="base@abc",
-                                   step=7, config={"lr": 1e-3})
+    saved = checkpoint.save_expert(
+        tmp_path / "risky", params, reward="risky", base_model="base@abc", step=7, config={"lr": 1e-3}
+    )
     restored, manifest = checkpoint.restore_expert(tmp_path / "risky", expected_base="base@abc")
     assert manifest == saved
-    assert (manifest.reward, manifest.step, manifest.param_count, manifest.dtype) == ("risky", 7, 20, "float32")
+    assert (manifest.reward, manifest.step, manifest.param_count, manifest.dtype) == (
+        "risky",
+        7,
+        20,
+        "float32",
+    )
     assert manifest.config == {"lr": 1e-3}
-    np.testing.assert_array_equal(np.asarray(restored["dense"]["kernel"]), np.asarray(params["dense"]["kernel"]))
+    np.testing.assert_array_equal(
+        np.asarray(restored["dense"]["kernel"]), np.asarray(params["dense"]["kernel"])
+    )
     assert checkpoint.latest_step(tmp_path / "risky") == 7
 
 
@@ -48,7 +59,9 @@ def test_missing_and_corrupt(tmp_path):
     with pytest.raises(FileNotFoundError, match="No expert checkpoint"):
         checkpoint.restore_expert(tmp_path / "nowhere")
     with pytest.raises(ValueError, match="JSON-serializable"):
-        checkpoint.save_expert(tmp_path / "x", params_of(1.0), reward="r", base_model="b", config={"f": object()})
+        checkpoint.save_expert(
+            tmp_path / "x", params_of(1.0), reward="r", base_model="b", config={"f": object()}
+        )
     assert not (tmp_path / "x").exists() or checkpoint.latest_step(tmp_path / "x") is None
 
     checkpoint.save_expert(tmp_path / "m", params_of(1.0), reward="r", base_model="b")
@@ -59,13 +72,17 @@ def test_missing_and_corrupt(tmp_path):
         checkpoint.restore_expert(tmp_path / "m")
 
     checkpoint.save_expert(tmp_path / "c", params_of(1.0), reward="r", base_model="b")
-    data_files = [os.path.join(root, name) for root, _, names in os.walk(tmp_path / "c" / "0" / "params")
-                  for name in names if "/d/" in os.path.join(root, name) + "/"]
+    data_files = [
+        os.path.join(root, name)
+        for root, _, names in os.walk(tmp_path / "c" / "0" / "params")
+        for name in names
+        if "/d/" in os.path.join(root, name) + "/"
+    ]
     assert data_files
     for path in data_files:
         with open(path, "r+b") as handle:
             handle.truncate(5)
-    with pytest.raises(ValueError, match="unreadable|corrupt"):
+    with pytest.raises(ValueError, match=r"unreadable|corrupt"):
         checkpoint.restore_expert(tmp_path / "c")
 
 
@@ -76,7 +93,7 @@ CRASHING_WRITER = textwrap.dedent(
     directory = sys.argv[1]
     checkpoint.save_expert(directory, {"w": jnp.full((8,), 1.0)}, reward="r", base_model="b", step=1)
     print("saved 1", flush=True)
-    big = {f"w{i}": jnp.full((2_000_000,), 2.0) for i in range(8)}  # 64 MB: slow enough to be killed mid-write
+    big = {f"w{i}": jnp.full((2_000_000,), 2.0) for i in range(8)}  # 64 MB: killed mid-write
     for step in range(2, 50):
         checkpoint.save_expert(directory, big, reward="r", base_model="b", step=step)
     """
@@ -85,8 +102,12 @@ CRASHING_WRITER = textwrap.dedent(
 
 def test_crash_mid_save_leaves_a_readable_checkpoint(tmp_path):
     directory = tmp_path / "expert"
-    writer = subprocess.Popen([sys.executable, "-c", CRASHING_WRITER, str(directory)], stdout=subprocess.PIPE,
-                              text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    writer = subprocess.Popen(
+        [sys.executable, "-c", CRASHING_WRITER, str(directory)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     assert writer.stdout.readline().strip() == "saved 1"
     # Kill the writer once step 2's temporary folder exists, i.e. while it is being written.
     for _ in range(2000):

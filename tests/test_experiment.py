@@ -12,10 +12,24 @@ def test_write_results_three_rewards(tmp_path):
     rs = experiment.Evaluation(grid, means, np.full_like(means, 0.01))
     morl = experiment.Evaluation(np.full((1, 3), 1 / 3), means.mean(0, keepdims=True))
     init = experiment.Evaluation(np.zeros((1, 3)), np.zeros((1, 3)))
-    summary = experiment.write_results(tmp_path, reward_names=["small", "medium", "large"],
-                                       expert_names=["small", "medium", "large"], rs=rs, morl=morl, init=init,
-                                       config={"task": "test"})
-    for name in ["results.json", "lmc.json", "summary.md", "front.png", "front.json", "spider.png", "spider.json"]:
+    summary = experiment.write_results(
+        tmp_path,
+        reward_names=["small", "medium", "large"],
+        expert_names=["small", "medium", "large"],
+        rs=rs,
+        morl=morl,
+        init=init,
+        config={"task": "test"},
+    )
+    for name in [
+        "results.json",
+        "lmc.json",
+        "summary.md",
+        "front.png",
+        "front.json",
+        "spider.png",
+        "spider.json",
+    ]:
         assert (tmp_path / name).exists(), name
     results = json.loads((tmp_path / "results.json").read_text())
     assert len(results["rs"]) == len(grid)
@@ -30,8 +44,12 @@ def test_write_results_three_rewards(tmp_path):
 def test_write_results_needs_the_experts_in_the_grid(tmp_path):
     grid = np.array([[0.5, 0.5]])
     with pytest.raises(ValueError, match="lacks expert 0"):
-        experiment.write_results(tmp_path, reward_names=["a", "b"], expert_names=["a", "b"],
-                                 rs=experiment.Evaluation(grid, [[1.0, 1.0]]))
+        experiment.write_results(
+            tmp_path,
+            reward_names=["a", "b"],
+            expert_names=["a", "b"],
+            rs=experiment.Evaluation(grid, [[1.0, 1.0]]),
+        )
 
 
 def test_mean_and_stderr():
@@ -59,5 +77,7 @@ def test_demo_end_to_end(tmp_path):
         assert (tmp_path / name).exists(), name
     # Anisotropic curvatures: one λ per soup is sub-optimal, the Fisher soup recovers the front.
     assert summary["rs_expected_utility"] < summary["fisher_soup_expected_utility"] - 0.05
-    assert summary["fisher_soup_expected_utility"] == pytest.approx(summary["true_front_expected_utility"], abs=0.01)
+    assert summary["fisher_soup_expected_utility"] == pytest.approx(
+        summary["true_front_expected_utility"], abs=0.01
+    )
     assert summary["lmc_holds_everywhere"]

@@ -44,7 +44,9 @@ def test_expected_utility_2d_exact():
     # max(1-t, t, 0.6): 0.32 + 0.12 + 0.32.
     assert pareto.expected_utility([[1, 0], [0, 1], [0.6, 0.6]]) == pytest.approx(0.76)
     dense = soup.simplex_grid(2, 100_001)
-    assert pareto.expected_utility([[1, 0], [0, 1], [0.6, 0.6]], preferences=dense) == pytest.approx(0.76, abs=1e-5)
+    assert pareto.expected_utility([[1, 0], [0, 1], [0.6, 0.6]], preferences=dense) == pytest.approx(
+        0.76, abs=1e-5
+    )
 
 
 def test_expected_utility_3d_lattice():

@@ -11,7 +11,10 @@ from rs_jax import soup
 def make_expert(seed: int, dtype=jnp.float32) -> dict:
     rng = np.random.default_rng(seed)
     return {
-        "dense": {"kernel": jnp.asarray(rng.normal(size=(3, 4)), dtype), "bias": jnp.asarray(rng.normal(size=4), dtype)},
+        "dense": {
+            "kernel": jnp.asarray(rng.normal(size=(3, 4)), dtype),
+            "bias": jnp.asarray(rng.normal(size=4), dtype),
+        },
         "head": [jnp.asarray(rng.normal(size=(4,)), dtype)],
     }
 
@@ -33,8 +36,10 @@ def test_interpolate_matches_numpy():
 def test_interpolate_vertices_are_experts():
     experts = [make_expert(0), make_expert(1)]
     for i in range(2):
-        chex_equal = [np.array_equal(a, b) for a, b in zip(as_numpy(soup.interpolate(experts, np.eye(2)[i])),
-                                                            as_numpy(experts[i]))]
+        chex_equal = [
+            np.array_equal(a, b)
+            for a, b in zip(as_numpy(soup.interpolate(experts, np.eye(2)[i])), as_numpy(experts[i]))
+        ]
         assert all(chex_equal)
 
 
@@ -98,7 +103,9 @@ def test_integer_leaf_rejected():
 def test_per_leaf_weights_prefix():
     experts = [make_expert(0), make_expert(1)]
     merged = soup.interpolate(experts, {"dense": [1.0, 0.0], "head": [0.25, 0.75]})
-    np.testing.assert_array_equal(np.asarray(merged["dense"]["kernel"]), np.asarray(experts[0]["dense"]["kernel"]))
+    np.testing.assert_array_equal(
+        np.asarray(merged["dense"]["kernel"]), np.asarray(experts[0]["dense"]["kernel"])
+    )
     np.testing.assert_allclose(
         np.asarray(merged["head"][0]),
         0.25 * np.asarray(experts[0]["head"][0]) + 0.75 * np.asarray(experts[1]["head"][0]),
@@ -138,7 +145,14 @@ def test_sweep_strategies_agree_and_do_not_recompile():
         traces.append(1)
         return eval_rewards(params)
 
-    for strategy, chunk in [("loop", None), ("vmap", None), ("map", None), ("chunked", 4), ("chunked", 3), ("auto", None)]:
+    for strategy, chunk in [
+        ("loop", None),
+        ("vmap", None),
+        ("map", None),
+        ("chunked", 4),
+        ("chunked", 3),
+        ("auto", None),
+    ]:
         got = soup.sweep(eval_rewards, experts, grid, strategy=strategy, chunk_size=chunk)
         assert got.shape == (len(grid), 2)
         np.testing.assert_allclose(np.asarray(got), expected, rtol=1e-6, atol=1e-6, err_msg=strategy)
