@@ -1,0 +1,208 @@
+"""One trainer for every learner: a pure, jitted update and a host loop around it.
+
+A learner supplies two pure functions:
+
+* ``collect(params, carry, reward_weights, key) -> (batch, carry, metrics)``:
+  gathers experience (rollouts, sampled captions, …) for the reward
+  ``reward_weights · components`` and computes its advantages; ``batch`` is a
+  pytree whose leaves share a leading axis B; ``carry`` is whatever the learner
+  keeps between updates (environment states, observation statistics).
+* ``loss(params, minibatch, key) -> (loss, metrics)``.
+
+``make_update`` turns them into ``update(state, reward_weights) -> (state,
+metrics)`` — collect, then epochs × shuffled minibatches of optax steps, all
+one ``lax.scan`` program — so ``jax.vmap(update)`` over a batch of states and
+reward weights trains several experts (or several MORL μ) in one compiled
+program. ``fit`` runs it with a progress bar, JSONL metrics, orbax checkpoints
+and exact resume.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any, NamedTuple, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+from tqdm.auto import tqdm
+
+PyTree = Any
+Metrics = dict[str, jax.Array]
+
+
+class TrainState(NamedTuple):
+    """Everything a training run carries between updates.
+
+    Attributes:
+      params: the learner's trainable params.
+      opt_state: the optax state.
+      carry: the learner's own state (e.g. environment states, observation statistics).
+      rng: base PRNG key (raw uint32[2]); the key of update t is ``fold_in(rng, t)``.
+      step: () int32, number of updates done.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    carry: PyTree
+    rng: jax.Array
+    step: jax.Array
+
+
+class Learner(Protocol):
+    def collect(
+        self, params: PyTree, carry: PyTree, reward_weights: jax.Array, key: jax.Array
+    ) -> tuple[PyTree, PyTree, Metrics]: ...
+
+    def loss(self, params: PyTree, minibatch: PyTree, key: jax.Array) -> tuple[jax.Array, Metrics]: ...
+
+
+class NonFiniteError(RuntimeError):
+    """A metric became NaN or infinite; the run stopped before saving anything from that update."""
+
+
+def init_state(params: PyTree, optimizer: optax.GradientTransformation, carry: PyTree, seed: int) -> TrainState:
+    """A fresh TrainState at step 0."""
+    return TrainState(params, optimizer.init(params), carry, jax.random.PRNGKey(seed), jnp.zeros((), jnp.int32))
+
+
+def make_update(
+    learner: Learner, optimizer: optax.GradientTransformation, num_epochs: int, num_minibatches: int
+) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
+    """Builds the pure update ``(state, reward_weights) -> (state, metrics)``.
+
+    Metrics are means over the update's minibatches (loss terms) plus the
+    learner's collect metrics.
+    """
+
+    def minibatch_step(carry, inputs):
+        params, opt_state = carry
+        minibatch, key = inputs
+        (loss, metrics), grads = jax.value_and_grad(learner.loss, has_aux=True)(params, minibatch, key)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **metrics}
+
+    def epoch(carry, key, batch):
+        shuffle_key, loss_key = jax.random.split(key)
+        size = jax.tree.leaves(batch)[0].shape[0]
+        order = jax.random.permutation(shuffle_key, size)
+        minibatches = jax.tree.map(
+            lambda leaf: leaf[order].reshape((num_minibatches, size // num_minibatches, *leaf.shape[1:])), batch
+        )
+        return jax.lax.scan(minibatch_step, carry, (minibatches, jax.random.split(loss_key, num_minibatches)))
+
+    def update(state: TrainState, reward_weights: jax.Array) -> tuple[TrainState, Metrics]:
+        collect_key, epochs_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        batch, carry, collect_metrics = learner.collect(state.params, state.carry, reward_weights, collect_key)
+        size = jax.tree.leaves(batch)[0].shape[0]
+        if size % num_minibatches:
+            raise ValueError(f"The batch of {size} does not split into {num_minibatches} minibatches.")
+        (params, opt_state), loss_metrics = jax.lax.scan(
+            lambda c, k: epoch(c, k, batch), (state.params, state.opt_state), jax.random.split(epochs_key, num_epochs)
+        )
+        metrics = {**jax.tree.map(jnp.mean, loss_metrics), **collect_metrics}
+        return TrainState(params, opt_state, carry, state.rng, state.step + 1), metrics
+
+    return update
+
+
+def _checkpoint_manager(directory: str) -> ocp.CheckpointManager:
+    options = ocp.CheckpointManagerOptions(max_to_keep=2, create=True)
+    return ocp.CheckpointManager(os.path.abspath(directory), options=options)
+
+
+def _first_non_finite(metrics: dict[str, np.ndarray]) -> str | None:
+    for name, value in metrics.items():
+        if not np.all(np.isfinite(value)):
+            return name
+    return None
+
+
+def fit(
+    update: Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]],
+    state: TrainState,
+    reward_weights: jax.Array,
+    num_updates: int,
+    *,
+    run_dir: str | None = None,
+    checkpoint_every: int = 0,
+    resume: bool = False,
+    vmapped: bool = False,
+    progress: str | None = None,
+    live_metric: str = "reward",
+) -> tuple[TrainState, list[dict[str, Any]]]:
+    """Runs ``update`` until ``state.step == num_updates``.
+
+    Args:
+      update: from ``make_update``.
+      state: initial state (with ``vmapped``, every leaf has a leading axis M).
+      reward_weights: (C,) weights of the reward components, or (M, C) with ``vmapped``.
+      num_updates: target number of updates.
+      run_dir: where ``metrics.jsonl`` and ``checkpoints/`` go (None: keep nothing on disk).
+      checkpoint_every: save every this many updates and at the end (0: only at the end).
+      resume: continue from the latest checkpoint in ``run_dir`` if one exists; the
+        result equals an uninterrupted run's (per-update keys are ``fold_in(rng, step)``).
+      vmapped: train M runs at once, ``jax.vmap`` over state and reward weights.
+      progress: description of a tqdm bar (None: no bar).
+      live_metric: metric shown on the bar.
+
+    Returns:
+      The final state and the metrics of the updates run in this call (host floats).
+
+    Raises:
+      NonFiniteError: naming the update and the metric; the last checkpoint stays the last good one.
+    """
+    step_fn = jax.jit(jax.vmap(update) if vmapped else update, donate_argnums=0)
+    manager = _checkpoint_manager(os.path.join(run_dir, "checkpoints")) if run_dir else None
+    metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
+    if manager is not None and resume and manager.latest_step() is not None:
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
+        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+    start = int(np.max(jax.device_get(state.step)))
+    if metrics_path is not None:
+        _truncate_metrics(metrics_path, start)
+    history: list[dict[str, Any]] = []
+    bar = tqdm(total=num_updates, initial=start, desc=progress, disable=progress is None, dynamic_ncols=True)
+    for update_index in range(start, num_updates):
+        state, metrics = step_fn(state, reward_weights)
+        host = {name: np.asarray(value) for name, value in jax.device_get(metrics).items()}
+        bad = _first_non_finite(host)
+        if bad is not None:
+            bar.close()
+            if manager is not None:
+                manager.close()
+            raise NonFiniteError(
+                f"Update {update_index + 1}: metric {bad!r} is not finite ({host[bad].tolist()}); stopped. "
+                + ("The last good checkpoint is kept in " + run_dir if run_dir else "")
+            )
+        record = {"update": update_index + 1, **{k: v.tolist() for k, v in host.items()}}
+        history.append(record)
+        if metrics_path is not None:
+            with open(metrics_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+        if live_metric in host:
+            bar.set_postfix({live_metric: np.array2string(host[live_metric], precision=3)})
+        bar.update(1)
+        done = update_index + 1
+        if manager is not None and (done == num_updates or (checkpoint_every and done % checkpoint_every == 0)):
+            manager.save(done, args=ocp.args.StandardSave(state))
+    bar.close()
+    if manager is not None:
+        manager.wait_until_finished()
+        manager.close()
+    return state, history
+
+
+def _truncate_metrics(path: str, last_update: int) -> None:
+    """Drops JSONL records after ``last_update`` (left by a run that died after its last checkpoint)."""
+    if not os.path.exists(path):
+        return
+    with open(path) as handle:
+        kept = [line for line in handle if line.strip() and json.loads(line)["update"] <= last_update]
+    with open(path, "w") as handle:
+        handle.writelines(kept)
+
