@@ -37,7 +37,9 @@ def build_experts(layers: int, width: int, vocab: int, seq: int) -> tuple[object
         noise_key = jax.random.fold_in(jax.random.key(1), index)
         leaves, treedef = jax.tree.flatten(base)
         keys = jax.random.split(noise_key, len(leaves))
-        perturbed = [leaf + 0.01 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
+        perturbed = [
+            leaf + 0.01 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)
+        ]
         experts.append(jax.tree.unflatten(treedef, perturbed))
     return model, experts
 
@@ -53,7 +55,9 @@ def median_seconds(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=8192)
@@ -93,7 +97,9 @@ def main() -> None:
         seconds = median_seconds(run, args.repeats)
         max_diff = float(np.abs(np.asarray(run()) - reference).max())
         rows[name] = {"seconds": seconds, "ratio_to_floor": seconds / floor, "max_abs_diff_vs_loop": max_diff}
-        print(f"{name:12s} {seconds:8.3f} s   {seconds / floor:5.2f} × floor   (max |Δ| vs loop {max_diff:.1e})")
+        print(
+            f"{name:12s} {seconds:8.3f} s   {seconds / floor:5.2f} × floor   (max |Δ| vs loop {max_diff:.1e})"
+        )
 
     result = {
         "benchmark": "sweep",

@@ -42,7 +42,11 @@ def update_stats(stats: RunningStats, observations: jax.Array) -> RunningStats:
     delta = batch_mean - stats.mean
     mean = stats.mean + delta * batch_count / total
     # With count 0 the prior var (ones) must not leak in: weight it by the old count.
-    m2 = stats.var * stats.count + batch_var * batch_count + jnp.square(delta) * stats.count * batch_count / total
+    m2 = (
+        stats.var * stats.count
+        + batch_var * batch_count
+        + jnp.square(delta) * stats.count * batch_count / total
+    )
     return RunningStats(mean, m2 / total, total)
 
 
@@ -50,4 +54,6 @@ def normalize(stats: RunningStats, observations: jax.Array, clip: float = 10.0) 
     """(obs - mean) / std, clipped to ±clip; identity before any update."""
     std = jnp.sqrt(jnp.maximum(stats.var, 1e-8))
     leading = (1,) * (observations.ndim - 1)
-    return jnp.clip((observations - stats.mean.reshape(leading + (-1,))) / std.reshape(leading + (-1,)), -clip, clip)
+    return jnp.clip(
+        (observations - stats.mean.reshape(leading + (-1,))) / std.reshape(leading + (-1,)), -clip, clip
+    )

@@ -65,9 +65,13 @@ class NonFiniteError(RuntimeError):
     """A metric became NaN or infinite; the run stopped before saving anything from that update."""
 
 
-def init_state(params: PyTree, optimizer: optax.GradientTransformation, carry: PyTree, seed: int) -> TrainState:
+def init_state(
+    params: PyTree, optimizer: optax.GradientTransformation, carry: PyTree, seed: int
+) -> TrainState:
     """A fresh TrainState at step 0."""
-    return TrainState(params, optimizer.init(params), carry, jax.random.PRNGKey(seed), jnp.zeros((), jnp.int32))
+    return TrainState(
+        params, optimizer.init(params), carry, jax.random.PRNGKey(seed), jnp.zeros((), jnp.int32)
+    )
 
 
 def make_update(
@@ -91,18 +95,23 @@ def make_update(
         size = jax.tree.leaves(batch)[0].shape[0]
         order = jax.random.permutation(shuffle_key, size)
         minibatches = jax.tree.map(
-            lambda leaf: leaf[order].reshape((num_minibatches, size // num_minibatches, *leaf.shape[1:])), batch
+            lambda leaf: leaf[order].reshape((num_minibatches, size // num_minibatches, *leaf.shape[1:])),
+            batch,
         )
         return jax.lax.scan(minibatch_step, carry, (minibatches, jax.random.split(loss_key, num_minibatches)))
 
     def update(state: TrainState, reward_weights: jax.Array) -> tuple[TrainState, Metrics]:
         collect_key, epochs_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        batch, carry, collect_metrics = learner.collect(state.params, state.carry, reward_weights, collect_key)
+        batch, carry, collect_metrics = learner.collect(
+            state.params, state.carry, reward_weights, collect_key
+        )
         size = jax.tree.leaves(batch)[0].shape[0]
         if size % num_minibatches:
             raise ValueError(f"The batch of {size} does not split into {num_minibatches} minibatches.")
         (params, opt_state), loss_metrics = jax.lax.scan(
-            lambda c, k: epoch(c, k, batch), (state.params, state.opt_state), jax.random.split(epochs_key, num_epochs)
+            lambda c, k: epoch(c, k, batch),
+            (state.params, state.opt_state),
+            jax.random.split(epochs_key, num_epochs),
         )
         metrics = {**jax.tree.map(jnp.mean, loss_metrics), **collect_metrics}
         return TrainState(params, opt_state, carry, state.rng, state.step + 1), metrics
@@ -162,6 +171,7 @@ def fit(
     if manager is not None and resume and manager.latest_step() is not None:
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
         state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+    state = jax.tree.map(jnp.array, state)  # own every buffer: donation fails on leaves that share one
     start = int(np.max(jax.device_get(state.step)))
     if metrics_path is not None:
         _truncate_metrics(metrics_path, start)
@@ -188,7 +198,9 @@ def fit(
             bar.set_postfix({live_metric: np.array2string(host[live_metric], precision=3)})
         bar.update(1)
         done = update_index + 1
-        if manager is not None and (done == num_updates or (checkpoint_every and done % checkpoint_every == 0)):
+        if manager is not None and (
+            done == num_updates or (checkpoint_every and done % checkpoint_every == 0)
+        ):
             manager.save(done, args=ocp.args.StandardSave(state))
     bar.close()
     if manager is not None:
@@ -205,4 +217,3 @@ def _truncate_metrics(path: str, last_update: int) -> None:
         kept = [line for line in handle if line.strip() and json.loads(line)["update"] <= last_update]
     with open(path, "w") as handle:
         handle.writelines(kept)
-

@@ -1,0 +1,1 @@
+"""Reward functions: each returns a vector of reward components that learners weight."""

@@ -1,0 +1,148 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
+from toy_env import Cart
+
+from rs_jax.rewards import locomotion
+from rs_jax.train import normalizer, ppo, trainer
+
+CONFIG = ppo.PPOConfig(num_envs=16, unroll_length=8, policy_layers=(16,), value_layers=(16,), discount=0.9)
+
+
+def make_learner(reward_components=locomotion.velocity_and_control, config=CONFIG):
+    return ppo.PPOLearner(wrap(Cart(), episode_length=20), reward_components, 2, 1, config)
+
+
+def make_state(learner, optimizer, seed=0):
+    key = jax.random.PRNGKey(seed)
+    return trainer.init_state(learner.init_params(key), optimizer, learner.init_carry(key), seed)
+
+
+def stack(states):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
+def test_gae_against_hand_computation():
+    rewards = jnp.array([[1.0], [2.0], [3.0]])
+    values = jnp.array([[0.5], [1.0], [1.5]])
+    bootstrap = jnp.array([2.0])
+    terminations = jnp.array([[0.0], [1.0], [0.0]])
+    truncations = jnp.zeros((3, 1))
+    advantages, targets = ppo.gae(rewards, values, bootstrap, terminations, truncations, 0.9, 0.5)
+    # t=2: δ = 3 + .9·2 - 1.5 = 3.3; t=1 (terminal): δ = 2 - 1 = 1, A = 1;
+    # t=0: δ = 1 + .9·1 - .5 = 1.4, A = 1.4 + .45·1 = 1.85.
+    np.testing.assert_allclose(np.asarray(advantages[:, 0]), [1.85, 1.0, 3.3], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(targets[:, 0]), [2.35, 2.0, 4.8], rtol=1e-6)
+    truncated, _ = ppo.gae(
+        rewards, values, bootstrap, jnp.zeros((3, 1)), jnp.array([[0.0], [1.0], [0.0]]), 0.9, 0.5
+    )
+    # A truncated step contributes no TD error and cuts the recursion: A_1 = 0, A_0 = δ_0 = 1 + .9·1 - .5.
+    np.testing.assert_allclose(np.asarray(truncated[:, 0]), [1.4, 0.0, 3.3], rtol=1e-6)
+
+
+def test_running_stats_match_numpy():
+    rng = np.random.default_rng(0)
+    first, second = rng.normal(2.0, 3.0, size=(5, 7, 3)), rng.normal(-1.0, 0.5, size=(11, 3))
+    stats = normalizer.update_stats(
+        normalizer.update_stats(normalizer.init_stats(3), jnp.asarray(first)), jnp.asarray(second)
+    )
+    everything = np.concatenate([first.reshape(-1, 3), second])
+    np.testing.assert_allclose(np.asarray(stats.mean), everything.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(stats.var), everything.var(0), rtol=1e-4)
+    assert float(stats.count) == 46
+
+
+def test_reward_components_from_brax_metrics():
+    env = wrap(Cart(), episode_length=20)
+    state = env.reset(jax.random.split(jax.random.PRNGKey(0), 3))
+    actions = jnp.array([[0.5], [-1.0], [0.2]])
+    next_state = env.step(state, actions)
+    components = locomotion.velocity_and_control(state, actions, next_state)
+    np.testing.assert_allclose(np.asarray(components), [[0.5, -0.25], [-1.0, -1.0], [0.2, -0.04]], rtol=1e-6)
+    risky, cautious = np.asarray(locomotion.risky_cautious(components)).T
+    np.testing.assert_allclose(risky, [0.5, -1.0, 0.2], rtol=1e-6)
+    np.testing.assert_allclose(cautious, [0.25, -2.0, 0.16], rtol=1e-6)
+
+
+def test_ppo_learns_the_known_optimum():
+    learner = make_learner()
+    optimizer = optax.adam(3e-3)
+    update = trainer.make_update(learner, optimizer, num_epochs=4, num_minibatches=4)
+    weights = jnp.array(locomotion.CAUTIOUS_WEIGHTS)  # vx - a²: best action 0.5
+    state, history = trainer.fit(update, make_state(learner, optimizer), weights, 150)
+    mean, _ = learner.act(state.params, state.carry[1], jnp.zeros((1, 2)))
+    assert float(mean[0, 0]) == pytest.approx(0.5, abs=0.1)
+    assert history[-1]["reward"] > history[0]["reward"] + 0.1
+
+
+def test_vmapped_reward_weights_equal_separate_runs():
+    learner = make_learner()
+    optimizer = optax.adam(1e-3)
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
+    weights = jnp.array([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS])
+    states = [make_state(learner, optimizer, seed) for seed in (0, 1)]
+    together, _ = trainer.fit(update, stack(states), weights, 3, vmapped=True)
+    for index in range(2):
+        alone, _ = trainer.fit(update, states[index], weights[index], 3)
+        for got, want in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params)):
+            np.testing.assert_allclose(np.asarray(got[index]), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    learner = make_learner()
+    optimizer = optax.adam(1e-3)
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
+    weights = jnp.array(locomotion.PRETRAIN_WEIGHTS)
+    straight, _ = trainer.fit(update, make_state(learner, optimizer), weights, 4)
+    trainer.fit(update, make_state(learner, optimizer), weights, 2, run_dir=str(tmp_path), checkpoint_every=2)
+    resumed, history = trainer.fit(
+        update, make_state(learner, optimizer), weights, 4, run_dir=str(tmp_path), resume=True
+    )
+    assert [record["update"] for record in history] == [3, 4]
+    for got, want in zip(jax.tree.leaves(resumed), jax.tree.leaves(straight)):
+        np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-7)
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["update"] for line in lines] == [1, 2, 3, 4]
+
+
+class PoisonedLearner:
+    """Fits w to 1; its reward becomes NaN from the third update on."""
+
+    def collect(self, params, carry, reward_weights, key):
+        reward = jnp.where(carry >= 2, jnp.nan, 1.0) * reward_weights[0]
+        return {"targets": jnp.ones(4)}, carry + 1, {"reward": reward}
+
+    def loss(self, params, minibatch, key):
+        return jnp.mean(jnp.square(params["w"] - minibatch["targets"])), {}
+
+
+def test_non_finite_reward_stops_with_a_message(tmp_path):
+    optimizer = optax.sgd(0.1)
+    update = trainer.make_update(PoisonedLearner(), optimizer, num_epochs=1, num_minibatches=2)
+    state = trainer.init_state({"w": jnp.zeros(())}, optimizer, jnp.zeros((), jnp.int32), 0)
+    with pytest.raises(trainer.NonFiniteError, match=r"Update 3: metric 'reward' is not finite"):
+        trainer.fit(update, state, jnp.ones(1), 10, run_dir=str(tmp_path), checkpoint_every=1)
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps[-1] == 2, "the last good checkpoint is the one before the bad update"
+
+
+def test_evaluate_sums_components_over_an_episode():
+    learner = make_learner()
+    params = learner.init_params(jax.random.PRNGKey(0))
+    # A policy whose mean action is 0.3 everywhere: zero kernels, output bias 0.3.
+    params["policy"] = jax.tree_util.tree_map_with_path(
+        lambda path, leaf: (
+            jnp.full_like(leaf, 0.3)
+            if "Dense_1" in jax.tree_util.keystr(path) and "bias" in jax.tree_util.keystr(path)
+            else jnp.zeros_like(leaf)
+        ),
+        params["policy"],
+    )
+    eval_env = EpisodeWrapper(VmapWrapper(Cart()), episode_length=10, action_repeat=1)
+    returns = ppo.evaluate(learner, params, normalizer.init_stats(2), eval_env, 4, 10, jax.random.PRNGKey(1))
+    np.testing.assert_allclose(np.asarray(returns), np.tile([3.0, -0.9], (4, 1)), rtol=1e-5)
