@@ -55,5 +55,5 @@ def normalize(stats: RunningStats, observations: jax.Array, clip: float = 10.0) 
     std = jnp.sqrt(jnp.maximum(stats.var, 1e-8))
     leading = (1,) * (observations.ndim - 1)
     return jnp.clip(
-        (observations - stats.mean.reshape(leading + (-1,))) / std.reshape(leading + (-1,)), -clip, clip
+        (observations - stats.mean.reshape((*leading, -1))) / std.reshape((*leading, -1)), -clip, clip
     )
