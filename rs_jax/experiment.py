@@ -264,3 +264,154 @@ def _write_summary(run_dir, names, expert_names, summary, lmc) -> None:
     )
     with open(os.path.join(run_dir, "summary.md"), "w") as handle:
         handle.write("\n".join(lines) + "\n")
+
+
+# --------------------------------------------------------------------------- the RL pipeline
+
+
+@dataclasses.dataclass(frozen=True)
+class RLExperiment:
+    """What a reinforcement-learning task declares; ``run_rl_experiment`` does the rest.
+
+    Rewards are ``weights · components`` of the learner's reward components, so
+    pre-training, every expert and every MORL μ differ only in their weights.
+
+    Attributes:
+      reward_names: the R rewards evaluated (e.g. ("risky", "cautious")).
+      expert_names: the N experts, one per reward.
+      pretrain_learner / finetune_learner: learners of ``rs_jax.train.trainer``.
+      init_params: key -> params of a fresh model.
+      init_carry: (learner, key) -> the learner's carry.
+      finetune_start: (pretrained params, pretrained carry, key) -> (params, carry) of a
+        fine-tuning run (e.g. keep the policy, new value head, frozen statistics).
+      soup_part: params -> the sub-tree that is interpolated (e.g. the policy).
+      evaluate: (soup part, pretrained carry, key) -> (episodes, R) rewards.
+      pretrain_weights: (C,) component weights of the pre-training reward.
+      run_weights: (M, C) component weights of each fine-tuning run.
+      run_mus: (M, N) μ of each run over the N rewards (one-hot rows are the experts).
+    """
+
+    reward_names: tuple[str, ...]
+    expert_names: tuple[str, ...]
+    pretrain_learner: Any
+    finetune_learner: Any
+    init_params: Any
+    init_carry: Any
+    finetune_start: Any
+    soup_part: Any
+    evaluate: Any
+    pretrain_weights: Any
+    run_weights: Any
+    run_mus: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """Updates, optimizer and bookkeeping of the two training phases."""
+
+    pretrain_updates: int
+    finetune_updates: int
+    pretrain_optimizer: Any
+    finetune_optimizer: Any
+    num_epochs: int
+    num_minibatches: int
+    checkpoint_every: int
+    rs_points: int
+    seed: int
+
+
+def run_rl_experiment(
+    run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
+) -> dict[str, Any]:
+    """Pre-trains, fine-tunes all runs vmapped in one program, sweeps λ, writes the run directory."""
+    import jax
+    import jax.numpy as jnp
+
+    from rs_jax import checkpoint, soup
+    from rs_jax.train import trainer
+
+    os.makedirs(run_dir, exist_ok=True)
+    with open(os.path.join(run_dir, "config.json"), "w") as handle:
+        json.dump(dict(config), handle, indent=2)
+    key = jax.random.PRNGKey(budget.seed)
+    pretrain_key, finetune_key, eval_key = jax.random.split(key, 3)
+
+    pretrain_update = trainer.make_update(
+        experiment.pretrain_learner, budget.pretrain_optimizer, budget.num_epochs, budget.num_minibatches
+    )
+    params = experiment.init_params(pretrain_key)
+    carry = experiment.init_carry(experiment.pretrain_learner, pretrain_key)
+    state = trainer.init_state(params, budget.pretrain_optimizer, carry, budget.seed)
+    state, _ = trainer.fit(
+        pretrain_update,
+        state,
+        jnp.asarray(experiment.pretrain_weights, jnp.float32),
+        budget.pretrain_updates,
+        run_dir=os.path.join(run_dir, "pretrain"),
+        checkpoint_every=budget.checkpoint_every,
+        resume=resume,
+        progress="pre-training",
+    )
+    pretrained_params, pretrained_carry = state.params, state.carry
+
+    run_weights = jnp.asarray(experiment.run_weights, jnp.float32)
+    starts = [
+        experiment.finetune_start(pretrained_params, pretrained_carry, run_key)
+        for run_key in jax.random.split(finetune_key, run_weights.shape[0])
+    ]
+    states = [
+        trainer.init_state(run_params, budget.finetune_optimizer, run_carry, budget.seed + 1 + index)
+        for index, (run_params, run_carry) in enumerate(starts)
+    ]
+    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    finetune_update = trainer.make_update(
+        experiment.finetune_learner, budget.finetune_optimizer, budget.num_epochs, budget.num_minibatches
+    )
+    stacked, _ = trainer.fit(
+        finetune_update,
+        stacked,
+        run_weights,
+        budget.finetune_updates,
+        run_dir=os.path.join(run_dir, "finetune"),
+        checkpoint_every=budget.checkpoint_every,
+        resume=resume,
+        vmapped=True,
+        progress=f"fine-tuning {run_weights.shape[0]} runs (vmapped)",
+    )
+    runs = [experiment.soup_part(jax.tree.map(lambda leaf, i=i: leaf[i], stacked.params)) for i in range(len(states))]
+
+    base_id = "pretrained@" + checkpoint.fingerprint(experiment.soup_part(pretrained_params))[:16]
+    mus = np.asarray(experiment.run_mus, np.float64)
+    expert_indices = []
+    for name, vertex in zip(experiment.expert_names, np.eye(len(experiment.expert_names))):
+        index = int(np.flatnonzero(np.all(np.isclose(mus, vertex), axis=1))[0])
+        expert_indices.append(index)
+        directory = os.path.join(run_dir, "experts", name)
+        if checkpoint.latest_step(directory) is None:
+            checkpoint.save_expert(
+                directory, runs[index], reward=name, base_model=base_id, step=budget.finetune_updates,
+                config={"mu": vertex.tolist()},
+            )
+
+    def eval_fn(soup_params):
+        return experiment.evaluate(soup_params, pretrained_carry, eval_key)
+
+    # One compiled sweep evaluates everything: the members are the M runs and the init, and the grid
+    # holds the RS soups (over the expert runs) followed by one one-hot row per member.
+    members = [*runs, experiment.soup_part(pretrained_params)]
+    grid = soup.simplex_grid(len(expert_indices), budget.rs_points)
+    embedded = np.zeros((len(grid), len(members)))
+    embedded[:, expert_indices] = grid
+    samples = np.asarray(soup.sweep(eval_fn, members, np.vstack([embedded, np.eye(len(members))])))
+    rs_samples, run_samples, init_samples = samples[: len(grid)], samples[len(grid) : -1], samples[-1:]
+    rs = Evaluation.from_samples(grid, rs_samples)
+    return write_results(
+        run_dir,
+        reward_names=experiment.reward_names,
+        expert_names=experiment.expert_names,
+        rs=rs,
+        morl=Evaluation.from_samples(mus, run_samples),
+        init=Evaluation.from_samples(np.full((1, len(expert_indices)), 1.0 / len(expert_indices)), init_samples),
+        config=config,
+        lmc_tolerance=2.0 * float(rs.stderrs.max()),  # evaluation noise: two standard errors
+    )

@@ -1,0 +1,67 @@
+"""Command-line overrides for the frozen-dataclass configs in ``configs/``.
+
+``override(config, ["ppo.num_envs=128", "seed=3"])`` returns a new config; an
+unknown key or a value that does not parse as the field's type is a ValueError
+naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from typing import Any
+
+
+def _parse(raw: str, current: Any, key: str) -> Any:
+    try:
+        if isinstance(current, bool):
+            if raw.lower() not in {"true", "false", "1", "0"}:
+                raise ValueError
+            return raw.lower() in {"true", "1"}
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+        if isinstance(current, str):
+            return raw
+        if isinstance(current, tuple):
+            values = json.loads(raw if raw.startswith("[") else f"[{raw}]")
+            return tuple(values)
+        if current is None:
+            return json.loads(raw)
+    except (ValueError, json.JSONDecodeError) as error:
+        raise ValueError(f"Config key {key!r}: cannot parse {raw!r} as {type(current).__name__}.") from error
+    raise ValueError(f"Config key {key!r} holds a {type(current).__name__}, which cannot be set from the command line.")
+
+
+def override(config: Any, assignments: Sequence[str]) -> Any:
+    """Applies ``key=value`` assignments (dotted keys reach nested dataclasses)."""
+    for assignment in assignments:
+        key, separator, raw = assignment.partition("=")
+        if not separator:
+            raise ValueError(f"Override {assignment!r} must look like key=value.")
+        config = _set(config, key.strip().split("."), raw.strip(), key.strip())
+    return config
+
+
+def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
+    names = {field.name for field in dataclasses.fields(config)}
+    if path[0] not in names:
+        raise ValueError(f"Unknown config key {full_key!r}; known keys here: {sorted(names)}.")
+    current = getattr(config, path[0])
+    if len(path) > 1:
+        if not dataclasses.is_dataclass(current):
+            raise ValueError(f"Config key {full_key!r}: {path[0]!r} has no sub-keys.")
+        value = _set(current, path[1:], raw, full_key)
+    elif dataclasses.is_dataclass(current):
+        raise ValueError(f"Config key {full_key!r} is a group; set one of its fields, e.g. {full_key}.<field>=…")
+    else:
+        value = _parse(raw, current, full_key)
+    return dataclasses.replace(config, **{path[0]: value})
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """JSON-ready dict of a (nested) dataclass config."""
+    return json.loads(json.dumps(dataclasses.asdict(config), default=list))
+
