@@ -38,16 +38,18 @@ class LocomotionConfig:
     num_epochs: int = 4
     num_minibatches: int = 8
     max_grad_norm: float = 1.0
-    ppo: PPOConfig = PPOConfig(
-        num_envs=256,
-        unroll_length=10,
-        discount=0.97,
-        gae_lambda=0.95,
-        clip_epsilon=0.3,
-        entropy_coef=1e-3,
-        reward_scaling=1.0,
-        policy_layers=(64, 64),
-        value_layers=(64, 64),
+    ppo: PPOConfig = dataclasses.field(
+        default_factory=lambda: PPOConfig(
+            num_envs=256,
+            unroll_length=10,
+            discount=0.97,
+            gae_lambda=0.95,
+            clip_epsilon=0.3,
+            entropy_coef=1e-3,
+            reward_scaling=1.0,
+            policy_layers=(64, 64),
+            value_layers=(64, 64),
+        )
     )
     morl_mus: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     rs_points: int = 11

@@ -32,7 +32,7 @@ def _parse(raw: str, current: Any, key: str) -> Any:
             return json.loads(raw)
     except (ValueError, json.JSONDecodeError) as error:
         raise ValueError(f"Config key {key!r}: cannot parse {raw!r} as {type(current).__name__}.") from error
-    raise ValueError(f"Config key {key!r} holds a {type(current).__name__}, which cannot be set from the command line.")
+    raise ValueError(f"Config key {key!r} holds a {type(current).__name__}; it cannot be set from the CLI.")
 
 
 def override(config: Any, assignments: Sequence[str]) -> Any:
@@ -55,7 +55,7 @@ def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
             raise ValueError(f"Config key {full_key!r}: {path[0]!r} has no sub-keys.")
         value = _set(current, path[1:], raw, full_key)
     elif dataclasses.is_dataclass(current):
-        raise ValueError(f"Config key {full_key!r} is a group; set one of its fields, e.g. {full_key}.<field>=…")
+        raise ValueError(f"Config key {full_key!r} is a group; set its fields, e.g. {full_key}.<field>=…")
     else:
         value = _parse(raw, current, full_key)
     return dataclasses.replace(config, **{path[0]: value})
@@ -64,4 +64,3 @@ def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
 def to_dict(config: Any) -> dict[str, Any]:
     """JSON-ready dict of a (nested) dataclass config."""
     return json.loads(json.dumps(dataclasses.asdict(config), default=list))
-

@@ -378,7 +378,10 @@ def run_rl_experiment(
         vmapped=True,
         progress=f"fine-tuning {run_weights.shape[0]} runs (vmapped)",
     )
-    runs = [experiment.soup_part(jax.tree.map(lambda leaf, i=i: leaf[i], stacked.params)) for i in range(len(states))]
+    runs = [
+        experiment.soup_part(jax.tree.map(lambda leaf, i=i: leaf[i], stacked.params))
+        for i in range(len(states))
+    ]
 
     base_id = "pretrained@" + checkpoint.fingerprint(experiment.soup_part(pretrained_params))[:16]
     mus = np.asarray(experiment.run_mus, np.float64)
@@ -389,7 +392,11 @@ def run_rl_experiment(
         directory = os.path.join(run_dir, "experts", name)
         if checkpoint.latest_step(directory) is None:
             checkpoint.save_expert(
-                directory, runs[index], reward=name, base_model=base_id, step=budget.finetune_updates,
+                directory,
+                runs[index],
+                reward=name,
+                base_model=base_id,
+                step=budget.finetune_updates,
                 config={"mu": vertex.tolist()},
             )
 
@@ -411,7 +418,7 @@ def run_rl_experiment(
         expert_names=experiment.expert_names,
         rs=rs,
         morl=Evaluation.from_samples(mus, run_samples),
-        init=Evaluation.from_samples(np.full((1, len(expert_indices)), 1.0 / len(expert_indices)), init_samples),
+        init=Evaluation.from_samples(np.full((1, len(expert_indices)), np.nan), init_samples),
         config=config,
         lmc_tolerance=2.0 * float(rs.stderrs.max()),  # evaluation noise: two standard errors
     )

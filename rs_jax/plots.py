@@ -129,7 +129,7 @@ def plot_front(
     axis.set_xlabel(reward_names[0])
     axis.set_ylabel(reward_names[1])
     axis.grid(alpha=0.3)
-    axis.legend(fontsize=8, loc="best")
+    axis.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     if title:
         axis.set_title(title)
     _save(figure, path, numbers)

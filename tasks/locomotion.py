@@ -43,7 +43,8 @@ def build(config: locomotion_config.LocomotionConfig) -> tuple[experiment.RLExpe
 
     def finetune_start(params, carry, key):
         params_key, env_key = jax.random.split(key)
-        fresh_value = finetune_learner.init_params(params_key)["value"]  # the paper discards the value function
+        # The paper discards the pre-trained value function.
+        fresh_value = finetune_learner.init_params(params_key)["value"]
         _, stats = carry
         env_state, _ = finetune_learner.init_carry(env_key)
         return {"policy": params["policy"], "value": fresh_value}, (env_state, stats)
@@ -51,8 +52,13 @@ def build(config: locomotion_config.LocomotionConfig) -> tuple[experiment.RLExpe
     def evaluate(policy_params, carry, key):
         _, stats = carry
         returns = ppo.evaluate(
-            finetune_learner, {"policy": policy_params}, stats, eval_env, config.eval_episodes,
-            config.eval_episode_length, key,
+            finetune_learner,
+            {"policy": policy_params},
+            stats,
+            eval_env,
+            config.eval_episodes,
+            config.eval_episode_length,
+            key,
         )
         return rewards.risky_cautious(returns)
 
@@ -90,8 +96,11 @@ def build(config: locomotion_config.LocomotionConfig) -> tuple[experiment.RLExpe
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="python -m tasks.locomotion", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.locomotion",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--preset", default="cpu", choices=locomotion_config.PRESETS)
     parser.add_argument("--out", default="runs/locomotion", help="run directory")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
@@ -102,10 +111,10 @@ def main(argv: list[str] | None = None) -> dict:
     except ValueError as error:
         parser.error(str(error))
     spec, budget = build(config)
-    summary = experiment.run_rl_experiment(
-        args.out, spec, budget, config={"preset": args.preset, **config_lib.to_dict(config)}, resume=args.resume
-    )
-    print(open(f"{args.out}/summary.md").read())
+    run_config = {"preset": args.preset, **config_lib.to_dict(config)}
+    summary = experiment.run_rl_experiment(args.out, spec, budget, config=run_config, resume=args.resume)
+    with open(f"{args.out}/summary.md") as handle:
+        print(handle.read())
     return summary
 
 

@@ -1,0 +1,51 @@
+"""The locomotion task end to end on its smoke preset (brax halfcheetah; ~2.5 min, mostly compiles)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from rs_jax import checkpoint
+from tasks import locomotion
+
+
+def test_bad_override_is_a_clear_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        locomotion.main(["--preset", "smoke", "--set", "ppo.num_env=3"])
+    assert exit_info.value.code == 2
+    assert "Unknown config key 'ppo.num_env'" in capsys.readouterr().err
+
+
+def test_locomotion_smoke_end_to_end(tmp_path):
+    summary = locomotion.main(["--preset", "smoke", "--out", str(tmp_path)])
+    for name in [
+        "config.json",
+        "results.json",
+        "lmc.json",
+        "summary.md",
+        "front.png",
+        "lambda_curves.png",
+        "pretrain/metrics.jsonl",
+        "finetune/metrics.jsonl",
+    ]:
+        assert (tmp_path / name).exists(), name
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert [point["lambda"][1] for point in results["rs"]] == [0.0, 0.5, 1.0]
+    assert [point["mu"][1] for point in results["morl"]] == [0.0, 0.5, 1.0]
+    rs_means = np.array([[p["rewards"][n]["mean"] for n in results["reward_names"]] for p in results["rs"]])
+    morl_means = np.array(
+        [[p["rewards"][n]["mean"] for n in results["reward_names"]] for p in results["morl"]]
+    )
+    # The soups at λ = 0 and 1 are the experts, which are the MORL runs at μ = 0 and 1.
+    np.testing.assert_allclose(rs_means[[0, -1]], morl_means[[0, -1]], rtol=1e-5, atol=1e-5)
+    # R2 = R1 - Σa² ≤ R1 for every point.
+    assert np.all(rs_means[:, 1] <= rs_means[:, 0] + 1e-6)
+    _, manifests = checkpoint.restore_experts(
+        [tmp_path / "experts" / "risky", tmp_path / "experts" / "cautious"]
+    )
+    assert manifests[0].base_model == manifests[1].base_model
+    assert summary["rs_trainings"] == 2 and summary["morl_trainings"] == 3
+    finetune_log = [
+        json.loads(line) for line in (tmp_path / "finetune" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert len(finetune_log[-1]["reward"]) == 3  # three runs trained in one vmapped program
