@@ -21,9 +21,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
-import platform
 import time
 
 import jax
@@ -34,6 +31,7 @@ from brax import envs
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
 from brax.training.agents.ppo import networks as brax_networks
 from brax.training.agents.ppo import train as brax_ppo
+from common import machine_info, write_result
 
 from rs_jax.rewards import locomotion
 from rs_jax.train import ppo, trainer
@@ -212,17 +210,9 @@ def main() -> None:
         "n2_vmapped_vs_sequential": pair,
         "notes": "brax's policy is a tanh-squashed Gaussian with state-dependent std; ours a Gaussian with a "
         "state-independent log-std, actions clipped to [-1, 1]. Eval returns are single-seed.",
-        "machine": {
-            "backend": jax.default_backend(),
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "jax": jax.__version__,
-        },
+        "machine": machine_info(),
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

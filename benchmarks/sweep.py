@@ -12,9 +12,6 @@ of --repeats runs after one compile run.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import statistics
 import time
 
@@ -22,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import transformers
+from common import machine_info, write_result
 
 from rs_jax import soup
 
@@ -116,19 +114,11 @@ def main() -> None:
         "floor_seconds": floor,
         "auto_resolves_to": soup.default_strategy(),
         "strategies": rows,
-        "machine": {
-            "backend": jax.default_backend(),
-            "devices": [str(d) for d in jax.devices()],
-            "cpu_count": os.cpu_count(),
-            "processor": platform.processor() or platform.machine(),
-            "jax": jax.__version__,
-        },
+        "machine": machine_info(),
         "repeats": args.repeats,
     }
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(result, handle, indent=2)
-    print(f"single eval {single_seconds:.3f} s; floor {floor:.3f} s; wrote {args.out}")
+    write_result(args.out, result)
+    print(f"single eval {single_seconds:.3f} s; floor {floor:.3f} s")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,29 @@
+"""What every benchmark records beside its numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from typing import Any
+
+import jax
+
+
+def machine_info() -> dict[str, Any]:
+    """Backend, devices, cores, processor and jax version of the machine measured."""
+    return {
+        "backend": jax.default_backend(),
+        "devices": [str(device) for device in jax.devices()],
+        "cpu_count": os.cpu_count(),
+        "processor": platform.processor() or platform.machine(),
+        "jax": jax.__version__,
+    }
+
+
+def write_result(path: str, result: dict[str, Any]) -> None:
+    """Writes a benchmark's JSON (creating its folder) and says where."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(f"wrote {path}")
