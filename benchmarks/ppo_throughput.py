@@ -209,7 +209,9 @@ def main() -> None:
         "throughput_ratio_ours_over_brax": ours_public["steps_per_second"] / brax_result["steps_per_second"],
         "n2_vmapped_vs_sequential": pair,
         "notes": "brax's policy is a tanh-squashed Gaussian with state-dependent std; ours a Gaussian with a "
-        "state-independent log-std, actions clipped to [-1, 1]. Eval returns are single-seed.",
+        "state-independent log-std, actions clipped to [-1, 1]. Eval returns are single-seed."
+        " In n2_vmapped_vs_sequential, the sequential runs reuse the program compiled for the single run,"
+        " so only the vmapped *_total includes a compilation; compare the *_after_compile numbers.",
         "machine": machine_info(),
     }
     write_result(args.out, result)
