@@ -24,7 +24,7 @@ def key() -> jax.Array:
 
 @pytest.fixture(autouse=True)
 def _third_party_promotion(request):
-    """Tests marked ``third_party`` run transformers/diffusers code, which relies on
+    """Tests marked ``third_party`` run transformers/diffusers/brax-physics code, which relies on
     implicit rank promotion; everything else runs strict."""
     if request.node.get_closest_marker("third_party") is None:
         yield

@@ -16,6 +16,7 @@ def test_bad_override_is_a_clear_error(capsys):
     assert "Unknown config key 'ppo.num_env'" in capsys.readouterr().err
 
 
+@pytest.mark.third_party  # brax's physics relies on implicit rank promotion
 def test_locomotion_smoke_end_to_end(tmp_path):
     summary = locomotion.main(["--preset", "smoke", "--out", str(tmp_path)])
     for name in [
