@@ -330,6 +330,10 @@ def run_rl_experiment(
     from rs_jax import checkpoint, soup
     from rs_jax.train import trainer
 
+    if not resume and any(os.path.exists(os.path.join(run_dir, phase)) for phase in ("pretrain", "finetune")):
+        raise ValueError(
+            f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out."
+        )
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as handle:
         json.dump(dict(config), handle, indent=2)

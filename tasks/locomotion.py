@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(str(error))
     spec, budget = build(config)
     run_config = {"preset": args.preset, **config_lib.to_dict(config)}
-    summary = experiment.run_rl_experiment(args.out, spec, budget, config=run_config, resume=args.resume)
+    try:
+        summary = experiment.run_rl_experiment(args.out, spec, budget, config=run_config, resume=args.resume)
+    except ValueError as error:
+        parser.exit(2, f"error: {error}\n")
     with open(f"{args.out}/summary.md") as handle:
         print(handle.read())
     return summary

@@ -50,3 +50,9 @@ def test_locomotion_smoke_end_to_end(tmp_path):
         json.loads(line) for line in (tmp_path / "finetune" / "metrics.jsonl").read_text().splitlines()
     ]
     assert len(finetune_log[-1]["reward"]) == 3  # three runs trained in one vmapped program
+    # Running again into the same directory without --resume is refused and changes nothing.
+    before = (tmp_path / "results.json").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        locomotion.main(["--preset", "smoke", "--out", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert (tmp_path / "results.json").read_text() == before
