@@ -13,9 +13,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from rs_jax import pareto, plots
+from rs_jax import checkpoint, pareto, plots, soup
+from rs_jax.train import trainer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -324,12 +327,6 @@ def run_rl_experiment(
     run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
 ) -> dict[str, Any]:
     """Pre-trains, fine-tunes all runs vmapped in one program, sweeps λ, writes the run directory."""
-    import jax
-    import jax.numpy as jnp
-
-    from rs_jax import checkpoint, soup
-    from rs_jax.train import trainer
-
     if not resume and any(os.path.exists(os.path.join(run_dir, phase)) for phase in ("pretrain", "finetune")):
         raise ValueError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out."

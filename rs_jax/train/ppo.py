@@ -11,6 +11,7 @@ learner trains the pre-trained policy, each expert and each MORL μ: only the
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -22,7 +23,7 @@ from rs_jax.train import normalizer
 
 PyTree = Any
 RewardComponents = Callable[[Any, jax.Array, Any], jax.Array]  # (state, action, next_state) -> (E, C)
-LOG_2PI_E = float(jnp.log(2 * jnp.pi * jnp.e))
+LOG_2PI_E = math.log(2 * math.pi * math.e)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +269,7 @@ def evaluate(
         totals = totals + alive[:, None] * learner.reward_components(state, actions, next_state)
         return (next_state, alive * (1.0 - next_state.done), totals), None
 
+    # A zero-action call only to learn the number of components C for the accumulator.
     components = learner.reward_components(state, jnp.zeros((num_episodes, learner.action_size)), state)
     init = (state, jnp.ones(num_episodes), jnp.zeros_like(components))
     (_, _, totals), _ = jax.lax.scan(step, init, length=episode_length)

@@ -1,0 +1,1 @@
+"""The one trainer (``trainer``) and its learners: ``ppo``, ``reinforce`` (incl. self-critical)."""
