@@ -56,3 +56,33 @@ def test_locomotion_smoke_end_to_end(tmp_path):
         locomotion.main(["--preset", "smoke", "--out", str(tmp_path)])
     assert exit_info.value.code == 2
     assert (tmp_path / "results.json").read_text() == before
+
+
+@pytest.mark.third_party
+def test_pretraining_reward_equals_brax_halfcheetah_reward():
+    import jax
+    import jax.numpy as jnp
+    from brax import envs
+    from brax.envs.wrappers.training import VmapWrapper
+
+    from rs_jax.rewards import locomotion as rewards
+
+    env = VmapWrapper(envs.get_environment("halfcheetah", backend="positional"))
+    step = jax.jit(env.step)
+    state = jax.jit(env.reset)(jax.random.split(jax.random.PRNGKey(0), 3))
+    actions = jax.random.uniform(jax.random.PRNGKey(1), (3, env.action_size), minval=-1.0, maxval=1.0)
+    next_state = step(state, actions)
+    components = rewards.velocity_and_control(state, actions, next_state)
+    # brax's own reward is 1.0·vx − 0.1·Σa²: our pre-training weights must reproduce it.
+    np.testing.assert_allclose(
+        np.asarray(components @ jnp.asarray(rewards.PRETRAIN_WEIGHTS)),
+        np.asarray(next_state.reward),
+        rtol=1e-5,
+        atol=1e-6,
+    )
+    np.testing.assert_allclose(
+        np.asarray(components[:, 0]), np.asarray(next_state.metrics["x_velocity"]), rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        np.asarray(-components[:, 1]), np.sum(np.asarray(actions) ** 2, axis=1), rtol=1e-5
+    )
