@@ -12,6 +12,9 @@ Presets:
          and it learns in a CPU budget where humanoid does not (~0.45k steps/s here).
   paper  brax humanoid, Table 5 hyperparameters: 4096 envs, lr 5e-5, γ 0.99,
          policy 6×512, value 5×256, 5e8 pre-training and 1e8 fine-tuning steps. GPU.
+         Rewards are built from brax's x_velocity and the actions only (vx - 0.1·Σa²,
+         vx, vx - Σa²), as Appendix G states them; humanoid's +5 healthy bonus is not
+         added, episodes still end when it falls. Not yet run: no GPU so far.
   smoke  seconds; for tests.
 
 Expected result (cpu): the risky expert is faster with larger actions, the cautious
@@ -68,7 +71,7 @@ def get_config(preset: str = "cpu") -> LocomotionConfig:
     if preset == "paper":
         return LocomotionConfig(
             env="humanoid",
-            backend="spring",
+            backend="generalized",  # brax's default for humanoid
             pretrain_steps=500_000_000,
             finetune_steps=100_000_000,
             pretrain_learning_rate=5e-5,
