@@ -164,7 +164,7 @@ def vmapped_vs_sequential(ours: dict, updates: int) -> dict:
     learner, optimizer, update = ours["learner"], ours["optimizer"], ours["update"]
     weights = jnp.asarray([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS])
     states = [initial_state(learner, optimizer, seed) for seed in (1, 2)]
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    stacked = trainer.stack_states(states)
     _, v_first, v_rest = timed_fit(update, stacked, weights, updates, vmapped=True)
     sequential_first = sequential_rest = 0.0
     for state, weight in zip(states, weights):

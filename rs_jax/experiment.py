@@ -364,7 +364,7 @@ def run_rl_experiment(
         trainer.init_state(run_params, budget.finetune_optimizer, run_carry, budget.seed + 1 + index)
         for index, (run_params, run_carry) in enumerate(starts)
     ]
-    stacked = jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+    stacked = trainer.stack_states(states)
     finetune_update = trainer.make_update(
         experiment.finetune_learner, budget.finetune_optimizer, budget.num_epochs, budget.num_minibatches
     )

@@ -23,10 +23,6 @@ def make_state(learner, optimizer, seed=0):
     return trainer.init_state(learner.init_params(key), optimizer, learner.init_carry(key), seed)
 
 
-def stack(states):
-    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
-
-
 def test_gae_against_hand_computation():
     rewards = jnp.array([[1.0], [2.0], [3.0]])
     values = jnp.array([[0.5], [1.0], [1.5]])
@@ -86,7 +82,7 @@ def test_vmapped_reward_weights_equal_separate_runs():
     update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
     weights = jnp.array([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS])
     states = [make_state(learner, optimizer, seed) for seed in (0, 1)]
-    together, _ = trainer.fit(update, stack(states), weights, 3, vmapped=True)
+    together, _ = trainer.fit(update, trainer.stack_states(states), weights, 3, vmapped=True)
     for index in range(2):
         alone, _ = trainer.fit(update, states[index], weights[index], 3)
         for got, want in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params)):

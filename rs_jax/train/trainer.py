@@ -74,6 +74,11 @@ def init_state(
     )
 
 
+def stack_states(states: list[TrainState]) -> TrainState:
+    """Stacks M TrainStates (any leaves: env states, step counters) for ``fit(..., vmapped=True)``."""
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
+
+
 def make_update(
     learner: Learner, optimizer: optax.GradientTransformation, num_epochs: int, num_minibatches: int
 ) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
