@@ -26,6 +26,8 @@ def _parse(raw: str, current: Any, key: str) -> Any:
         if isinstance(current, str):
             return raw
         if isinstance(current, tuple):
+            if current and all(isinstance(item, str) for item in current) and not raw.startswith("["):
+                return tuple(item.strip() for item in raw.split(",") if item.strip())
             values = json.loads(raw if raw.startswith("[") else f"[{raw}]")
             return tuple(values)
         if current is None:

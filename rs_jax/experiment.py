@@ -323,10 +323,40 @@ class Budget:
     seed: int
 
 
-def run_rl_experiment(
+def phase_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The (pre-training, fine-tuning, evaluation) keys of a run with this seed."""
+    pretrain_key, finetune_key, eval_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return pretrain_key, finetune_key, eval_key
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRuns:
+    """What ``train_runs`` leaves for evaluation.
+
+    Attributes:
+      pretrained_params / pretrained_carry: the pre-training's final params and carry.
+      runs: the M fine-tuned soup parts (params trees), in the order of ``run_mus``.
+      mus: (M, N) μ of each run over the N rewards.
+      expert_indices: for each of the N experts, its index in ``runs``.
+      init: the soup part of the pre-trained params.
+    """
+
+    pretrained_params: Any
+    pretrained_carry: Any
+    runs: list[Any]
+    mus: np.ndarray
+    expert_indices: list[int]
+    init: Any
+
+
+def train_runs(
     run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
-) -> dict[str, Any]:
-    """Pre-trains, fine-tunes all runs vmapped in one program, sweeps λ, writes the run directory."""
+) -> TrainedRuns:
+    """Pre-trains, fine-tunes all M runs vmapped in one program and saves the N experts (orbax).
+
+    Raises:
+      ValueError: ``run_dir`` already holds a run and ``resume`` is False.
+    """
     if not resume and any(os.path.exists(os.path.join(run_dir, phase)) for phase in ("pretrain", "finetune")):
         raise ValueError(
             f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out."
@@ -334,8 +364,7 @@ def run_rl_experiment(
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as handle:
         json.dump(dict(config), handle, indent=2)
-    key = jax.random.PRNGKey(budget.seed)
-    pretrain_key, finetune_key, eval_key = jax.random.split(key, 3)
+    pretrain_key, finetune_key, _ = phase_keys(budget.seed)
 
     pretrain_update = trainer.make_update(
         experiment.pretrain_learner, budget.pretrain_optimizer, budget.num_epochs, budget.num_minibatches
@@ -383,12 +412,16 @@ def run_rl_experiment(
         experiment.soup_part(jax.tree.map(lambda leaf, i=i: leaf[i], stacked.params))
         for i in range(len(states))
     ]
+    init = experiment.soup_part(pretrained_params)
 
-    base_id = "pretrained@" + checkpoint.fingerprint(experiment.soup_part(pretrained_params))[:16]
+    base_id = "pretrained@" + checkpoint.fingerprint(init)[:16]
     mus = np.asarray(experiment.run_mus, np.float64)
     expert_indices = []
     for name, vertex in zip(experiment.expert_names, np.eye(len(experiment.expert_names))):
-        index = int(np.flatnonzero(np.all(np.isclose(mus, vertex), axis=1))[0])
+        matches = np.flatnonzero(np.all(np.isclose(mus, vertex), axis=1))
+        if matches.size == 0:
+            raise ValueError(f"No fine-tuning run has μ = {vertex.tolist()} (the {name!r} expert).")
+        index = int(matches[0])
         expert_indices.append(index)
         directory = os.path.join(run_dir, "experts", name)
         if checkpoint.latest_step(directory) is None:
@@ -400,26 +433,76 @@ def run_rl_experiment(
                 step=budget.finetune_updates,
                 config={"mu": vertex.tolist()},
             )
+    return TrainedRuns(pretrained_params, pretrained_carry, runs, mus, expert_indices, init)
+
+
+def evaluate_runs(
+    trained: TrainedRuns,
+    eval_fn: Any,
+    rs_points: int,
+    extra_soups: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+) -> tuple[Evaluation, Evaluation, Evaluation, dict[str, Evaluation]]:
+    """RS soups over a simplex grid, every run, the init and any extra soups, in ONE compiled sweep.
+
+    The sweep's members are ``[*trained.runs, trained.init]`` (M + 1 of them).
+
+    Args:
+      eval_fn: soup part -> (S, R) per-sample rewards.
+      rs_points: points per edge of the RS simplex grid over the N experts.
+      extra_soups: name -> (labels (P, n), member weights (P, M + 1)): other combinations of the
+        members (model soups of seeds, λ outside [0, 1], …); rows must sum to 1.
+
+    Returns:
+      (rs, morl, init, extras) evaluations; ``extras`` has the labels as weights.
+    """
+    members = [*trained.runs, trained.init]
+    grid = soup.simplex_grid(len(trained.expert_indices), rs_points)
+    embedded = np.zeros((len(grid), len(members)))
+    embedded[:, trained.expert_indices] = grid
+    blocks = {"rs": embedded, "runs": np.eye(len(members))[:-1], "init": np.eye(len(members))[-1:]}
+    for name, (_, member_weights) in (extra_soups or {}).items():
+        member_weights = np.asarray(member_weights, np.float64)
+        if member_weights.ndim != 2 or member_weights.shape[1] != len(members):
+            raise ValueError(
+                f"extra soup {name!r}: member weights must be (P, {len(members)}); "
+                f"got {member_weights.shape}."
+            )
+        blocks[f"extra:{name}"] = member_weights
+    samples = np.asarray(
+        soup.sweep(eval_fn, members, np.vstack(list(blocks.values())), allow_extrapolation=True)
+    )
+    split = dict(zip(blocks, np.split(samples, np.cumsum([len(b) for b in blocks.values()])[:-1])))
+    extras = {
+        name: Evaluation.from_samples(labels, split[f"extra:{name}"])
+        for name, (labels, _) in (extra_soups or {}).items()
+    }
+    init_weights = np.full((1, len(trained.expert_indices)), np.nan)
+    return (
+        Evaluation.from_samples(grid, split["rs"]),
+        Evaluation.from_samples(trained.mus, split["runs"]),
+        Evaluation.from_samples(init_weights, split["init"]),
+        extras,
+    )
+
+
+def run_rl_experiment(
+    run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
+) -> dict[str, Any]:
+    """``train_runs``, then ``evaluate_runs``, then ``write_results``: the whole run directory."""
+    trained = train_runs(run_dir, experiment, budget, config=config, resume=resume)
+    _, _, eval_key = phase_keys(budget.seed)
 
     def eval_fn(soup_params):
-        return experiment.evaluate(soup_params, pretrained_carry, eval_key)
+        return experiment.evaluate(soup_params, trained.pretrained_carry, eval_key)
 
-    # One compiled sweep evaluates everything: the members are the M runs and the init, and the grid
-    # holds the RS soups (over the expert runs) followed by one one-hot row per member.
-    members = [*runs, experiment.soup_part(pretrained_params)]
-    grid = soup.simplex_grid(len(expert_indices), budget.rs_points)
-    embedded = np.zeros((len(grid), len(members)))
-    embedded[:, expert_indices] = grid
-    samples = np.asarray(soup.sweep(eval_fn, members, np.vstack([embedded, np.eye(len(members))])))
-    rs_samples, run_samples, init_samples = samples[: len(grid)], samples[len(grid) : -1], samples[-1:]
-    rs = Evaluation.from_samples(grid, rs_samples)
+    rs, morl, init, _ = evaluate_runs(trained, eval_fn, budget.rs_points)
     return write_results(
         run_dir,
         reward_names=experiment.reward_names,
         expert_names=experiment.expert_names,
         rs=rs,
-        morl=Evaluation.from_samples(mus, run_samples),
-        init=Evaluation.from_samples(np.full((1, len(expert_indices)), np.nan), init_samples),
+        morl=morl,
+        init=init,
         config=config,
         lmc_tolerance=2.0 * float(rs.stderrs.max()),  # evaluation noise: two standard errors
     )

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -227,3 +228,41 @@ def plot_lambda_curves(
     if title:
         axis.set_title(title)
     _save(figure, path, numbers)
+
+
+def plot_captioned_images(
+    path: str | os.PathLike,
+    images: Any,
+    texts: Mapping[str, Sequence[str]],
+    *,
+    title: str | None = None,
+) -> None:
+    """Images in a row, each with one text per label under it (e.g. the caption of every λ).
+
+    Args:
+      images: (S, H, W, 3) floats in [0, 1].
+      texts: label -> S strings (one per image), drawn in the mapping's order.
+    """
+    pictures = np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0)
+    if pictures.ndim != 4 or pictures.shape[-1] != 3:
+        raise ValueError(f"images must be (S, H, W, 3); got {pictures.shape}.")
+    for label, row in texts.items():
+        if len(row) != len(pictures):
+            raise ValueError(f"texts[{label!r}] has {len(row)} strings for {len(pictures)} images.")
+    lines_per_text = 2
+    text_height = 0.32 * lines_per_text * max(len(texts), 1)
+    figure, axes = plt.subplots(
+        1, len(pictures), figsize=(3.2 * len(pictures), 3.0 + text_height), squeeze=False
+    )
+    for column, (axis, picture) in enumerate(zip(axes[0], pictures)):
+        axis.imshow(picture, interpolation="nearest")
+        axis.set_xticks([])
+        axis.set_yticks([])
+        caption = "\n".join(
+            textwrap.fill(f"{label}: {row[column]}", 42, max_lines=lines_per_text, subsequent_indent="    ")
+            for label, row in texts.items()
+        )
+        axis.set_xlabel(caption, fontsize=6.5, loc="left", family="monospace")
+    if title:
+        figure.suptitle(title)
+    _save(figure, path, {"texts": {label: list(row) for label, row in texts.items()}})
