@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -27,3 +30,14 @@ def write_result(path: str, result: dict[str, Any]) -> None:
     with open(path, "w") as handle:
         json.dump(result, handle, indent=2)
     print(f"wrote {path}")
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn()`` (results blocked on) over ``repeats`` runs after one warm-up."""
+    jax.block_until_ready(fn())  # compile + warm up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)

@@ -12,14 +12,12 @@ of --repeats runs after one compile run.
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import transformers
-from common import machine_info, write_result
+from common import machine_info, median_seconds, write_result
 
 from rs_jax import soup
 
@@ -40,16 +38,6 @@ def build_experts(layers: int, width: int, vocab: int, seq: int) -> tuple[object
         ]
         experts.append(jax.tree.unflatten(treedef, perturbed))
     return model, experts
-
-
-def median_seconds(fn, repeats: int) -> float:
-    jax.block_until_ready(fn())  # compile + warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def main() -> None:
