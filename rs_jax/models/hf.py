@@ -13,6 +13,8 @@ from typing import Any
 PyTree = Any
 FLAX_WEIGHTS = "flax_model.msgpack"
 PT_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+# Composite models that transformers cannot build without initializing random weights first.
+NEEDS_INIT = ("FlaxVisionEncoderDecoderModel", "FlaxEncoderDecoderModel", "FlaxSpeechEncoderDecoderModel")
 
 
 def is_hf_directory(directory: str | os.PathLike) -> bool:
@@ -49,6 +51,9 @@ def load_flax_pretrained(directory: str | os.PathLike) -> tuple[Any, PyTree]:
     config = transformers.AutoConfig.from_pretrained(directory, local_files_only=True)
     model_class = flax_class_for(config)
     from_pt = not os.path.exists(os.path.join(directory, FLAX_WEIGHTS))
+    if model_class.__name__ in NEEDS_INIT:
+        model = model_class.from_pretrained(directory, config=config, from_pt=from_pt, local_files_only=True)
+        return model, model.params
     model, params = model_class.from_pretrained(
         directory, config=config, from_pt=from_pt, _do_init=False, local_files_only=True
     )

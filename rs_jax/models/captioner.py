@@ -1,0 +1,218 @@
+"""Image captioning with transformers' ``FlaxVisionEncoderDecoderModel`` (ViT encoder, GPT-2 decoder).
+
+Images are (B, H, W, 3) float32 in [0, 1]; captions are (B, L) int32 token ids,
+left-aligned, ending with EOS and padded with ``pad_id`` — the format of
+``rs_jax.data``. The model comes from a local HF directory (``load_captioner``)
+or from a tiny config (``tiny_captioner``); its params are a plain pytree, so
+soups, LoRA and the trainer apply unchanged.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+
+from rs_jax.models import hf, sampling
+
+PyTree = Any
+
+
+def tiny_captioner(
+    vocab_size: int,
+    *,
+    image_size: int = 32,
+    patch_size: int = 8,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    max_length: int = 32,
+    bos_id: int = 1,
+    eos_id: int = 2,
+    pad_id: int = 0,
+) -> Any:
+    """A small ViT + GPT-2 ``FlaxVisionEncoderDecoderModel`` (its own params are discarded: use
+    ``init_params`` with an explicit key)."""
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
+    import transformers
+
+    encoder = transformers.ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+    )
+    decoder = transformers.GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=max_length,
+        n_embd=hidden_size,
+        n_layer=num_layers,
+        n_head=num_heads,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        add_cross_attention=True,
+    )
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos_id, pad_id, eos_id
+    return transformers.FlaxVisionEncoderDecoderModel(config, input_shape=_input_shape(config))
+
+
+def _input_shape(config: Any) -> tuple[tuple[int, ...], tuple[int, int]]:
+    size = config.encoder.image_size
+    return (1, size, size, getattr(config.encoder, "num_channels", 3)), (1, 1)
+
+
+def init_params(model: Any, key: jax.Array) -> PyTree:
+    """Fresh params of ``model`` from ``key``."""
+    return model.init_weights(key, _input_shape(model.config))
+
+
+def load_captioner(directory: str | os.PathLike) -> tuple[Any, PyTree]:
+    """(model, params) of a local HF VisionEncoderDecoder directory (Flax or PyTorch-format weights)."""
+    model, params = hf.load_flax_pretrained(directory)
+    if type(model).__name__ != "FlaxVisionEncoderDecoderModel":
+        raise ValueError(f"{directory} holds a {type(model).__name__}, not a VisionEncoderDecoder model.")
+    return model, params
+
+
+def special_ids(model: Any) -> tuple[int, int, int]:
+    """(bos, eos, pad) token ids of the decoder."""
+    config = model.config
+    return config.decoder_start_token_id, config.eos_token_id, config.pad_token_id
+
+
+def _encode(model: Any, params: PyTree, images: jax.Array) -> Any:
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be (B, H, W, 3), got {images.shape}.")
+    pixel_values = jnp.transpose(2.0 * images - 1.0, (0, 3, 1, 2))  # HF vision models take NCHW
+    return model.encode(pixel_values, params=params)
+
+
+def _policy_logits(model: Any, logits: jax.Array) -> jax.Array:
+    """Logits (..., V) with BOS and padding forbidden: the policy only emits words and EOS."""
+    bos, _, pad = special_ids(model)
+    return logits.at[..., bos].set(-jnp.inf).at[..., pad].set(-jnp.inf)
+
+
+def token_log_probs(model: Any, params: PyTree, images: jax.Array, captions: jax.Array) -> jax.Array:
+    """(B, L) log π(captionₜ | image, caption₍<t₎) by teacher forcing; 0 on padding.
+
+    Args:
+      images: (B, H, W, 3) in [0, 1].
+      captions: (B, L) token ids ending with EOS, padded with pad.
+    """
+    bos, _, pad = special_ids(model)
+    decoder_inputs = jnp.concatenate([jnp.full_like(captions[:, :1], bos), captions[:, :-1]], axis=1)
+    logits = model.decode(decoder_inputs, _encode(model, params, images), params=params).logits
+    logits = _policy_logits(model, logits)
+    log_probs = jnp.take_along_axis(jax.nn.log_softmax(logits), captions[..., None], axis=-1)[..., 0]
+    return jnp.where(captions != pad, log_probs, 0.0)
+
+
+def caption_loss(
+    model: Any, params: PyTree, images: jax.Array, captions: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean token cross-entropy (nats) of reference captions (B, L); metrics: token accuracy proxy."""
+    _, _, pad = special_ids(model)
+    log_probs = token_log_probs(model, params, images, captions)
+    tokens = jnp.maximum((captions != pad).sum(), 1)
+    loss = -log_probs.sum() / tokens
+    return loss, {"cross_entropy": loss}
+
+
+def _step_fn(model: Any, params: PyTree, encoded: Any, max_length: int):
+    batch = encoded[0].shape[0]
+    attention = jnp.ones((batch, max_length), jnp.int32)  # the cache index enforces causality
+
+    def step(cache, tokens, step_index):
+        positions = jnp.full((batch, 1), step_index, jnp.int32)
+        outputs = model.decode(
+            tokens[:, None],
+            encoded,
+            decoder_attention_mask=attention,
+            decoder_position_ids=positions,
+            past_key_values=cache,
+            params=params,
+        )
+        return _policy_logits(model, outputs.logits[:, 0]), outputs.past_key_values
+
+    return step
+
+
+def sample_captions(
+    model: Any,
+    params: PyTree,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    max_length: int,
+    greedy: bool = False,
+    temperature: float = 1.0,
+) -> sampling.Sample:
+    """Captions (B, max_length) sampled (or greedy) with the KV cache, inside jit."""
+    bos, eos, pad = special_ids(model)
+    encoded = _encode(model, params, images)
+    cache = model.init_cache(images.shape[0], max_length, encoded)
+    return sampling.sample(
+        _step_fn(model, params, encoded, max_length),
+        cache,
+        jnp.full((images.shape[0],), bos, jnp.int32),
+        key,
+        max_length=max_length,
+        eos_id=eos,
+        pad_id=pad,
+        greedy=greedy,
+        temperature=temperature,
+    )
+
+
+def sample_captions_ensemble(
+    model: Any,
+    stacked_params: PyTree,
+    lambdas: jax.Array,
+    images: jax.Array,
+    key: jax.Array,
+    *,
+    max_length: int,
+    greedy: bool = True,
+) -> sampling.Sample:
+    """Prediction ensembling of N models: at each step p(·) = Σᵢ λᵢ pᵢ(·) (the oracle of Lemma 4).
+
+    Costs N forward passes per token, unlike a soup's one.
+
+    Args:
+      stacked_params: params with a leading axis N (``soup.stack_experts``).
+      lambdas: (N,) non-negative weights summing to 1.
+    """
+    bos, eos, pad = special_ids(model)
+    batch = images.shape[0]
+    encoded = jax.vmap(lambda params: _encode(model, params, images))(stacked_params)
+    caches = jax.vmap(lambda member: model.init_cache(batch, max_length, member))(encoded)
+    member_step = jax.vmap(
+        lambda params, member, cache, tokens, step_index: _step_fn(model, params, member, max_length)(
+            cache, tokens, step_index
+        ),
+        in_axes=(0, 0, 0, None, None),
+    )
+    log_lambdas = jnp.log(jnp.maximum(lambdas, 1e-30))[:, None, None]
+
+    def step(cache, tokens, step_index):
+        logits, cache = member_step(stacked_params, encoded, cache, tokens, step_index)
+        return jax.nn.logsumexp(jax.nn.log_softmax(logits) + log_lambdas, axis=0), cache
+
+    return sampling.sample(
+        step,
+        caches,
+        jnp.full((batch,), bos, jnp.int32),
+        key,
+        max_length=max_length,
+        eos_id=eos,
+        pad_id=pad,
+        greedy=greedy,
+    )

@@ -1,0 +1,79 @@
+"""PPO for language models: token rewards, KL = 0 at init, a 2-update smoke run on a tiny LLaMA."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rs_jax.models import causal_lm, lora
+from rs_jax.train import lm_ppo, trainer
+
+VOCAB, EOS, TARGET = 24, 2, 7
+
+
+def test_token_rewards_put_the_score_on_the_last_response_token():
+    score = jnp.array([1.0, -2.0])
+    kl = jnp.array([[0.1, 0.2, 0.3], [0.5, 0.0, 0.0]])
+    mask = jnp.array([[True, True, True], [True, False, False]])
+    rewards = lm_ppo.token_rewards(score, kl, mask, jnp.float32(0.5))
+    np.testing.assert_allclose(rewards, [[-0.05, -0.1, 1.0 - 0.15], [-2.0 - 0.25, 0.0, 0.0]], rtol=1e-6)
+
+
+def test_masked_whiten_ignores_padding():
+    values = jnp.array([[1.0, 3.0, 100.0]])
+    mask = jnp.array([[True, True, False]])
+    np.testing.assert_allclose(lm_ppo.masked_whiten(values, mask), [[-1.0, 1.0, 0.0]], atol=1e-4)
+
+
+def test_adaptive_kl_moves_towards_the_target():
+    config = lm_ppo.LMPPOConfig(kl_target=1.0, kl_horizon=100)
+    beta = jnp.float32(0.2)
+    assert lm_ppo.adapted_kl_coef(beta, jnp.float32(3.0), 10, config) > beta
+    assert lm_ppo.adapted_kl_coef(beta, jnp.float32(0.1), 10, config) < beta
+
+
+@pytest.fixture(scope="module")
+def learner():
+    with jax.numpy_rank_promotion("allow"):  # module-scoped: runs before the third_party fixture
+        model, base = causal_lm.tiny_llama(VOCAB, jax.random.PRNGKey(0), hidden_size=16, num_layers=1)
+    prompts = jnp.array([[0, 5, 6], [4, 5, 6]], jnp.int32)
+    prompt_mask = prompts != 0
+
+    def target_count(prompt_ids, prompt_mask, tokens, mask):
+        return jnp.stack([((tokens == TARGET) & mask).sum(-1), -mask.sum(-1)], axis=-1).astype(jnp.float32)
+
+    return lm_ppo.LMPPOLearner(
+        model=model,
+        base_params=base,
+        lora_config=lora.LoraConfig(rank=2, alpha=4.0),
+        sample_prompts=lambda key: (prompts, prompt_mask),
+        reward_components=target_count,
+        config=lm_ppo.LMPPOConfig(max_new_tokens=6, adaptive_kl=True, kl_target=0.5, kl_horizon=8),
+        eos_id=EOS,
+    )
+
+
+@pytest.mark.third_party
+def test_kl_is_zero_at_init(learner):
+    params = learner.init_params(jax.random.PRNGKey(1))
+    _, _, metrics = learner.collect(
+        params, learner.init_carry(), jnp.array([1.0, 0.0]), jax.random.PRNGKey(2)
+    )
+    assert float(metrics["kl"]) == 0.0
+
+
+@pytest.mark.third_party
+def test_two_ppo_updates_run_and_change_only_lora_and_value_head(learner):
+    params = learner.init_params(jax.random.PRNGKey(1))
+    optimizer = optax.adam(1e-2)
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
+    state = trainer.init_state(params, optimizer, learner.init_carry(), seed=0)
+    state, history = trainer.fit(update, state, jnp.array([1.0, 0.1]), 2)
+    assert len(history) == 2
+    for record in history:
+        assert all(np.all(np.isfinite(value)) for value in record.values())
+    assert history[1]["kl"] != 0.0  # the policy moved away from the reference
+    assert float(state.carry["kl_coef"]) != learner.config.kl_coef  # adaptive β moved
+    changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), params["lora"], state.params["lora"])
+    assert any(jax.tree.leaves(changed))
