@@ -321,6 +321,8 @@ class Budget:
     checkpoint_every: int
     rs_points: int
     seed: int
+    pretrain_num_epochs: int | None = None  # None: as fine-tuning
+    pretrain_num_minibatches: int | None = None
 
 
 def phase_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -338,7 +340,7 @@ class TrainedRuns:
       runs: the M fine-tuned soup parts (params trees), in the order of ``run_mus``.
       mus: (M, N) μ of each run over the N rewards.
       expert_indices: for each of the N experts, its index in ``runs``.
-      init: the soup part of the pre-trained params.
+      init: the soup part every run starts from (its first fine-tuning start).
     """
 
     pretrained_params: Any
@@ -349,10 +351,8 @@ class TrainedRuns:
     init: Any
 
 
-def train_runs(
-    run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
-) -> TrainedRuns:
-    """Pre-trains, fine-tunes all M runs vmapped in one program and saves the N experts (orbax).
+def start_run(run_dir: str, config: Mapping[str, Any], *, resume: bool = False) -> None:
+    """Creates ``run_dir`` with its config.json; refuses one that already holds a run unless resuming.
 
     Raises:
       ValueError: ``run_dir`` already holds a run and ``resume`` is False.
@@ -364,10 +364,18 @@ def train_runs(
     os.makedirs(run_dir, exist_ok=True)
     with open(os.path.join(run_dir, "config.json"), "w") as handle:
         json.dump(dict(config), handle, indent=2)
-    pretrain_key, finetune_key, _ = phase_keys(budget.seed)
 
+
+def pretrain(
+    run_dir: str, experiment: RLExperiment, budget: Budget, *, resume: bool = False
+) -> tuple[Any, Any]:
+    """The pre-training phase (checkpointed in ``run_dir/pretrain``); returns (params, carry)."""
+    pretrain_key, _, _ = phase_keys(budget.seed)
     pretrain_update = trainer.make_update(
-        experiment.pretrain_learner, budget.pretrain_optimizer, budget.num_epochs, budget.num_minibatches
+        experiment.pretrain_learner,
+        budget.pretrain_optimizer,
+        budget.pretrain_num_epochs or budget.num_epochs,
+        budget.pretrain_num_minibatches or budget.num_minibatches,
     )
     params = experiment.init_params(pretrain_key)
     carry = experiment.init_carry(experiment.pretrain_learner, pretrain_key)
@@ -382,8 +390,37 @@ def train_runs(
         resume=resume,
         progress="pre-training",
     )
-    pretrained_params, pretrained_carry = state.params, state.carry
+    return state.params, state.carry
 
+
+def train_runs(
+    run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
+) -> TrainedRuns:
+    """``start_run``, ``pretrain`` and ``finetune``.
+
+    Raises:
+      ValueError: ``run_dir`` already holds a run and ``resume`` is False.
+    """
+    start_run(run_dir, config, resume=resume)
+    pretrained_params, pretrained_carry = pretrain(run_dir, experiment, budget, resume=resume)
+    return finetune(run_dir, experiment, budget, pretrained_params, pretrained_carry, resume=resume)
+
+
+def finetune(
+    run_dir: str,
+    experiment: RLExperiment,
+    budget: Budget,
+    pretrained_params: Any,
+    pretrained_carry: Any,
+    *,
+    resume: bool = False,
+) -> TrainedRuns:
+    """Fine-tunes all M runs vmapped in one program (``run_dir/finetune``) and saves the N experts.
+
+    Every run starts from ``experiment.finetune_start(pretrained params, carry, run key)``; the
+    soup part of the first start is the shared initialization ("init") of the soups.
+    """
+    _, finetune_key, _ = phase_keys(budget.seed)
     run_weights = jnp.asarray(experiment.run_weights, jnp.float32)
     starts = [
         experiment.finetune_start(pretrained_params, pretrained_carry, run_key)
@@ -412,7 +449,7 @@ def train_runs(
         experiment.soup_part(jax.tree.map(lambda leaf, i=i: leaf[i], stacked.params))
         for i in range(len(states))
     ]
-    init = experiment.soup_part(pretrained_params)
+    init = experiment.soup_part(starts[0][0])
 
     base_id = "pretrained@" + checkpoint.fingerprint(init)[:16]
     mus = np.asarray(experiment.run_mus, np.float64)

@@ -250,10 +250,8 @@ def plot_captioned_images(
         if len(row) != len(pictures):
             raise ValueError(f"texts[{label!r}] has {len(row)} strings for {len(pictures)} images.")
     lines_per_text = 2
-    text_height = 0.32 * lines_per_text * max(len(texts), 1)
-    figure, axes = plt.subplots(
-        1, len(pictures), figsize=(3.2 * len(pictures), 3.0 + text_height), squeeze=False
-    )
+    # The captions hang below the axes; bbox_inches="tight" grows the saved figure to hold them.
+    figure, axes = plt.subplots(1, len(pictures), figsize=(3.2 * len(pictures), 3.2), squeeze=False)
     for column, (axis, picture) in enumerate(zip(axes[0], pictures)):
         axis.imshow(picture, interpolation="nearest")
         axis.set_xticks([])

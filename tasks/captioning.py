@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -123,8 +122,12 @@ class Captioning:
 
 def build(config: captioning_config.CaptioningConfig) -> Captioning:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
-    if not config.rewards:
-        raise ValueError("rewards is empty; name at least two of " + ", ".join(text_metrics.REWARD_NAMES))
+    unknown = [name for name in config.rewards if name not in text_metrics.REWARD_NAMES]
+    if len(config.rewards) < 2 or unknown:
+        raise ValueError(
+            f"rewards must name at least two of {', '.join(text_metrics.REWARD_NAMES)}; got "
+            f"{list(config.rewards)}" + (f" (unknown: {unknown})." if unknown else ".")
+        )
     if config.pretrain_updates == 0 and not config.model:
         raise ValueError(
             "Nothing pre-trains the captioner: give --set model=<HF directory> or pretrain_updates>0."
@@ -286,7 +289,7 @@ def _ensemble_evaluation(
 def _write_samples(
     run_dir: str, config: captioning_config.CaptioningConfig, task: Captioning, members: dict[str, Any], key
 ) -> None:
-    """samples.json (greedy captions of the first evaluation scenes per λ) and samples.png."""
+    """samples.png with the greedy captions of the first evaluation scenes per λ (and samples.json)."""
     count = min(config.figure_scenes, task.data.eval_images.shape[0])
     images = task.data.eval_images[:count]
 
@@ -302,8 +305,6 @@ def _write_samples(
         for label, params in members.items()
     }
     texts["reference"] = [vocabulary.decode(row) for row in np.asarray(task.data.eval_references[:count, 0])]
-    with open(os.path.join(run_dir, "samples.json"), "w") as handle:
-        json.dump(texts, handle, indent=2)
     plots.plot_captioned_images(
         os.path.join(run_dir, "samples.png"), np.asarray(images), texts, title="Greedy captions per λ"
     )
