@@ -14,7 +14,6 @@ a few scenes with the caption of every λ under them (samples.png). See configs/
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from collections.abc import Callable
@@ -26,8 +25,8 @@ import numpy as np
 import optax
 
 from configs import captioning as captioning_config
+from rs_jax import cli, experiment, plots, soup
 from rs_jax import config as config_lib
-from rs_jax import experiment, plots, soup
 from rs_jax.data import coco, scenes
 from rs_jax.models import captioner
 from rs_jax.rewards import text_metrics
@@ -375,27 +374,14 @@ def _figure_members(
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
+    return cli.run_task(
+        argv,
         prog="python -m tasks.captioning",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        configs=captioning_config,
+        run=run,
+        default_out="runs/captioning",
     )
-    parser.add_argument("--preset", default="cpu", choices=captioning_config.PRESETS)
-    parser.add_argument("--out", default="runs/captioning", help="run directory")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    args = parser.parse_args(argv)
-    try:
-        config = config_lib.override(captioning_config.get_config(args.preset), args.set)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        summary = run(args.out, config, resume=args.resume)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    with open(os.path.join(args.out, "summary.md")) as handle:
-        print(handle.read())
-    return summary
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ risky expert on R₁ = vx and a cautious one on R₂ = vx - Σa², and MORL runs
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 
 import jax
@@ -21,8 +20,8 @@ from brax import envs
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
 
 from configs import locomotion as locomotion_config
+from rs_jax import cli, experiment
 from rs_jax import config as config_lib
-from rs_jax import experiment
 from rs_jax.rewards import locomotion as rewards
 from rs_jax.train import ppo
 
@@ -95,30 +94,23 @@ def build(config: locomotion_config.LocomotionConfig) -> tuple[experiment.RLExpe
     return spec, budget
 
 
+def run(run_dir: str, config: locomotion_config.LocomotionConfig, *, resume: bool = False) -> dict:
+    """The whole experiment; writes the run directory and returns the summary numbers."""
+    spec, budget = build(config)
+    return experiment.run_rl_experiment(
+        run_dir, spec, budget, config=config_lib.to_dict(config), resume=resume
+    )
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
+    return cli.run_task(
+        argv,
         prog="python -m tasks.locomotion",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        configs=locomotion_config,
+        run=run,
+        default_out="runs/locomotion",
     )
-    parser.add_argument("--preset", default="cpu", choices=locomotion_config.PRESETS)
-    parser.add_argument("--out", default="runs/locomotion", help="run directory")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    args = parser.parse_args(argv)
-    try:
-        config = config_lib.override(locomotion_config.get_config(args.preset), args.set)
-    except ValueError as error:
-        parser.error(str(error))
-    spec, budget = build(config)
-    run_config = {"preset": args.preset, **config_lib.to_dict(config)}
-    try:
-        summary = experiment.run_rl_experiment(args.out, spec, budget, config=run_config, resume=args.resume)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    with open(f"{args.out}/summary.md") as handle:
-        print(handle.read())
-    return summary
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ shared outputs, ``samples.json``: generations for a few prompts at each λ.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -24,8 +23,8 @@ import numpy as np
 import optax
 
 from configs import text as text_config
+from rs_jax import cli, experiment, soup
 from rs_jax import config as config_lib
-from rs_jax import experiment, soup
 from rs_jax.data import corpus as corpus_lib
 from rs_jax.models import causal_lm, lora
 from rs_jax.rewards import reward_models
@@ -253,25 +252,14 @@ def run(run_dir: str, config: text_config.TextConfig, *, resume: bool = False) -
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        prog="python -m tasks.text", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return cli.run_task(
+        argv,
+        prog="python -m tasks.text",
+        description=__doc__,
+        configs=text_config,
+        run=run,
+        default_out="runs/text",
     )
-    parser.add_argument("--preset", default="cpu", choices=text_config.PRESETS)
-    parser.add_argument("--out", default="runs/text", help="run directory")
-    parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
-    args = parser.parse_args(argv)
-    try:
-        config = config_lib.override(text_config.get_config(args.preset), args.set)
-    except ValueError as error:
-        parser.error(str(error))
-    try:
-        summary = run(args.out, config, resume=args.resume)
-    except ValueError as error:
-        parser.exit(2, f"error: {error}\n")
-    with open(os.path.join(args.out, "summary.md")) as handle:
-        print(handle.read())
-    return summary
 
 
 if __name__ == "__main__":
