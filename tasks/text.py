@@ -205,12 +205,15 @@ def _write_samples(run_dir: str, task: Text, learner: lm_ppo.LMPPOLearner, train
     members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], lora_config(task.config))}
     for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
         members[f"λ={lam:g}"] = lora.interpolate_lora(experts, [1.0 - lam, lam], lora_config(task.config))
+    prompt_texts = [
+        vocabulary.decode(prompt[mask.astype(bool)])
+        for prompt, mask in zip(np.asarray(prompts), np.asarray(masks))
+    ]
     texts = {}
     for label, lora_params in members.items():
         responses = np.asarray(generate(lora_params))
         texts[label] = [
-            f"{vocabulary.decode(prompt)} | {vocabulary.decode(response)}"
-            for prompt, response in zip(np.asarray(prompts), responses)
+            f"{prompt} | {vocabulary.decode(response)}" for prompt, response in zip(prompt_texts, responses)
         ]
     with open(os.path.join(run_dir, "samples.json"), "w") as handle:
         json.dump({"reward_names": list(task.config.rewards), "samples": texts}, handle, indent=2)
