@@ -7,6 +7,10 @@ Layout of an expert directory (an orbax ``CheckpointManager`` root)::
 
 Orbax writes each step into a temporary folder and renames it on commit, so a
 crash mid-save leaves the previous step as the latest readable one.
+
+``interpolate_checkpoints`` merges experts that do not fit in memory together:
+it reads a few leaves of every expert at a time (orbax partial restore) and
+writes the soup as a regular expert checkpoint.
 """
 
 from __future__ import annotations
@@ -16,16 +20,23 @@ import hashlib
 import json
 import logging
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
+
+from rs_jax import soup
 
 PyTree = Any
 ITEMS = ("params", "manifest")
 MANIFEST_VERSION = 1
+STREAM_GROUP_BYTES = 64 * 2**20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,27 +134,48 @@ def save_expert(
         param_count=param_count(params),
         dtype=params_dtype(params),
     )
+    _write(directory, params, manifest)
+    return manifest
+
+
+def _write(directory: str | os.PathLike, params: PyTree, manifest: Manifest, *, copy: bool = True) -> None:
+    """Commits params + manifest as step ``manifest.step``; ``copy=False`` lets orbax read NumPy
+    leaves in place (a disk-backed soup is then never copied into memory)."""
     where = os.fspath(directory)
-    with _manager(directory, create=True) as manager:
+    if copy:
+        manager = _manager(directory, create=True)
+        params_args = ocp.args.StandardSave(params)
+    else:
+        registry = ocp.type_handlers.create_type_handler_registry(
+            (np.ndarray, ocp.type_handlers.NumpyHandler(deepcopy_host_arrays=False))
+        )
+        manager = ocp.CheckpointManager(
+            os.path.abspath(directory),
+            options=ocp.CheckpointManagerOptions(create=True, max_to_keep=None),
+            item_handlers={
+                "params": ocp.PyTreeCheckpointHandler(type_handler_registry=registry),
+                "manifest": ocp.JsonCheckpointHandler(),
+            },
+        )
+        params_args = ocp.args.PyTreeSave(params)
+    with manager:
         existing = manager.all_steps()
-        if step in existing:
-            raise ValueError(f"{where} already has step {step}; nothing was overwritten.")
+        if manifest.step in existing:
+            raise ValueError(f"{where} already has step {manifest.step}; nothing was overwritten.")
         if existing:
             previous = _read_manifest(manager, max(existing), where)
-            if previous.base_model != base_model:
+            if previous.base_model != manifest.base_model:
                 raise ValueError(
                     f"{where} holds an expert of base model {previous.base_model!r}, not "
-                    f"{base_model!r}; save to another directory."
+                    f"{manifest.base_model!r}; save to another directory."
                 )
         manager.save(
-            step,
+            manifest.step,
             args=ocp.args.Composite(
-                params=ocp.args.StandardSave(params),
-                manifest=ocp.args.JsonSave(dataclasses.asdict(manifest)),
+                params=params_args, manifest=ocp.args.JsonSave(dataclasses.asdict(manifest))
             ),
         )
         manager.wait_until_finished()
-    return manifest
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
@@ -152,6 +184,40 @@ def latest_step(directory: str | os.PathLike) -> int | None:
         return None
     with _manager(directory, create=False) as manager:
         return manager.latest_step()
+
+
+def _existing(where: str) -> str:
+    if not os.path.isdir(where):
+        raise FileNotFoundError(f"No expert checkpoint at {where}.")
+    return where
+
+
+def _open_step(
+    manager: ocp.CheckpointManager, where: str, step: int | None, expected_base: str | None
+) -> tuple[int, Manifest]:
+    """Resolves the step (default: latest committed), reads its manifest, checks the base model."""
+    step = manager.latest_step() if step is None else step
+    if step is None or step not in manager.all_steps():
+        raise FileNotFoundError(
+            f"{where} has no committed checkpoint"
+            + (f" at step {step}" if step is not None else "")
+            + f" (steps: {manager.all_steps()})."
+        )
+    manifest = _read_manifest(manager, step, where)
+    if expected_base is not None and manifest.base_model != expected_base:
+        raise ValueError(
+            f"{where} was fine-tuned from base model {manifest.base_model!r}, not "
+            f"{expected_base!r}: soups need experts from one shared initialization."
+        )
+    return step, manifest
+
+
+def _check_against_manifest(found: tuple[int, str], manifest: Manifest, where: str, step: int) -> None:
+    if found != (manifest.param_count, manifest.dtype):
+        raise ValueError(
+            f"{where} step {step}: params have {found[0]} scalars of {found[1]} but the manifest "
+            f"says {manifest.param_count} of {manifest.dtype}; the checkpoint is corrupt."
+        )
 
 
 def restore_expert(
@@ -174,33 +240,14 @@ def restore_expert(
       ValueError: missing or inconsistent manifest, foreign base, corrupt arrays.
     """
     where = os.fspath(directory)
-    if not os.path.isdir(where):
-        raise FileNotFoundError(f"No expert checkpoint at {where}.")
-    with _manager(directory, create=False) as manager:
-        step = manager.latest_step() if step is None else step
-        if step is None or step not in manager.all_steps():
-            raise FileNotFoundError(
-                f"{where} has no committed checkpoint"
-                + (f" at step {step}" if step is not None else "")
-                + f" (steps: {manager.all_steps()})."
-            )
-        manifest = _read_manifest(manager, step, where)
-        if expected_base is not None and manifest.base_model != expected_base:
-            raise ValueError(
-                f"{where} was fine-tuned from base model {manifest.base_model!r}, not "
-                f"{expected_base!r}: soups need experts from one shared initialization."
-            )
+    with _manager(_existing(where), create=False) as manager:
+        step, manifest = _open_step(manager, where, step, expected_base)
         restore_args = ocp.args.StandardRestore(target) if target is not None else ocp.args.StandardRestore()
         try:
             params = manager.restore(step, args=ocp.args.Composite(params=restore_args)).params
         except Exception as error:  # tensorstore/orbax errors on truncated or corrupt files
             raise ValueError(f"{where} step {step}: params are unreadable ({error}).") from error
-    found = (param_count(params), params_dtype(params))
-    if found != (manifest.param_count, manifest.dtype):
-        raise ValueError(
-            f"{where} step {step}: params have {found[0]} scalars of {found[1]} but the manifest "
-            f"says {manifest.param_count} of {manifest.dtype}; the checkpoint is corrupt."
-        )
+    _check_against_manifest((param_count(params), params_dtype(params)), manifest, where, step)
     return params, manifest
 
 
@@ -218,3 +265,213 @@ def restore_experts(
         manifests.append(manifest)
     logging.info("Restored %d experts of base %s.", len(experts), expected_base)
     return experts, manifests
+
+
+# --------------------------------------------------------------------------- streaming soups
+
+
+@dataclasses.dataclass(frozen=True)
+class ExpertLayout:
+    """An expert checkpoint described without loading its arrays.
+
+    Attributes:
+      directory: the expert directory.
+      step: the committed step described.
+      manifest: its manifest.
+      shapes: pytree of ``jax.ShapeDtypeStruct``, structured as orbax restores the params.
+    """
+
+    directory: str
+    step: int
+    manifest: Manifest
+    shapes: PyTree
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the params in bytes."""
+        return int(sum(leaf.size * leaf.dtype.itemsize for leaf in jax.tree.leaves(self.shapes)))
+
+    @property
+    def params_path(self) -> epath.Path:
+        return epath.Path(os.path.abspath(self.directory)) / str(self.step) / "params"
+
+
+def read_layout(
+    directory: str | os.PathLike, *, step: int | None = None, expected_base: str | None = None
+) -> ExpertLayout:
+    """Reads an expert's manifest and the shapes/dtypes of its params, not the arrays.
+
+    Raises:
+      FileNotFoundError: no such directory or no committed step.
+      ValueError: missing or inconsistent manifest, foreign base, unreadable metadata.
+    """
+    where = os.fspath(directory)
+    with _manager(_existing(where), create=False) as manager:
+        step, manifest = _open_step(manager, where, step, expected_base)
+    path = epath.Path(os.path.abspath(where)) / str(step) / "params"
+    try:
+        tree = ocp.PyTreeCheckpointHandler().metadata(path).tree
+    except Exception as error:  # orbax raises several types for a missing/corrupt _METADATA
+        raise ValueError(f"{where} step {step}: params metadata is unreadable ({error}).") from error
+    shapes = jax.tree.map(lambda meta: jax.ShapeDtypeStruct(tuple(meta.shape), meta.dtype), tree)
+    found = (
+        int(sum(np.prod(leaf.shape, dtype=np.int64) for leaf in jax.tree.leaves(shapes))),
+        ",".join(sorted({str(np.dtype(leaf.dtype)) for leaf in jax.tree.leaves(shapes)})),
+    )
+    _check_against_manifest(found, manifest, where, step)
+    return ExpertLayout(where, step, manifest, shapes)
+
+
+def _leaf_groups(shapes: Sequence[jax.ShapeDtypeStruct], group_bytes: int) -> list[list[int]]:
+    """Consecutive leaf indices, each group at most ``group_bytes`` (or a single larger leaf)."""
+    groups: list[list[int]] = []
+    size = 0
+    for index, leaf in enumerate(shapes):
+        nbytes = leaf.size * leaf.dtype.itemsize
+        if groups and size + nbytes <= group_bytes:
+            groups[-1].append(index)
+            size += nbytes
+        else:
+            groups.append([index])
+            size = nbytes
+    return groups
+
+
+def _restore_leaves(
+    reader: ocp.Checkpointer, layout: ExpertLayout, indices: Sequence[int], paths: Sequence[str]
+) -> list[np.ndarray]:
+    """Restores only the leaves ``indices`` of an expert (the others are orbax placeholders)."""
+    leaves, treedef = jax.tree.flatten(layout.shapes)
+    wanted = set(indices)
+    item = jax.tree.unflatten(
+        treedef, [leaf if i in wanted else ocp.PLACEHOLDER for i, leaf in enumerate(leaves)]
+    )
+    restore_args = jax.tree.unflatten(treedef, [ocp.RestoreArgs(restore_type=np.ndarray)] * len(leaves))
+    try:
+        restored = reader.restore(layout.params_path, args=ocp.args.PyTreeRestore(item, restore_args))
+    except Exception as error:  # tensorstore/orbax errors on truncated or corrupt files
+        names = ", ".join(paths[i] for i in indices[:3]) + (", …" if len(indices) > 3 else "")
+        raise ValueError(
+            f"{layout.directory} step {layout.step}: leaves {names} are unreadable ({error})."
+        ) from error
+    flat = jax.tree.leaves(restored)
+    result = [np.asarray(flat[i]) for i in indices]
+    for i, array in zip(indices, result):
+        if array.shape != leaves[i].shape or array.dtype != leaves[i].dtype:
+            raise ValueError(
+                f"{layout.directory} step {layout.step}: leaf {paths[i]} restored as {array.shape} "
+                f"{array.dtype}, its metadata says {leaves[i].shape} {leaves[i].dtype}; the checkpoint "
+                "is corrupt."
+            )
+    return result
+
+
+def check_fresh_output(out: str | os.PathLike) -> None:
+    """Refuses an output path that exists and is not an empty directory (nothing is ever overwritten)."""
+    where = os.fspath(out)
+    if os.path.exists(where) and (not os.path.isdir(where) or os.listdir(where)):
+        raise ValueError(f"--out {where} already exists and is not empty; choose a new path.")
+
+
+def interpolate_checkpoints(
+    directories: Sequence[str | os.PathLike],
+    weights: Any,
+    out: str | os.PathLike,
+    *,
+    allow_extrapolation: bool = False,
+    group_bytes: int = STREAM_GROUP_BYTES,
+    reward: str | None = None,
+    config: dict[str, Any] | None = None,
+) -> Manifest:
+    """Writes the soup θ(λ) = Σᵢ λᵢ θᵢ of expert checkpoints as a new expert checkpoint, streaming.
+
+    For experts that do not fit in memory together. Leaves are read a group at a
+    time (at most ``group_bytes`` per expert, or one larger leaf) from every
+    expert with orbax partial restore, combined exactly as ``soup.interpolate``
+    does (same values, bit for bit), and staged in a disk-backed file beside
+    ``out`` that orbax then writes from in place. Resident memory is a small
+    multiple of (N + 1) × ``group_bytes`` plus the runtime's few tens of MB,
+    whatever the model size (tests/test_distributed.py: 3 experts of 64 MB merge
+    with ~50 MB extra, loading them takes ~270 MB). The staging file (one soup's
+    size on disk) is removed afterwards.
+
+    Args:
+      directories: N expert directories written by ``save_expert`` (latest steps are used).
+      weights: (N,) λ on the simplex.
+      out: new expert directory (must not exist, or be empty).
+      allow_extrapolation: permit λ outside [0, 1].
+      group_bytes: bytes of params read per expert at a time, > 0.
+      reward: the soup's manifest reward; default ``soup(λ of rewards)``.
+      config: JSON-serializable extra config for the manifest.
+
+    Returns:
+      The manifest written (its ``base_model`` is the experts' shared one).
+
+    Raises:
+      ValueError: bad λ, an existing non-empty ``out``, experts of different base
+        models or architectures (naming the leaf), unreadable or corrupt leaves.
+        Nothing is written to ``out`` in those cases.
+      FileNotFoundError: an expert directory without a committed checkpoint.
+    """
+    if not directories:
+        raise ValueError("No expert directories given.")
+    if group_bytes <= 0:
+        raise ValueError(f"group_bytes must be > 0, got {group_bytes}.")
+    lambdas = soup.check_weights(weights, len(directories), allow_extrapolation=allow_extrapolation)
+    check_fresh_output(out)
+    layouts: list[ExpertLayout] = []
+    for directory in directories:
+        layouts.append(
+            read_layout(directory, expected_base=layouts[0].manifest.base_model if layouts else None)
+        )
+    soup.check_compatible([layout.shapes for layout in layouts])
+    flat_with_paths, treedef = jax.tree_util.tree_flatten_with_path(layouts[0].shapes)
+    paths = [jax.tree_util.keystr(path) for path, _ in flat_with_paths]
+    shapes = [leaf for _, leaf in flat_with_paths]
+    rewards = [layout.manifest.reward for layout in layouts]
+    manifest = Manifest(
+        reward=reward
+        or f"soup({','.join(f'{w:g}' for w in np.asarray(lambdas).tolist())} of {'+'.join(rewards)})",
+        base_model=layouts[0].manifest.base_model,
+        config={
+            "experts": [os.path.abspath(layout.directory) for layout in layouts],
+            "rewards": rewards,
+            "weights": np.asarray(lambdas).tolist(),
+            **(config or {}),
+        },
+        param_count=layouts[0].manifest.param_count,
+        dtype=layouts[0].manifest.dtype,
+    )
+    try:
+        json.dumps(manifest.config)
+    except TypeError as error:
+        raise ValueError(f"config must be JSON-serializable: {error}") from error
+
+    offsets = np.cumsum([0] + [-(-leaf.size * leaf.dtype.itemsize // 64) * 64 for leaf in shapes])
+    target = os.path.abspath(os.fspath(out))
+    os.makedirs(os.path.dirname(target), exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.staging-", dir=os.path.dirname(target))
+    try:
+        buffer = np.memmap(
+            os.path.join(staging, "soup.bin"), np.uint8, mode="w+", shape=(max(1, int(offsets[-1])),)
+        )
+        views = [
+            np.ndarray(leaf.shape, leaf.dtype, buffer=buffer, offset=int(offset))
+            for leaf, offset in zip(shapes, offsets)
+        ]
+        reader = ocp.Checkpointer(ocp.PyTreeCheckpointHandler())
+        leaf_weights = jnp.asarray(lambdas)
+        for group in _leaf_groups(shapes, group_bytes):
+            per_expert = [_restore_leaves(reader, layout, group, paths) for layout in layouts]
+            for position, index in enumerate(group):
+                views[index][...] = np.asarray(
+                    soup.combine_leaves([leaves[position] for leaves in per_expert], leaf_weights)
+                )
+            del per_expert
+        buffer.flush()
+        _write(out, jax.tree.unflatten(treedef, views), manifest, copy=False)
+        del views, buffer
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logging.info("Streamed a soup of %d experts into %s.", len(layouts), target)
+    return manifest

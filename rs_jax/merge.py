@@ -7,6 +7,10 @@ Experts are either rs_jax expert checkpoints (orbax + manifest; the output is
 one too) or Hugging Face Flax model directories (the output is a
 ``save_pretrained`` directory loadable by transformers). ``--out`` must not
 exist yet or be empty: nothing on disk is overwritten.
+
+rs_jax checkpoints too big to hold together in memory are streamed a few leaves
+at a time (``--stream``; chosen automatically when the experts together exceed
+half the available memory): the result is the same, bit for bit.
 """
 
 from __future__ import annotations
@@ -25,8 +29,50 @@ def _format(weights: Sequence[float]) -> str:
     return ",".join(f"{w:g}" for w in weights)
 
 
-def merge_orbax(experts: Sequence[str], weights: Sequence[float], out: str, allow_extrapolation: bool) -> str:
-    """Interpolates rs_jax expert checkpoints into a new expert checkpoint at ``out``."""
+def available_memory_bytes() -> int | None:
+    """MemAvailable from /proc/meminfo (Linux), else free physical pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def should_stream(experts: Sequence[str]) -> bool:
+    """True when the experts' params together exceed half the available memory."""
+    total = sum(checkpoint.read_layout(path).nbytes for path in experts)
+    available = available_memory_bytes()
+    return available is not None and 2 * total > available
+
+
+def merge_orbax(
+    experts: Sequence[str],
+    weights: Sequence[float],
+    out: str,
+    allow_extrapolation: bool,
+    stream: bool | None = None,
+) -> str:
+    """Interpolates rs_jax expert checkpoints into a new expert checkpoint at ``out``.
+
+    ``stream`` (default: ``should_stream``) reads and combines a few leaves at a time
+    (``checkpoint.interpolate_checkpoints``) instead of loading every expert.
+    """
+    if stream is None:
+        stream = should_stream(experts)
+    if stream:
+        manifest = checkpoint.interpolate_checkpoints(
+            experts,
+            weights,
+            out,
+            allow_extrapolation=allow_extrapolation,
+        )
+        return f"orbax expert checkpoint ({manifest.param_count} params, streamed)"
     params, manifests = checkpoint.restore_experts(experts)
     merged = soup.interpolate(params, weights, allow_extrapolation=allow_extrapolation)
     rewards = [manifest.reward for manifest in manifests]
@@ -63,24 +109,35 @@ def merge_hf(experts: Sequence[str], weights: Sequence[float], out: str, allow_e
 
 
 def merge(
-    experts: Sequence[str], weights: Sequence[float], out: str, *, allow_extrapolation: bool = False
+    experts: Sequence[str],
+    weights: Sequence[float],
+    out: str,
+    *,
+    allow_extrapolation: bool = False,
+    stream: bool | None = None,
 ) -> str:
-    """Merges experts (all rs_jax checkpoints or all HF directories) into ``out``; says what it wrote."""
+    """Merges experts (all rs_jax checkpoints or all HF directories) into ``out``; says what it wrote.
+
+    ``stream``: for rs_jax checkpoints, True streams leaf groups, False loads every
+    expert, None decides by size (``should_stream``).
+    """
     if len(experts) < 2:
         raise ValueError(f"Give at least two experts; got {len(experts)}.")
     if len(weights) != len(experts):
         raise ValueError(f"Got {len(experts)} experts but {len(weights)} weights.")
     soup.check_weights(weights, len(experts), allow_extrapolation=allow_extrapolation)
-    if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
-        raise ValueError(f"--out {out} already exists and is not empty; choose a new path.")
+    checkpoint.check_fresh_output(out)
     for path in experts:
         if not os.path.isdir(path):
             raise ValueError(f"Expert {path} is not a directory.")
     kinds = {"hf" if hf.is_hf_directory(path) else "orbax" for path in experts}
     if len(kinds) != 1:
         raise ValueError("Mixing rs_jax checkpoints and Hugging Face directories is not supported.")
-    merge_fn = merge_hf if kinds == {"hf"} else merge_orbax
-    return merge_fn(experts, weights, out, allow_extrapolation)
+    if kinds == {"hf"}:
+        if stream:
+            raise ValueError("--stream works on rs_jax expert checkpoints, not Hugging Face directories.")
+        return merge_hf(experts, weights, out, allow_extrapolation)
+    return merge_orbax(experts, weights, out, allow_extrapolation, stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -95,9 +152,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, help="new output directory")
     parser.add_argument("--allow-extrapolation", action="store_true", help="permit λ outside [0, 1]")
+    parser.add_argument(
+        "--stream",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="read a few leaves of every expert at a time (default: when they would not fit in memory)",
+    )
     args = parser.parse_args(argv)
     try:
-        written = merge(args.experts, args.weights, args.out, allow_extrapolation=args.allow_extrapolation)
+        written = merge(
+            args.experts,
+            args.weights,
+            args.out,
+            allow_extrapolation=args.allow_extrapolation,
+            stream=args.stream,
+        )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

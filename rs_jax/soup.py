@@ -22,6 +22,10 @@ from typing import Any, Literal
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from rs_jax import distributed
 
 PyTree = Any
 Strategy = Literal["auto", "loop", "vmap", "map", "chunked"]
@@ -38,11 +42,16 @@ def _leaf_paths(tree: PyTree) -> tuple[list[str], list[Any]]:
     return paths, [leaf for _, leaf in leaves_with_path]
 
 
+def _shape(leaf: Any) -> tuple[int, ...]:
+    return tuple(leaf.shape) if hasattr(leaf, "shape") else jnp.shape(leaf)
+
+
 def check_compatible(experts: Sequence[PyTree]) -> None:
     """Checks that experts share structure, shapes and floating dtypes.
 
     Args:
-      experts: N ≥ 1 pytrees.
+      experts: N ≥ 1 pytrees (of arrays, or of ``jax.ShapeDtypeStruct`` to check
+        checkpoints before loading them).
 
     Raises:
       ValueError: naming the first leaf path where an expert differs from
@@ -74,10 +83,9 @@ def check_compatible(experts: Sequence[PyTree]) -> None:
                 f"has {only_this}). Experts must be fine-tuned from the same architecture."
             )
         for path, ref_leaf, leaf in zip(ref_paths, ref_leaves, leaves):
-            if jnp.shape(leaf) != jnp.shape(ref_leaf):
+            if _shape(leaf) != _shape(ref_leaf):
                 raise ValueError(
-                    f"Expert {index} leaf {path} has shape {jnp.shape(leaf)}, expert 0 has "
-                    f"{jnp.shape(ref_leaf)}."
+                    f"Expert {index} leaf {path} has shape {_shape(leaf)}, expert 0 has {_shape(ref_leaf)}."
                 )
             if jnp.result_type(leaf) != jnp.result_type(ref_leaf):
                 raise ValueError(
@@ -148,6 +156,19 @@ def _weighted_sum(stacked_leaf: jax.Array, leaf_weights: jax.Array) -> jax.Array
     compute_dtype = _accumulation_dtype(stacked_leaf.dtype)
     combined = jnp.tensordot(leaf_weights.astype(compute_dtype), stacked_leaf.astype(compute_dtype), axes=1)
     return combined.astype(stacked_leaf.dtype)
+
+
+def combine_leaves(leaves: Sequence[Any], weights: jax.Array) -> jax.Array:
+    """Σᵢ wᵢ leavesᵢ for one leaf of N experts; no value checks.
+
+    Args:
+      leaves: N arrays of one shape and floating dtype.
+      weights: (N,) λ.
+
+    Returns:
+      The combination in the leaves' dtype (accumulated in at least float32).
+    """
+    return _weighted_sum(jnp.stack(leaves), weights)
 
 
 def interpolate_stacked(stacked_experts: PyTree, weights: jax.Array) -> PyTree:
@@ -225,7 +246,7 @@ def interpolate(experts: Sequence[PyTree], weights: Any, *, allow_extrapolation:
         leaf_weights = [
             jnp.asarray(w) for w in _per_leaf_weights(weights, experts[0], n_experts, allow_extrapolation)
         ]
-    combined = [_weighted_sum(jnp.stack(leaves), w) for leaves, w in zip(zip(*per_expert), leaf_weights)]
+    combined = [combine_leaves(leaves, w) for leaves, w in zip(zip(*per_expert), leaf_weights)]
     return jax.tree_util.tree_unflatten(treedef, combined)
 
 
@@ -284,15 +305,36 @@ def default_chunk_size(stacked_experts: PyTree, n_points: int, memory_fraction: 
     return int(max(1, min(n_points, memory_fraction * free // per_point)))
 
 
+def _local_sweep(
+    at_point: Callable[[PyTree, jax.Array], jax.Array], strategy: str, chunk_size: int | None
+) -> Callable[[PyTree, jax.Array], jax.Array]:
+    """The un-jitted ``(stacked_experts, grid) -> rewards`` of a one-program strategy."""
+    if strategy == "vmap":
+        return jax.vmap(at_point, in_axes=(None, 0))
+    batch_size = None if strategy == "map" else chunk_size
+
+    def sweep_mapped(stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
+        return jax.lax.map(lambda w: at_point(stacked_experts, w), grid, batch_size=batch_size)
+
+    return sweep_mapped
+
+
 @functools.lru_cache(maxsize=64)
 def make_sweep(
-    eval_fn: Callable[[PyTree], jax.Array], strategy: str = "map", chunk_size: int | None = None
+    eval_fn: Callable[[PyTree], jax.Array],
+    strategy: str = "map",
+    chunk_size: int | None = None,
+    mesh: Mesh | None = None,
+    mesh_axes: tuple[str, ...] | None = None,
 ) -> Callable[[PyTree, jax.Array], jax.Array]:
     """Compiles ``sweep_fn(stacked_experts, grid) -> rewards`` for one strategy.
 
-    The result is cached per (eval_fn, strategy, chunk_size), so calling the
-    same sweep twice does not retrace. ``loop`` compiles a single grid point and
-    dispatches it K times; the others run the whole grid as one program.
+    The result is cached per (eval_fn, strategy, chunk_size, mesh, mesh_axes), so
+    calling the same sweep twice does not retrace. ``loop`` compiles a single grid
+    point and dispatches it K times; the others run the whole grid as one program.
+    With a ``mesh`` the program is a ``shard_map``: the experts are replicated, the
+    grid (whose length must be a multiple of the devices along ``mesh_axes``) is
+    split over ``mesh_axes``, and each device runs ``strategy`` on its own points.
     """
     if strategy not in STRATEGIES or strategy == "auto":
         raise ValueError(f"strategy must be one of {STRATEGIES[1:]}, got {strategy!r}.")
@@ -300,6 +342,14 @@ def make_sweep(
     def at_point(stacked_experts: PyTree, weights: jax.Array) -> jax.Array:
         return jnp.asarray(eval_fn(interpolate_stacked(stacked_experts, weights)))
 
+    if mesh is not None:
+        if strategy == "loop":
+            raise ValueError(
+                "strategy 'loop' dispatches from the host; a sharded sweep needs map/vmap/chunked."
+            )
+        spec = P(mesh_axes if mesh_axes is not None else tuple(mesh.axis_names))
+        local = _local_sweep(at_point, strategy, chunk_size)
+        return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=spec))
     if strategy == "loop":
         point_fn = jax.jit(at_point)
 
@@ -307,15 +357,7 @@ def make_sweep(
             return jnp.stack([point_fn(stacked_experts, weights) for weights in grid])
 
         return sweep_loop
-    if strategy == "vmap":
-        return jax.jit(jax.vmap(at_point, in_axes=(None, 0)))
-    batch_size = None if strategy == "map" else chunk_size
-
-    @jax.jit
-    def sweep_mapped(stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
-        return jax.lax.map(lambda w: at_point(stacked_experts, w), grid, batch_size=batch_size)
-
-    return sweep_mapped
+    return jax.jit(_local_sweep(at_point, strategy, chunk_size))
 
 
 def sweep(
@@ -326,6 +368,8 @@ def sweep(
     strategy: Strategy = "auto",
     chunk_size: int | None = None,
     allow_extrapolation: bool = False,
+    mesh: Mesh | None = None,
+    mesh_axes: str | Sequence[str] | None = None,
 ) -> jax.Array:
     """Evaluates ``eval_fn(θ(λ))`` at every λ of ``grid``.
 
@@ -337,9 +381,17 @@ def sweep(
       strategy: ``loop`` (one compiled point, K dispatches), ``vmap`` (all K at
         once: K param copies in memory), ``map`` (sequential ``lax.map``, one copy),
         ``chunked`` (``lax.map`` over vmapped chunks: ``chunk_size`` copies) or
-        ``auto`` (``default_strategy()`` for the backend).
+        ``auto`` (``default_strategy()`` for the backend). With a ``mesh`` this is
+        what each device runs on its share of the grid (``loop`` is refused).
       chunk_size: grid points per chunk for ``chunked``; default from free memory.
+        Peak memory is (chunk_size + N) copies of the params per device.
       allow_extrapolation: permit λ outside [0, 1].
+      mesh: spread the grid points over devices (see ``distributed.make_mesh``):
+        the experts are replicated on every device, the grid is padded to a
+        multiple of the device count (by repeating its last row) and split, and
+        the padding is dropped from the result. Works across hosts after
+        ``distributed.initialize()``.
+      mesh_axes: which mesh axes carry the grid; default all of them.
 
     Returns:
       (K, ...) rewards, row k for ``grid[k]``.
@@ -352,12 +404,48 @@ def sweep(
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
     resolved = default_strategy() if strategy == "auto" else strategy
-    if resolved == "chunked" and chunk_size is None:
-        chunk_size = default_chunk_size(stacked, grid_array.shape[0])
+    if mesh is None:
+        if mesh_axes is not None:
+            raise ValueError("mesh_axes needs a mesh.")
+        if resolved == "chunked" and chunk_size is None:
+            chunk_size = default_chunk_size(stacked, grid_array.shape[0])
+        _check_chunk_size(chunk_size)
+        sweep_fn = make_sweep(eval_fn, resolved, chunk_size if resolved == "chunked" else None)
+        return sweep_fn(stacked, jnp.asarray(grid_array, dtype=jnp.float32))
+    return _sharded_sweep(eval_fn, stacked, grid_array, resolved, chunk_size, mesh, mesh_axes)
+
+
+def _check_chunk_size(chunk_size: int | None) -> None:
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}.")
-    sweep_fn = make_sweep(eval_fn, resolved, chunk_size if resolved == "chunked" else None)
-    return sweep_fn(stacked, jnp.asarray(grid_array, dtype=jnp.float32))
+
+
+def _sharded_sweep(
+    eval_fn: Callable[[PyTree], jax.Array],
+    stacked: PyTree,
+    grid_array: np.ndarray,
+    strategy: str,
+    chunk_size: int | None,
+    mesh: Mesh,
+    mesh_axes: str | Sequence[str] | None,
+) -> jax.Array:
+    axes = (
+        tuple(mesh.axis_names)
+        if mesh_axes is None
+        else ((mesh_axes,) if isinstance(mesh_axes, str) else tuple(mesh_axes))
+    )
+    devices = distributed.axis_size(mesh, axes)
+    padded, n_points = distributed.pad_rows(np.asarray(grid_array, np.float32), devices)
+    if strategy == "chunked" and chunk_size is None:
+        chunk_size = default_chunk_size(stacked, padded.shape[0] // devices)
+    _check_chunk_size(chunk_size)
+    sweep_fn = make_sweep(eval_fn, strategy, chunk_size if strategy == "chunked" else None, mesh, axes)
+    placed_experts = distributed.replicate(stacked, mesh)
+    placed_grid = distributed.put(padded, NamedSharding(mesh, P(axes)))
+    rewards = sweep_fn(placed_experts, placed_grid)
+    if not rewards.is_fully_addressable:  # several hosts: every process gets the whole result
+        return jnp.asarray(distributed.to_host(rewards)[:n_points])
+    return rewards[:n_points]
 
 
 # --------------------------------------------------------------------------- Fisher merging

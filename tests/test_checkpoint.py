@@ -1,9 +1,7 @@
 import os
-import subprocess
-import sys
 import textwrap
-import time
 
+import crash
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -102,22 +100,9 @@ CRASHING_WRITER = textwrap.dedent(
 
 def test_crash_mid_save_leaves_a_readable_checkpoint(tmp_path):
     directory = tmp_path / "expert"
-    writer = subprocess.Popen(
-        [sys.executable, "-c", CRASHING_WRITER, str(directory)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=os.path.dirname(os.path.dirname(__file__)),
-    )
-    assert writer.stdout.readline().strip() == "saved 1"
-    # Kill the writer once step 2's temporary folder exists, i.e. while it is being written.
-    for _ in range(2000):
-        if any(name.startswith("2") for name in os.listdir(directory)):
-            break
-        writer.poll()
-        assert writer.returncode is None, "writer exited before step 2 began"
-        time.sleep(0.005)
-    writer.kill()
-    writer.wait()
+    writer = crash.Process(["-c", CRASHING_WRITER, str(directory)], tmp_path / "logs")
+    # Kill the writer while a step after the first is being written (its temporary folder exists).
+    writer.kill_when(lambda: writer.printed("saved 1") and crash.writing(directory))
     step = checkpoint.latest_step(directory)
     assert step is not None and step >= 1
     restored, manifest = checkpoint.restore_expert(directory)

@@ -19,6 +19,7 @@ and exact resume.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable
@@ -29,7 +30,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
+
+from rs_jax import distributed
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -80,13 +84,28 @@ def stack_states(states: list[TrainState]) -> TrainState:
 
 
 def make_update(
-    learner: Learner, optimizer: optax.GradientTransformation, num_epochs: int, num_minibatches: int
+    learner: Learner,
+    optimizer: optax.GradientTransformation,
+    num_epochs: int,
+    num_minibatches: int,
+    *,
+    mesh: Mesh | None = None,
 ) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
     """Builds the pure update ``(state, reward_weights) -> (state, metrics)``.
 
     Metrics are means over the update's minibatches (loss terms) plus the
     learner's collect metrics.
+
+    Args:
+      learner: supplies ``collect`` and ``loss``.
+      optimizer: the optax transformation.
+      num_epochs: passes over each collected batch.
+      num_minibatches: optax steps per epoch; must divide the batch size B.
+      mesh: data parallelism: the collected batch's leading axis B is split over
+        the mesh's ``data`` axis (B must be a multiple of its size); XLA then
+        all-reduces the gradients. Pass the same mesh to ``fit``.
     """
+    split_batch = mesh is not None and distributed.axis_size(mesh, distributed.DATA) > 1
 
     def minibatch_step(carry, inputs):
         params, opt_state = carry
@@ -111,8 +130,14 @@ def make_update(
             state.params, state.carry, reward_weights, collect_key
         )
         size = jax.tree.leaves(batch)[0].shape[0]
+        if size == 0:
+            raise ValueError(
+                "The learner collected an empty batch (0 rows): is its dataset or environment batch empty?"
+            )
         if size % num_minibatches:
             raise ValueError(f"The batch of {size} does not split into {num_minibatches} minibatches.")
+        if split_batch:
+            batch = distributed.constrain_leading(batch, mesh, distributed.DATA)
         (params, opt_state), loss_metrics = jax.lax.scan(
             lambda c, k: epoch(c, k, batch),
             (state.params, state.opt_state),
@@ -122,6 +147,15 @@ def make_update(
         return TrainState(params, opt_state, carry, state.rng, state.step + 1), metrics
 
     return update
+
+
+@functools.lru_cache(maxsize=8)
+def _step_function(update: Callable, vmapped: bool, expert_axis: str | None) -> Callable:
+    """The jitted (and vmapped) update; cached so that fitting the same update again (e.g. resuming in
+    the same process) does not recompile. Holds the last 8 update functions (and what they capture)."""
+    if vmapped:
+        update = jax.vmap(update, spmd_axis_name=expert_axis)
+    return jax.jit(update, donate_argnums=0)
 
 
 def _checkpoint_manager(directory: str) -> ocp.CheckpointManager:
@@ -148,6 +182,7 @@ def fit(
     vmapped: bool = False,
     progress: str | None = None,
     live_metric: str = "reward",
+    mesh: Mesh | None = None,
 ) -> tuple[TrainState, list[dict[str, Any]]]:
     """Runs ``update`` until ``state.step == num_updates``.
 
@@ -163,6 +198,12 @@ def fit(
       vmapped: train M runs at once, ``jax.vmap`` over state and reward weights.
       progress: description of a tqdm bar (None: no bar).
       live_metric: metric shown on the bar.
+      mesh: place the run on a device mesh (``distributed.make_mesh``). With
+        ``vmapped`` the M runs are split over its ``expert`` axis (M must be a
+        multiple of its size); otherwise the state is replicated. Batches are split
+        over ``data`` when ``make_update`` got the same mesh. Across hosts, only
+        process 0 writes ``metrics.jsonl`` and shows the bar; orbax coordinates
+        the checkpoint.
 
     Returns:
       The final state and the metrics of the updates run in this call (host floats).
@@ -170,21 +211,32 @@ def fit(
     Raises:
       NonFiniteError: naming the update and the metric; the last checkpoint stays the last good one.
     """
-    step_fn = jax.jit(jax.vmap(update) if vmapped else update, donate_argnums=0)
+    step_fn = _step_function(update, vmapped, distributed.EXPERT if mesh is not None else None)
+    lead = jax.process_index() == 0
     manager = _checkpoint_manager(os.path.join(run_dir, "checkpoints")) if run_dir else None
-    metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir else None
+    metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir and lead else None
+    if mesh is not None:
+        if vmapped:
+            state, reward_weights = distributed.shard_leading((state, reward_weights), mesh)
+        else:
+            state, reward_weights = distributed.replicate((state, reward_weights), mesh)
     if manager is not None and resume and manager.latest_step() is not None:
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-        state = manager.restore(manager.latest_step(), args=ocp.args.StandardRestore(abstract))
+        state = _restore(manager, state, os.path.join(run_dir, "checkpoints"))
     state = jax.tree.map(jnp.array, state)  # own every buffer: donation fails on leaves that share one
-    start = int(np.max(jax.device_get(state.step)))
+    start = int(np.max(distributed.to_host(state.step)))
     if metrics_path is not None:
         _truncate_metrics(metrics_path, start)
     history: list[dict[str, Any]] = []
-    bar = tqdm(total=num_updates, initial=start, desc=progress, disable=progress is None, dynamic_ncols=True)
+    bar = tqdm(
+        total=num_updates,
+        initial=start,
+        desc=progress,
+        disable=progress is None or not lead,
+        dynamic_ncols=True,
+    )
     for update_index in range(start, num_updates):
         state, metrics = step_fn(state, reward_weights)
-        host = {name: np.asarray(value) for name, value in jax.device_get(metrics).items()}
+        host = {name: np.asarray(value) for name, value in distributed.to_host(metrics).items()}
         bad = _first_non_finite(host)
         if bad is not None:
             bar.close()
@@ -212,6 +264,21 @@ def fit(
         manager.wait_until_finished()
         manager.close()
     return state, history
+
+
+def _restore(manager: ocp.CheckpointManager, like: TrainState, where: str) -> TrainState:
+    """The latest checkpoint, restored with the structure, shapes and shardings of ``like``."""
+    step = manager.latest_step()
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like)
+    try:
+        return manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    except Exception as error:  # orbax/tensorstore raise many types for corrupt files or another model
+        manager.close()
+        raise ValueError(
+            f"Cannot resume from {where}/{step}: the checkpoint is unreadable or does not match this "
+            f"run's state ({type(error).__name__}: {error}). Resume into another --out, or delete that "
+            "step to resume from the one before."
+        ) from error
 
 
 def _truncate_metrics(path: str, last_update: int) -> None:

@@ -1,0 +1,247 @@
+"""Faults and bad input: killed runs resume exactly; bad input gives one clear error and changes nothing.
+
+Already covered elsewhere (not repeated here): λ of wrong length / negative / NaN for ``soup``
+(test_soup), a foreign base model and an existing ``--out`` for the merge CLI (test_merge), a
+manifest removed or params truncated at ``restore_expert`` and a crash mid ``save_expert``
+(test_checkpoint), unknown config keys and unparsable values for ``config.override``
+(test_config, test_locomotion), a reward turning NaN mid-training (test_train).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+
+import crash
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+import pytest
+import resumable_run
+
+from rs_jax import checkpoint, experiment, merge
+from rs_jax.train import trainer
+
+# --------------------------------------------------------------------------- killed training runs
+
+
+def truncate_data_files(directory):
+    """Cuts every array data file (orbax's ``d/`` folders) under ``directory`` to 3 bytes."""
+    cut = 0
+    for root, _, names in os.walk(directory):
+        if "d" in os.path.relpath(root, directory).split(os.sep):
+            for name in names:
+                with open(os.path.join(root, name), "r+b") as handle:
+                    handle.truncate(3)
+                cut += 1
+    assert cut, f"no data files under {directory}"
+
+
+def committed_steps(directory) -> list[int]:
+    with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+        return list(manager.all_steps())
+
+
+def assert_every_committed_step_restores(directory) -> list[int]:
+    """No checkpoint is half-written: every step orbax lists restores in full."""
+    steps = committed_steps(directory)
+    with ocp.CheckpointManager(os.path.abspath(directory)) as manager:
+        for step in steps:
+            restored = manager.restore(step)
+            assert int(np.asarray(restored["step"])) == step
+            assert np.asarray(restored["carry"]["ballast"]).size == BALLAST_MB * 2**18
+    return steps
+
+
+BALLAST_MB = 16  # each checkpoint writes 16 MB of random floats: long enough to be killed mid-write
+UPDATES = 6
+
+
+def test_killed_mid_update_and_mid_checkpoint_write_resumes_to_the_uninterrupted_params(tmp_path):
+    run_dir = tmp_path / "run"
+    checkpoints = run_dir / "checkpoints"
+    args = ["tests/resumable_run.py", "--run-dir", str(run_dir), "--updates", str(UPDATES)]
+    args += ["--ballast-mb", str(BALLAST_MB)]
+
+    # 1. SIGKILL while update 3 runs (blocked inside the jitted update), once no checkpoint is in flight.
+    first = crash.Process([*args, "--hang-at", "3"], tmp_path / "logs", "first")
+    first.kill_when(lambda: first.printed("update 3 started") and not crash.writing(checkpoints))
+    assert assert_every_committed_step_restores(checkpoints) == [1, 2]
+
+    # 2. Resume; SIGKILL while a checkpoint is being written (its temporary folder exists).
+    second = crash.Process([*args, "--resume"], tmp_path / "logs", "second")
+    second.kill_when(lambda: crash.writing(checkpoints))
+    assert "update 1 started" not in second.stdout(), "the resumed run started over"
+    steps = assert_every_committed_step_restores(checkpoints)
+    assert steps and 2 <= max(steps) < UPDATES
+
+    # 3. Resume to the end (in this process) and compare with a run that was never interrupted.
+    resumed = resumable_run.train(str(run_dir), UPDATES, resume=True, ballast_mb=BALLAST_MB)
+    straight = resumable_run.train(None, UPDATES, ballast_mb=BALLAST_MB)
+    np.testing.assert_array_equal(np.asarray(resumed.params["w"]), np.asarray(straight.params["w"]))
+    for got, want in zip(jax.tree.leaves(resumed.opt_state), jax.tree.leaves(straight.opt_state)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert int(resumed.step) == UPDATES
+    logged = [json.loads(line)["update"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert logged == list(range(1, UPDATES + 1)), "each update is logged exactly once"
+
+
+class EmptyLearner:
+    """Collects a batch with zero rows (an empty dataset)."""
+
+    def collect(self, params, carry, reward_weights, key):
+        return {"targets": jnp.zeros((0,))}, carry, {"reward": reward_weights[0]}
+
+    def loss(self, params, minibatch, key):
+        return jnp.mean(jnp.square(params["w"] - minibatch["targets"])), {}
+
+
+class FitLearner:
+    """Fits w (shape (64,)) to 1 with a fixed batch."""
+
+    def collect(self, params, carry, reward_weights, key):
+        return {"targets": jnp.ones((4, 64))}, carry, {"reward": reward_weights[0]}
+
+    def loss(self, params, minibatch, key):
+        return jnp.mean(jnp.square(params["w"][None, :] - minibatch["targets"])), {}
+
+
+def test_empty_batch_is_a_clear_error():
+    optimizer = optax.sgd(0.1)
+    update = trainer.make_update(EmptyLearner(), optimizer, num_epochs=1, num_minibatches=1)
+    state = trainer.init_state({"w": jnp.zeros(())}, optimizer, None, 0)
+    with pytest.raises(ValueError, match=r"empty batch \(0 rows\)"):
+        trainer.fit(update, state, jnp.ones(1), 2)
+
+
+def test_zero_evaluation_samples_is_a_clear_error():
+    with pytest.raises(ValueError, match="Cannot average zero samples"):
+        experiment.Evaluation.from_samples(np.eye(2), np.zeros((2, 0, 2)))
+
+
+def test_resume_from_a_corrupt_training_checkpoint_names_it(tmp_path):
+    optimizer = optax.sgd(0.1)
+    update = trainer.make_update(FitLearner(), optimizer, num_epochs=1, num_minibatches=2)
+
+    def fresh():
+        return trainer.init_state({"w": jnp.zeros((64,))}, optimizer, None, 0)
+
+    trainer.fit(update, fresh(), jnp.ones(1), 2, run_dir=str(tmp_path), checkpoint_every=1)
+    truncate_data_files(tmp_path / "checkpoints" / "2")
+    with pytest.raises(ValueError, match=r"Cannot resume from .*checkpoints/2: the checkpoint is unreadable"):
+        trainer.fit(update, fresh(), jnp.ones(1), 3, run_dir=str(tmp_path), resume=True)
+    # A state of another shape is refused the same way, not restored into.
+    other = trainer.init_state({"w": jnp.zeros((3,))}, optimizer, None, 0)
+    os.rename(tmp_path / "checkpoints" / "2", tmp_path / "broken-step-2")
+    with pytest.raises(ValueError, match=r"checkpoints/1: .*does not match this run's state"):
+        trainer.fit(update, other, jnp.ones(1), 3, run_dir=str(tmp_path), resume=True)
+
+
+# --------------------------------------------------------------------------- merge CLI on bad input
+
+
+def tree_digest(directory) -> str:
+    """Hash of every file's path and bytes under ``directory``."""
+    digest = hashlib.sha256()
+    for root, dirs, names in sorted(os.walk(directory)):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, directory).encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read())
+    return digest.hexdigest()
+
+
+def expert(value: float, shape=(2, 3)) -> dict:
+    return {"w": np.full(shape, value, np.float32), "b": np.full((3,), -value, np.float32)}
+
+
+def garble_manifest(directory):
+    for name in os.listdir(directory / "0" / "manifest"):
+        (directory / "0" / "manifest" / name).write_bytes(b"\x00not json{")
+
+
+def remove_manifest(directory):
+    for name in os.listdir(directory / "0" / "manifest"):
+        os.remove(directory / "0" / "manifest" / name)
+
+
+def save(directory, params, base="init@1"):
+    checkpoint.save_expert(directory, params, reward=directory.name, base_model=base)
+
+
+CASES = {
+    # name: (prepare(tmp_path) -> None, weights, expected message)
+    "wrong-length": (lambda d: None, ["0.2", "0.3", "0.5"], "Got 2 experts but 3 weights"),
+    "negative": (lambda d: None, ["-0.5", "1.5"], "must lie in [0, 1]"),
+    "nan": (lambda d: None, ["nan", "1"], "must be finite"),
+    "truncated": (lambda d: truncate_data_files(d / "b" / "0" / "params"), ["0.5", "0.5"], "unreadable"),
+    "garbled-manifest": (lambda d: garble_manifest(d / "b"), ["0.5", "0.5"], "no readable manifest"),
+    "missing-manifest": (lambda d: remove_manifest(d / "b"), ["0.5", "0.5"], "no readable manifest"),
+    "other-base": (
+        lambda d: (os.rename(d / "b", d / "b-old"), save(d / "b", expert(2.0), base="init@2")),
+        ["0.5", "0.5"],
+        "fine-tuned from base model 'init@2', not 'init@1'",
+    ),
+    "other-architecture": (
+        lambda d: (os.rename(d / "b", d / "b-old"), save(d / "b", expert(2.0, shape=(2, 4)))),
+        ["0.5", "0.5"],
+        r"leaf ['w'] has shape (2, 4)",
+    ),
+    "no-committed-step": (
+        lambda d: os.rename(d / "b" / "0", d / "b" / "0.orbax-checkpoint-tmp-1"),
+        ["0.5", "0.5"],
+        "has no committed checkpoint",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def pristine_experts(tmp_path_factory):
+    root = tmp_path_factory.mktemp("experts")
+    save(root / "a", expert(1.0))
+    save(root / "b", expert(3.0))
+    return root
+
+
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_merge_cli_bad_input_is_one_clear_error_and_writes_nothing(
+    case, stream, pristine_experts, tmp_path, capsys
+):
+    prepare, weights, message = CASES[case]
+    shutil.copytree(pristine_experts, tmp_path / "experts")
+    experts = tmp_path / "experts"
+    prepare(experts)
+    before = tree_digest(tmp_path)
+    out = tmp_path / "merged"
+    code = merge.main(
+        [
+            "--experts",
+            str(experts / "a"),
+            str(experts / "b"),
+            "--weights",
+            *weights,
+            "--out",
+            str(out),
+            stream,
+        ]
+    )
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err, err
+    assert not out.exists(), "nothing is written on error"
+    assert tree_digest(tmp_path) == before, "no file was created, changed or removed"
+
+
+def test_task_cli_refuses_a_wrongly_typed_override(capsys):
+    from tasks import locomotion
+
+    with pytest.raises(SystemExit) as exit_info:
+        locomotion.main(["--preset", "smoke", "--set", "seed=many"])
+    assert exit_info.value.code == 2
+    assert "Config key 'seed': cannot parse 'many' as int" in capsys.readouterr().err
