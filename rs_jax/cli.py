@@ -1,8 +1,9 @@
 """The command line every task shares: ``--preset``, ``--out``, ``--set key=value …``, ``--resume``.
 
-A task module declares its config module and a ``run(run_dir, config, *, resume)`` and calls
+A task module declares its config module and a ``run(run_dir, config, *, resume, shard)`` and calls
 ``run_task`` from its ``main``; a bad override is a usage error (exit 2), a refused run (an
-existing run directory, an unsupported option) is one line on stderr with exit 2.
+existing run directory, an unsupported option, a reward that became NaN) is one line on stderr
+with exit 2.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from types import ModuleType
 from typing import Any
 
 from rs_jax import config as config_lib
+from rs_jax import distributed
+from rs_jax.train import trainer
 
 
 def run_task(
@@ -32,7 +35,7 @@ def run_task(
       prog: e.g. ``python -m tasks.captioning``.
       description: the task's module docstring.
       configs: the task's config module (``PRESETS`` and ``get_config(preset)``).
-      run: ``run(run_dir, config, *, resume) -> summary``.
+      run: ``run(run_dir, config, *, resume, shard) -> summary``.
       default_out: the run directory when ``--out`` is not given.
     """
     parser = argparse.ArgumentParser(
@@ -42,14 +45,20 @@ def run_task(
     parser.add_argument("--out", default=default_out, help="run directory")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--resume", action="store_true", help="continue from the checkpoints in --out")
+    parser.add_argument(
+        "--shard",
+        action="store_true",
+        help="split the runs over every visible device (mesh axis 'expert') and batches over 'data'",
+    )
     args = parser.parse_args(argv)
+    distributed.initialize()  # a no-op unless a multi-host run is configured (README "Scaling out")
     try:
         config = config_lib.override(configs.get_config(args.preset), args.set)
     except ValueError as error:
         parser.error(str(error))
     try:
-        summary = run(args.out, config, resume=args.resume)
-    except ValueError as error:
+        summary = run(args.out, config, resume=args.resume, shard=args.shard)
+    except (ValueError, trainer.NonFiniteError) as error:
         parser.exit(2, f"error: {error}\n")
     with open(os.path.join(args.out, "summary.md")) as handle:
         print(handle.read())

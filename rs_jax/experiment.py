@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rs_jax import checkpoint, pareto, plots, soup
+from rs_jax import checkpoint, distributed, pareto, plots, soup
 from rs_jax.train import trainer
 
 
@@ -367,15 +367,20 @@ def start_run(run_dir: str, config: Mapping[str, Any], *, resume: bool = False) 
 
 
 def pretrain(
-    run_dir: str, experiment: RLExperiment, budget: Budget, *, resume: bool = False
+    run_dir: str, experiment: RLExperiment, budget: Budget, *, resume: bool = False, shard: bool = False
 ) -> tuple[Any, Any]:
-    """The pre-training phase (checkpointed in ``run_dir/pretrain``); returns (params, carry)."""
+    """The pre-training phase (checkpointed in ``run_dir/pretrain``); returns (params, carry).
+
+    With ``shard``, the batch is split over every visible device (``data`` axis).
+    """
     pretrain_key, _, _ = phase_keys(budget.seed)
+    mesh = distributed.mesh_for_runs(1) if shard else None
     pretrain_update = trainer.make_update(
         experiment.pretrain_learner,
         budget.pretrain_optimizer,
         budget.pretrain_num_epochs or budget.num_epochs,
         budget.pretrain_num_minibatches or budget.num_minibatches,
+        mesh=mesh,
     )
     params = experiment.init_params(pretrain_key)
     carry = experiment.init_carry(experiment.pretrain_learner, pretrain_key)
@@ -389,12 +394,19 @@ def pretrain(
         checkpoint_every=budget.checkpoint_every,
         resume=resume,
         progress="pre-training",
+        mesh=mesh,
     )
     return state.params, state.carry
 
 
 def train_runs(
-    run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
+    run_dir: str,
+    experiment: RLExperiment,
+    budget: Budget,
+    *,
+    config: Mapping[str, Any],
+    resume: bool = False,
+    shard: bool = False,
 ) -> TrainedRuns:
     """``start_run``, ``pretrain`` and ``finetune``.
 
@@ -402,8 +414,10 @@ def train_runs(
       ValueError: ``run_dir`` already holds a run and ``resume`` is False.
     """
     start_run(run_dir, config, resume=resume)
-    pretrained_params, pretrained_carry = pretrain(run_dir, experiment, budget, resume=resume)
-    return finetune(run_dir, experiment, budget, pretrained_params, pretrained_carry, resume=resume)
+    pretrained_params, pretrained_carry = pretrain(run_dir, experiment, budget, resume=resume, shard=shard)
+    return finetune(
+        run_dir, experiment, budget, pretrained_params, pretrained_carry, resume=resume, shard=shard
+    )
 
 
 def finetune(
@@ -414,11 +428,14 @@ def finetune(
     pretrained_carry: Any,
     *,
     resume: bool = False,
+    shard: bool = False,
 ) -> TrainedRuns:
     """Fine-tunes all M runs vmapped in one program (``run_dir/finetune``) and saves the N experts.
 
     Every run starts from ``experiment.finetune_start(pretrained params, carry, run key)``; the
-    soup part of the first start is the shared initialization ("init") of the soups.
+    soup part of the first start is the shared initialization ("init") of the soups. With
+    ``shard``, the runs are split over the devices' ``expert`` axis and each batch over ``data``
+    (``distributed.mesh_for_runs``).
     """
     _, finetune_key, _ = phase_keys(budget.seed)
     run_weights = jnp.asarray(experiment.run_weights, jnp.float32)
@@ -431,8 +448,13 @@ def finetune(
         for index, (run_params, run_carry) in enumerate(starts)
     ]
     stacked = trainer.stack_states(states)
+    mesh = distributed.mesh_for_runs(len(states)) if shard else None
     finetune_update = trainer.make_update(
-        experiment.finetune_learner, budget.finetune_optimizer, budget.num_epochs, budget.num_minibatches
+        experiment.finetune_learner,
+        budget.finetune_optimizer,
+        budget.num_epochs,
+        budget.num_minibatches,
+        mesh=mesh,
     )
     stacked, _ = trainer.fit(
         finetune_update,
@@ -444,6 +466,7 @@ def finetune(
         resume=resume,
         vmapped=True,
         progress=f"fine-tuning {run_weights.shape[0]} runs (vmapped)",
+        mesh=mesh,
     )
     runs = [
         experiment.soup_part(jax.tree.map(lambda leaf, i=i: leaf[i], stacked.params))
@@ -523,10 +546,16 @@ def evaluate_runs(
 
 
 def run_rl_experiment(
-    run_dir: str, experiment: RLExperiment, budget: Budget, *, config: Mapping[str, Any], resume: bool = False
+    run_dir: str,
+    experiment: RLExperiment,
+    budget: Budget,
+    *,
+    config: Mapping[str, Any],
+    resume: bool = False,
+    shard: bool = False,
 ) -> dict[str, Any]:
     """``train_runs``, then ``evaluate_runs``, then ``write_results``: the whole run directory."""
-    trained = train_runs(run_dir, experiment, budget, config=config, resume=resume)
+    trained = train_runs(run_dir, experiment, budget, config=config, resume=resume, shard=shard)
     _, _, eval_key = phase_keys(budget.seed)
 
     def eval_fn(soup_params):

@@ -309,11 +309,15 @@ def _write_samples(
     )
 
 
-def run(run_dir: str, config: captioning_config.CaptioningConfig, *, resume: bool = False) -> dict[str, Any]:
+def run(
+    run_dir: str, config: captioning_config.CaptioningConfig, *, resume: bool = False, shard: bool = False
+) -> dict[str, Any]:
     """The whole experiment; writes the run directory and returns the summary numbers."""
     task = build(config)
     run_config = config_lib.to_dict(config)
-    trained = experiment.train_runs(run_dir, task.spec, task.budget, config=run_config, resume=resume)
+    trained = experiment.train_runs(
+        run_dir, task.spec, task.budget, config=run_config, resume=resume, shard=shard
+    )
     _, _, eval_key = experiment.phase_keys(config.seed)
 
     def eval_fn(params):

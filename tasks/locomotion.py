@@ -94,11 +94,13 @@ def build(config: locomotion_config.LocomotionConfig) -> tuple[experiment.RLExpe
     return spec, budget
 
 
-def run(run_dir: str, config: locomotion_config.LocomotionConfig, *, resume: bool = False) -> dict:
+def run(
+    run_dir: str, config: locomotion_config.LocomotionConfig, *, resume: bool = False, shard: bool = False
+) -> dict:
     """The whole experiment; writes the run directory and returns the summary numbers."""
     spec, budget = build(config)
     return experiment.run_rl_experiment(
-        run_dir, spec, budget, config=config_lib.to_dict(config), resume=resume
+        run_dir, spec, budget, config=config_lib.to_dict(config), resume=resume, shard=shard
     )
 
 

@@ -219,14 +219,16 @@ def _write_samples(run_dir: str, task: Text, learner: lm_ppo.LMPPOLearner, train
         json.dump({"reward_names": list(task.config.rewards), "samples": texts}, handle, indent=2)
 
 
-def run(run_dir: str, config: text_config.TextConfig, *, resume: bool = False) -> dict[str, Any]:
+def run(
+    run_dir: str, config: text_config.TextConfig, *, resume: bool = False, shard: bool = False
+) -> dict[str, Any]:
     """The whole experiment; writes the run directory and returns the summary numbers."""
     task = build(config)
     run_config = config_lib.to_dict(config)
     experiment.start_run(run_dir, run_config, resume=resume)
-    base_params, _ = experiment.pretrain(run_dir, task.spec, task.budget, resume=resume)
+    base_params, _ = experiment.pretrain(run_dir, task.spec, task.budget, resume=resume, shard=shard)
     spec, learner = finetune_spec(task, base_params)
-    trained = experiment.finetune(run_dir, spec, task.budget, base_params, None, resume=resume)
+    trained = experiment.finetune(run_dir, spec, task.budget, base_params, None, resume=resume, shard=shard)
     _, _, eval_key = experiment.phase_keys(config.seed)
 
     def eval_fn(lora_params):
