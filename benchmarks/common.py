@@ -21,6 +21,7 @@ def machine_info() -> dict[str, Any]:
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "jax": jax.__version__,
+        "load_average_1m_at_start": os.getloadavg()[0],  # other work on the machine skews times
     }
 
 
