@@ -46,7 +46,7 @@ class CaptioningConfig:
     finetune_updates: int = 120
     images_per_update: int = 16
     num_samples: int = 5
-    finetune_learning_rate: float = 5e-5
+    finetune_learning_rate: float = 1.5e-4
     num_epochs: int = 1
     num_minibatches: int = 1
     max_grad_norm: float = 1.0

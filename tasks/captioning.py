@@ -274,14 +274,21 @@ def _ensemble_evaluation(
     """Prediction ensembling Σλᵢpᵢ of the experts at every λ of the RS grid (one compile)."""
     stacked = soup.stack_experts(experts)
 
+    # Params and images are arguments, not closed-over constants: XLA would constant-fold the
+    # experts' encoder over the evaluation images at compile time.
     @jax.jit
-    def ensemble_rewards(lambdas):
+    def ensemble_rewards(stacked, images, lambdas):
         captions = captioner.sample_captions_ensemble(
-            task.model, stacked, lambdas, task.data.eval_images, key, max_length=config.max_length
+            task.model, stacked, lambdas, images, key, max_length=config.max_length
         ).tokens
         return task.score(captions, task.data.eval_references)
 
-    samples = np.stack([np.asarray(ensemble_rewards(jnp.asarray(row, jnp.float32))) for row in grid])
+    samples = np.stack(
+        [
+            np.asarray(ensemble_rewards(stacked, task.data.eval_images, jnp.asarray(row, jnp.float32)))
+            for row in grid
+        ]
+    )
     return experiment.Evaluation.from_samples(grid, samples)
 
 
