@@ -55,6 +55,7 @@ class CaptioningConfig:
     rs_points: int = 11
     extrapolation: tuple[float, ...] = (-0.2, 1.2)
     eval_images: int = 256
+    cider_reference_scenes: int = 2048  # scene world: references that set CIDEr-D's document frequencies
     figure_scenes: int = 4
     checkpoint_every: int = 50
 
@@ -92,6 +93,7 @@ def get_config(preset: str = "cpu") -> CaptioningConfig:
             rs_points=3,
             extrapolation=(1.2,),
             eval_images=4,
+            cider_reference_scenes=16,
             figure_scenes=2,
             checkpoint_every=1,
         )

@@ -61,7 +61,7 @@ def scene_data(config: captioning_config.CaptioningConfig, eval_key: jax.Array) 
         return drawn.images, drawn.captions
 
     held_out = generate(eval_key, config.eval_images, scene_config)
-    df_scenes = generate(jax.random.fold_in(eval_key, 1), 2048, scene_config)
+    df_scenes = generate(jax.random.fold_in(eval_key, 1), config.cider_reference_scenes, scene_config)
     return CaptionData(
         sample,
         held_out.images,
