@@ -5,8 +5,14 @@ interpolate their weights θ(λ) = Σᵢ λᵢθᵢ to trace a Pareto front over
 preferences, with the MORL baseline beside it.
 """
 
-from rs_jax import checkpoint, experiment, pareto, plots, soup
-from rs_jax.checkpoint import Manifest, restore_expert, restore_experts, save_expert
+from rs_jax import checkpoint, distributed, experiment, pareto, plots, soup
+from rs_jax.checkpoint import (
+    Manifest,
+    interpolate_checkpoints,
+    restore_expert,
+    restore_experts,
+    save_expert,
+)
 from rs_jax.pareto import expected_utility, hypervolume, lmc_check, pareto_front, pareto_mask
 from rs_jax.soup import (
     check_compatible,
@@ -25,11 +31,13 @@ __all__ = [
     "check_compatible",
     "checkpoint",
     "diagonal_fisher",
+    "distributed",
     "expected_utility",
     "experiment",
     "fisher_merge",
     "hypervolume",
     "interpolate",
+    "interpolate_checkpoints",
     "lmc_check",
     "pareto",
     "pareto_front",
