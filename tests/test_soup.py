@@ -2,8 +2,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from rs_jax import soup
 
@@ -212,20 +210,3 @@ def test_diagonal_fisher_of_gaussian_is_its_precision(key):
     np.testing.assert_allclose(np.asarray(whole["mean"]), np.asarray(fisher["mean"]), rtol=1e-5)
     with pytest.raises(ValueError, match="divide"):
         soup.diagonal_fisher(log_prob, params, samples, batch_size=1000)
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    n_experts=st.integers(2, 4),
-    raw=st.lists(st.floats(0.01, 1.0), min_size=4, max_size=4),
-    seed=st.integers(0, 2**16),
-    permutation_seed=st.integers(0, 100),
-)
-def test_interpolation_is_linear_and_permutation_invariant(n_experts, raw, seed, permutation_seed):
-    weights = np.asarray(raw[:n_experts]) / np.sum(raw[:n_experts])
-    experts = [make_expert(seed + i) for i in range(n_experts)]
-    merged = as_numpy(soup.interpolate(experts, weights))
-    order = np.random.default_rng(permutation_seed).permutation(n_experts)
-    permuted = as_numpy(soup.interpolate([experts[i] for i in order], weights[order]))
-    for a, b in zip(merged, permuted):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
