@@ -178,6 +178,8 @@ def write_results(
         "summary": summary,
         "config": dict(config or {}),
     }
+    if jax.process_index() != 0:  # multi-host runs: every process computed it, process 0 writes it
+        return summary
     with open(os.path.join(run_dir, "results.json"), "w") as handle:
         json.dump(results, handle, indent=2)
     with open(os.path.join(run_dir, "lmc.json"), "w") as handle:
@@ -362,8 +364,9 @@ def start_run(run_dir: str, config: Mapping[str, Any], *, resume: bool = False) 
             f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out."
         )
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as handle:
-        json.dump(dict(config), handle, indent=2)
+    if jax.process_index() == 0:
+        with open(os.path.join(run_dir, "config.json"), "w") as handle:
+            json.dump(dict(config), handle, indent=2)
 
 
 def pretrain(
