@@ -40,10 +40,10 @@ class CaptioningConfig:
     num_layers: int = 2
     num_heads: int = 4
     patch_size: int = 8
-    pretrain_updates: int = 1200
+    pretrain_updates: int = 1000
     pretrain_batch: int = 64
     pretrain_learning_rate: float = 1e-3
-    finetune_updates: int = 120
+    finetune_updates: int = 100
     images_per_update: int = 16
     num_samples: int = 5
     finetune_learning_rate: float = 1.5e-4
