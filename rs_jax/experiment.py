@@ -217,7 +217,8 @@ def _write_figures(run_dir, names, expert_names, rs, morl, init, extra_soups) ->
         series[f"soup λ={np.round(rs.weights[uniform], 2).tolist()}"] = rs.means[uniform]
         if morl is not None:
             for mu, means in zip(morl.weights, morl.means):
-                series[f"MORL μ={np.round(mu, 2).tolist()}"] = means
+                if not np.isclose(np.max(mu), 1.0):  # MORL at a one-hot μ is that expert, drawn above
+                    series[f"MORL μ={np.round(mu, 2).tolist()}"] = means
         if init is not None:
             series["pre-trained init"] = init.means[0]
         plots.plot_spider(os.path.join(run_dir, "spider.png"), series, names)

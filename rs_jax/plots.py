@@ -16,6 +16,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import patches
+
+from rs_jax.rewards import boxes as box_utils
 
 
 def _write_json_beside(path: str | os.PathLike, numbers: dict[str, Any]) -> None:
@@ -264,3 +267,73 @@ def plot_captioned_images(
     if title:
         figure.suptitle(title)
     _save(figure, path, {"texts": {label: list(row) for label, row in texts.items()}})
+
+
+def plot_grounding(
+    path: str | os.PathLike,
+    images: Any,
+    true_boxes: Any,
+    predicted_boxes: Mapping[str, Any],
+    *,
+    texts: Sequence[str] | None = None,
+    grid: float = 1000.0,
+    title: str | None = None,
+) -> None:
+    """Images with the true box (green) and each model's predicted box (red): one row per model.
+
+    Args:
+      path: output PNG (boxes and IoUs to ``.json`` beside it).
+      images: (S, H, W, 3) floats in [0, 1].
+      true_boxes: (S, 4) x0, y0, x1, y1 on a ``grid`` × ``grid`` frame over the image.
+      predicted_boxes: model label -> (S, 4) predicted boxes, drawn in the mapping's order.
+      texts: optional S strings (the referring expressions), the column titles.
+    """
+    pictures = np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0)
+    truth = np.asarray(true_boxes, dtype=np.float64)
+    if pictures.ndim != 4 or pictures.shape[-1] != 3 or truth.shape != (len(pictures), 4):
+        raise ValueError(
+            f"images must be (S, H, W, 3) and true_boxes (S, 4); got {pictures.shape}, {truth.shape}."
+        )
+    predictions = {label: np.asarray(boxes, dtype=np.float64) for label, boxes in predicted_boxes.items()}
+    for label, boxes in predictions.items():
+        if boxes.shape != truth.shape:
+            raise ValueError(f"predicted_boxes[{label!r}] is {boxes.shape}; expected {truth.shape}.")
+    if texts is not None and len(texts) != len(pictures):
+        raise ValueError(f"texts has {len(texts)} strings for {len(pictures)} images.")
+    if not predictions:
+        raise ValueError("predicted_boxes is empty: give at least one model's boxes.")
+
+    rows, columns = len(predictions), len(pictures)
+    figure, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.4 * rows), squeeze=False)
+    numbers: dict[str, Any] = {"true_boxes": truth.tolist(), "texts": list(texts or []), "models": {}}
+    for row, (label, boxes) in enumerate(predictions.items()):
+        ious = np.asarray(box_utils.iou(boxes, truth)).tolist()
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.imshow(pictures[column], extent=(0, grid, grid, 0), interpolation="nearest")
+            for box, colour in ((truth[column], "lime"), (boxes[column], "red")):
+                axis.add_patch(
+                    patches.Rectangle(
+                        (box[0], box[1]), box[2] - box[0], box[3] - box[1], fill=False, color=colour, lw=1.8
+                    )
+                )
+            axis.text(
+                0.02 * grid,
+                0.97 * grid,
+                f"IoU {ious[column]:.2f}",
+                color="white",
+                fontsize=7,
+                bbox={"facecolor": "black", "alpha": 0.6, "pad": 1, "lw": 0},
+            )
+            axis.set_xlim(0, grid)
+            axis.set_ylim(grid, 0)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column == 0:
+                axis.set_ylabel(label, fontsize=8)
+            if row == 0 and texts is not None:
+                axis.set_title(textwrap.fill(texts[column], 28), fontsize=7)
+        numbers["models"][label] = {"boxes": boxes.tolist(), "iou": ious}
+    figure.suptitle(title or "true box (green) vs predicted box (red)", fontsize=9)
+    figure.tight_layout()
+    _save(figure, path, numbers)

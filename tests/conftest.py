@@ -31,3 +31,13 @@ def _third_party_promotion(request):
         return
     with jax.numpy_rank_promotion("allow"):
         yield
+
+
+@pytest.fixture(scope="module")
+def fast_compile():
+    """Big HF/brax graphs compiled once and run on tiny shapes: XLA's optimizations cost more
+    compile time than they save at run time. Use with ``pytest.mark.usefixtures("fast_compile")``."""
+    previous = jax.config.values["jax_disable_most_optimizations"]
+    jax.config.update("jax_disable_most_optimizations", True)
+    yield
+    jax.config.update("jax_disable_most_optimizations", previous)

@@ -7,7 +7,7 @@ import pytest
 from configs import captioning as captioning_config
 from tasks import captioning
 
-pytestmark = pytest.mark.third_party
+pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
 def test_smoke_run_writes_the_whole_run_directory(tmp_path):

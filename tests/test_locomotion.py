@@ -17,6 +17,7 @@ def test_bad_override_is_a_clear_error(capsys):
 
 
 @pytest.mark.third_party  # brax's physics relies on implicit rank promotion
+@pytest.mark.usefixtures("fast_compile")
 def test_locomotion_smoke_end_to_end(tmp_path):
     summary = locomotion.main(["--preset", "smoke", "--out", str(tmp_path)])
     for name in [

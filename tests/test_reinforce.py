@@ -62,3 +62,25 @@ def test_batch_and_plain_baselines_run_and_bad_baseline_is_refused():
         bandit_learner("mean")
     with pytest.raises(ValueError, match="num_samples >= 2"):
         bandit_learner("others", num_samples=1)
+
+
+def test_supervised_term_is_added_with_its_weight():
+    plain = bandit_learner()
+    supervised_loss = lambda params, contexts: jnp.mean(params["logits"][contexts] ** 2)  # noqa: E731
+    combined = reinforce.ReinforceLearner(
+        **{name: getattr(plain, name) for name in ("sample_inputs", "sample_outputs", "log_prob")},
+        reward_components=plain.reward_components,
+        supervised_loss=supervised_loss,
+        supervised_weight=0.5,
+        policy_weight=5.0,
+    )
+    params = {"logits": jnp.arange(12.0).reshape(3, 4) / 10.0}
+    batch, _, _ = combined.collect(params, None, jnp.array([1.0, 0.0]), jax.random.key(1))
+    policy_loss, _ = plain.loss(params, batch, None)
+    loss, metrics = combined.loss(params, batch, None)
+    expected = 5.0 * policy_loss + 0.5 * supervised_loss(params, batch["inputs"])
+    np.testing.assert_allclose(loss, expected, rtol=1e-6)
+    np.testing.assert_allclose(metrics["policy_loss"], policy_loss, rtol=1e-6)
+    assert set(metrics) == {"mean_log_prob", "policy_loss", "supervised_loss"}
+    with pytest.raises(ValueError, match="must be >= 0"):
+        reinforce.ReinforceLearner(**{**vars(plain), "policy_weight": -1.0})

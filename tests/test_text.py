@@ -7,7 +7,7 @@ import pytest
 from configs import text as text_config
 from tasks import text
 
-pytestmark = pytest.mark.third_party
+pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
 def test_smoke_run_writes_results_samples_and_both_lora_modes(tmp_path):

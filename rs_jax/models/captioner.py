@@ -87,6 +87,11 @@ def special_ids(model: Any) -> tuple[int, int, int]:
     return config.decoder_start_token_id, config.eos_token_id, config.pad_token_id
 
 
+def encode_images(model: Any, params: PyTree, images: jax.Array) -> Any:
+    """The vision encoder's outputs for images (B, H, W, 3) in [0, 1] (what ``model.decode`` attends to)."""
+    return _encode(model, params, images)
+
+
 def _encode(model: Any, params: PyTree, images: jax.Array) -> Any:
     if images.ndim != 4 or images.shape[-1] != 3:
         raise ValueError(f"images must be (B, H, W, 3), got {images.shape}.")

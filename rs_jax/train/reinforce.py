@@ -10,6 +10,11 @@ by the paper's captioning experiments (Appendix D):
     Aᵢ = rᵢ − 1/(K−1) Σ_{j≠i} rⱼ
 
 ``baseline="batch"`` subtracts the batch mean, ``baseline="none"`` is plain REINFORCE.
+
+An optional supervised term turns it into the paper's grounding objective (Appendix F,
+"CE + 5 × REINFORCE"): ``loss = supervised_weight · supervised_loss + policy_weight · PG``
+with ``supervised_loss`` e.g. the cross-entropy of the inputs' true outputs and
+``policy_weight = 5``. Without it the loss is the plain policy gradient.
 """
 
 from __future__ import annotations
@@ -45,6 +50,11 @@ class ReinforceLearner:
       reward_components: (inputs, outputs) -> (B, C) reward components.
       num_samples: K outputs per input.
       baseline: "others" (self-critical), "batch" or "none".
+      supervised_loss: optional (params, inputs) -> scalar loss added to the policy gradient
+        (e.g. cross-entropy of the true outputs); it sees the minibatch's inputs, each input
+        repeated K times.
+      supervised_weight: weight of ``supervised_loss``.
+      policy_weight: weight of the REINFORCE loss (5 in the paper's grounding).
 
     ``carry`` is unused (pass ``None``); the batch has B·K rows.
     """
@@ -55,8 +65,16 @@ class ReinforceLearner:
     reward_components: Callable[[PyTree, PyTree], jax.Array]
     num_samples: int = 5
     baseline: str = "others"
+    supervised_loss: Callable[[PyTree, PyTree], jax.Array] | None = None
+    supervised_weight: float = 1.0
+    policy_weight: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.supervised_weight < 0 or self.policy_weight < 0:
+            raise ValueError(
+                f"supervised_weight and policy_weight must be >= 0; got {self.supervised_weight} and "
+                f"{self.policy_weight}."
+            )
         if self.baseline not in BASELINES:
             raise ValueError(f"baseline must be one of {BASELINES}, got {self.baseline!r}.")
         if self.baseline == "others" and self.num_samples < 2:
@@ -85,4 +103,13 @@ class ReinforceLearner:
         log_probs = self.log_prob(params, minibatch["inputs"], minibatch["outputs"])
         advantages = jax.lax.stop_gradient(minibatch["advantages"])
         loss = -jnp.mean(advantages * log_probs)
-        return loss, {"mean_log_prob": log_probs.mean()}
+        metrics = {"mean_log_prob": log_probs.mean()}
+        if self.supervised_loss is None and self.policy_weight == 1.0:
+            return loss, metrics
+        total = self.policy_weight * loss
+        metrics["policy_loss"] = loss
+        if self.supervised_loss is not None:
+            supervised = self.supervised_loss(params, minibatch["inputs"])
+            total = total + self.supervised_weight * supervised
+            metrics["supervised_loss"] = supervised
+        return total, metrics

@@ -1,0 +1,37 @@
+"""The grounding task end to end on the smoke preset: every output of the run directory."""
+
+import json
+
+import pytest
+
+from configs import grounding as grounding_config
+from tasks import grounding
+
+pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
+
+
+def test_smoke_run_writes_the_whole_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    grounding.main(["--preset", "smoke", "--out", str(run_dir)])
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["reward_names"] == ["small", "medium", "large"]
+    assert len(results["rs"]) == 10  # a 4-point simplex grid over 3 experts, the uniform soup included
+    assert [point["mu"] for point in results["morl"]][-1] == [1 / 3] * 3
+    for point in results["rs"] + results["morl"]:
+        assert all(0.0 <= reward["mean"] <= 1.0 for reward in point["rewards"].values())
+    for name in ("spider.png", "front.png", "boxes.png", "boxes.json", "summary.md", "lmc.json"):
+        assert (run_dir / name).exists(), name
+    spider = json.loads((run_dir / "spider.json").read_text())["series"]
+    assert "MORL μ=[0.33, 0.33, 0.33]" in spider and "MORL μ=[1.0, 0.0, 0.0]" not in spider  # = the expert
+    drawn = json.loads((run_dir / "boxes.json").read_text())["models"]
+    assert {"init", "expert small", "expert medium", "expert large", "uniform soup"} <= set(drawn)
+    summary = (run_dir / "summary.md").read_text()
+    assert "Accuracy (IoU > 0.5) per object size" in summary and "soup λ=[0.33, 0.33, 0.33]" in summary
+    for name in ("small", "medium", "large"):
+        assert (run_dir / "experts" / name).is_dir()
+
+
+def test_nothing_to_pretrain_is_a_clear_error():
+    config = grounding_config.GroundingConfig(pretrain_updates=0)
+    with pytest.raises(ValueError, match="Nothing pre-trains"):
+        grounding.build(config)
