@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from rs_jax import checkpoint, distributed, pareto, plots, soup
 from rs_jax.train import trainer
@@ -326,6 +327,29 @@ class Budget:
     seed: int
     pretrain_num_epochs: int | None = None  # None: as fine-tuning
     pretrain_num_minibatches: int | None = None
+
+    @classmethod
+    def from_config(cls, config: Any, **overrides: Any) -> Budget:
+        """The budget of a task config with the usual fields (``pretrain_updates``,
+        ``finetune_updates``, ``pretrain_learning_rate``, ``finetune_learning_rate``,
+        ``max_grad_norm``, ``num_epochs``, ``num_minibatches``, ``checkpoint_every``, ``rs_points``,
+        ``seed``): Adam after global-norm clipping in both phases; ``overrides`` set other fields."""
+
+        def optimizer(learning_rate: float) -> optax.GradientTransformation:
+            return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
+
+        fields = {
+            "pretrain_updates": config.pretrain_updates,
+            "finetune_updates": config.finetune_updates,
+            "pretrain_optimizer": optimizer(config.pretrain_learning_rate),
+            "finetune_optimizer": optimizer(config.finetune_learning_rate),
+            "num_epochs": config.num_epochs,
+            "num_minibatches": config.num_minibatches,
+            "checkpoint_every": config.checkpoint_every,
+            "rs_points": config.rs_points,
+            "seed": config.seed,
+        }
+        return cls(**(fields | overrides))
 
 
 def phase_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:

@@ -25,7 +25,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from configs import text as text_config
 from rs_jax import cli, experiment, soup
@@ -101,22 +100,7 @@ def _spec(config: text_config.TextConfig, pretrain_learner: Any, init_params: An
 
 
 def _budget(config: text_config.TextConfig) -> experiment.Budget:
-    def optimizer(learning_rate: float) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
-
-    return experiment.Budget(
-        pretrain_updates=config.pretrain_updates,
-        finetune_updates=config.finetune_updates,
-        pretrain_optimizer=optimizer(config.pretrain_learning_rate),
-        finetune_optimizer=optimizer(config.finetune_learning_rate),
-        num_epochs=config.num_epochs,
-        num_minibatches=config.num_minibatches,
-        checkpoint_every=config.checkpoint_every,
-        rs_points=config.rs_points,
-        seed=config.seed,
-        pretrain_num_epochs=1,
-        pretrain_num_minibatches=1,
-    )
+    return experiment.Budget.from_config(config, pretrain_num_epochs=1, pretrain_num_minibatches=1)
 
 
 def build_pretrained(config: text_config.TextConfig) -> Text:

@@ -22,7 +22,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from configs import vqa as vqa_config
 from rs_jax import cli, experiment, plots, soup
@@ -272,20 +271,7 @@ def build(config: vqa_config.VQAConfig) -> VQATask:
         run_mus=np.asarray(run_mus),
     )
 
-    def optimizer(learning_rate: float) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
-
-    budget = experiment.Budget(
-        pretrain_updates=config.pretrain_updates,
-        finetune_updates=config.finetune_updates,
-        pretrain_optimizer=optimizer(config.pretrain_learning_rate),
-        finetune_optimizer=optimizer(config.finetune_learning_rate),
-        num_epochs=config.num_epochs,
-        num_minibatches=config.num_minibatches,
-        checkpoint_every=config.checkpoint_every,
-        rs_points=config.rs_points,
-        seed=config.seed,
-    )
+    budget = experiment.Budget.from_config(config)
     return VQATask(spec, budget, model, data, answer, score)
 
 

@@ -412,8 +412,7 @@ def token_log_probs(
     """(B, L) log π(outputₜ | image, prompt, outputs₍<t₎); 0 at padding (see ``output_log_probs``)."""
     _, _, pad = special_ids(model)
     log_probs = output_log_probs(model, params, images, prompts, outputs, allowed)
-    chosen = jnp.take_along_axis(log_probs, outputs[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return jnp.where(outputs != pad, chosen, 0.0)
+    return unified.chosen_log_probs(log_probs, outputs, pad)
 
 
 def sequence_cross_entropy(
@@ -427,8 +426,7 @@ def sequence_cross_entropy(
     """Mean token cross-entropy (nats) of target outputs (B, L) given image and prompt (pads skipped)."""
     _, _, pad = special_ids(model)
     log_probs = token_log_probs(model, params, images, prompts, targets, allowed)
-    loss = -log_probs.sum() / jnp.maximum((targets != pad).sum(), 1)
-    return loss, {"cross_entropy": loss}
+    return unified.mean_token_cross_entropy(log_probs, targets, pad)
 
 
 def location_cross_entropy(
@@ -451,12 +449,7 @@ def location_cross_entropy(
     """
     allowed = boxes.location_mask(vocab_size(model), first_location_id, num_bins)
     log_probs = output_log_probs(model, params, images, prompts, target_tokens, allowed)
-    location_log_probs = log_probs[..., first_location_id : first_location_id + num_bins]
-    bins = target_tokens - first_location_id
-    targets = boxes.gaussian_bin_targets(bins, num_bins, sigma)
-    loss = -(targets * location_log_probs).sum(axis=-1).mean()
-    exact = -jnp.take_along_axis(location_log_probs, bins[..., None], axis=-1).mean()
-    return loss, {"cross_entropy": loss, "true_token_cross_entropy": exact}
+    return unified.location_loss(log_probs, target_tokens, first_location_id, num_bins, sigma)
 
 
 def sample_outputs(

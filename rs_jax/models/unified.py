@@ -294,6 +294,38 @@ def output_log_probs(
     return jax.nn.log_softmax(_mask_logits(model, logits, allowed), axis=-1)
 
 
+def chosen_log_probs(log_probs: jax.Array, outputs: jax.Array, pad_id: int) -> jax.Array:
+    """(B, L, V) log-probs and (B, L) outputs -> (B, L) log-probs of the outputs, 0 at ``pad_id``."""
+    chosen = jnp.take_along_axis(log_probs, outputs[..., None].astype(jnp.int32), axis=-1)[..., 0]
+    return jnp.where(outputs != pad_id, chosen, 0.0)
+
+
+def mean_token_cross_entropy(
+    token_log_probs: jax.Array, targets: jax.Array, pad_id: int
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Mean cross-entropy (nats) per non-pad target token from (B, L) log-probs of the targets."""
+    loss = -token_log_probs.sum() / jnp.maximum((targets != pad_id).sum(), 1)
+    return loss, {"cross_entropy": loss}
+
+
+def location_loss(
+    log_probs: jax.Array, target_tokens: jax.Array, first_location_id: int, num_bins: int, sigma: float
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Cross-entropy of (B, 4) true location tokens from (B, 4, V) log-probs restricted to them.
+
+    ``sigma`` > 0 spreads each target over neighbouring bins (``boxes.gaussian_bin_targets``).
+
+    Returns:
+      (mean cross-entropy per coordinate, metrics with it and the plain one-hot cross-entropy).
+    """
+    location_log_probs = log_probs[..., first_location_id : first_location_id + num_bins]
+    bins = target_tokens - first_location_id
+    targets = boxes.gaussian_bin_targets(bins, num_bins, sigma)
+    loss = -(targets * location_log_probs).sum(axis=-1).mean()
+    exact = -jnp.take_along_axis(location_log_probs, bins[..., None], axis=-1).mean()
+    return loss, {"cross_entropy": loss, "true_token_cross_entropy": exact}
+
+
 def token_log_probs(
     model: Any,
     params: PyTree,
@@ -304,9 +336,7 @@ def token_log_probs(
 ) -> jax.Array:
     """(B, L) log π(outputₜ | image, prompt, outputs₍<t₎); 0 at padding (see ``output_log_probs``)."""
     _, _, pad = captioner.special_ids(model)
-    log_probs = output_log_probs(model, params, images, prompts, outputs, allowed)
-    chosen = jnp.take_along_axis(log_probs, outputs[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return jnp.where(outputs != pad, chosen, 0.0)
+    return chosen_log_probs(output_log_probs(model, params, images, prompts, outputs, allowed), outputs, pad)
 
 
 def sequence_cross_entropy(
@@ -319,9 +349,9 @@ def sequence_cross_entropy(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Mean token cross-entropy (nats) of target outputs (B, L) given image and prompt (pads skipped)."""
     _, _, pad = captioner.special_ids(model)
-    log_probs = token_log_probs(model, params, images, prompts, targets, allowed)
-    loss = -log_probs.sum() / jnp.maximum((targets != pad).sum(), 1)
-    return loss, {"cross_entropy": loss}
+    return mean_token_cross_entropy(
+        token_log_probs(model, params, images, prompts, targets, allowed), targets, pad
+    )
 
 
 def location_cross_entropy(
@@ -347,12 +377,7 @@ def location_cross_entropy(
     """
     allowed = boxes.location_mask(vocab_size(model), first_location_id, num_bins)
     log_probs = output_log_probs(model, params, images, prompts, target_tokens, allowed)
-    location_log_probs = log_probs[..., first_location_id : first_location_id + num_bins]
-    bins = target_tokens - first_location_id
-    targets = boxes.gaussian_bin_targets(bins, num_bins, sigma)
-    loss = -(targets * location_log_probs).sum(axis=-1).mean()
-    exact = -jnp.take_along_axis(location_log_probs, bins[..., None], axis=-1).mean()
-    return loss, {"cross_entropy": loss, "true_token_cross_entropy": exact}
+    return location_loss(log_probs, target_tokens, first_location_id, num_bins, sigma)
 
 
 def sample_outputs(
