@@ -35,7 +35,7 @@ from rs_jax import cli, experiment, plots, soup
 from rs_jax import config as config_lib
 from rs_jax.data import refcoco, scenes
 from rs_jax.data.vocab import Vocabulary
-from rs_jax.models import bart_unified, captioner, unified
+from rs_jax.models import backbones
 from rs_jax.rewards import boxes
 from rs_jax.train import reinforce, supervised
 
@@ -169,57 +169,18 @@ class Grounding:
     predict: Callable[[Any, dict[str, jax.Array]], jax.Array]
 
 
-def _backbone(config: grounding_config.GroundingConfig) -> Any:
-    """The module of the configured unified model: ``unified`` (ViT + GPT-2) or ``bart_unified``."""
-    if config.backbone not in ("vit-gpt2", "bart"):
-        raise ValueError(f"backbone must be 'vit-gpt2' or 'bart', got {config.backbone!r}.")
-    if config.vision_model and not (config.backbone == "bart" and config.model):
-        raise ValueError("vision_model= is the ViT of backbone=bart with model=<BART directory>.")
-    if config.backbone == "bart" and config.model and not config.vision_model:
-        raise ValueError("backbone=bart with model=<BART directory> needs vision_model=<ViT directory>.")
-    return bart_unified if config.backbone == "bart" else unified
-
-
 def build(config: grounding_config.GroundingConfig) -> Grounding:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
     if config.pretrain_updates == 0 and not config.model:
         raise ValueError(
             "Nothing pre-trains the model: give --set model=<HF directory> or pretrain_updates>0."
         )
-    backbone = _backbone(config)
     _, _, eval_key = experiment.phase_keys(config.seed)
     data = refcoco_data(config) if config.refs else scene_data(config, jax.random.fold_in(eval_key, 7))
     first, num_bins = data.first_location_id, config.num_bins
-    if config.model:
-        model, pretrained = (
-            bart_unified.load_bart_unified(
-                config.model, config.vision_model, key=jax.random.PRNGKey(config.seed)
-            )
-            if backbone is bart_unified
-            else captioner.load_captioner(config.model)
-        )
-        if backbone.vocab_size(model) != data.vocabulary.size:
-            raise ValueError(
-                f"{config.model} has {backbone.vocab_size(model)} tokens; this data's words and "
-                f"{num_bins} location tokens make {data.vocabulary.size}."
-            )
-    else:
-        tiny = bart_unified.tiny_bart_unified if backbone is bart_unified else unified.tiny_unified_model
-        model = tiny(
-            data.vocabulary.size,
-            prompt_length=config.prompt_length,
-            output_length=OUTPUT_LENGTH,
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            num_heads=config.num_heads,
-            encoder_init_scale=config.encoder_init_scale,
-            bos_id=data.vocabulary.bos_id,
-            eos_id=data.vocabulary.eos_id,
-            pad_id=data.vocabulary.pad_id,
-        )
-        pretrained = None
+    backbone, model, pretrained = backbones.build_model(
+        config, data.vocabulary, prompt_length=config.prompt_length, output_length=OUTPUT_LENGTH
+    )
     location_only = boxes.location_mask(data.vocabulary.size, first, num_bins)
 
     def cross_entropy(params, batch):

@@ -28,7 +28,7 @@ from rs_jax import cli, experiment, plots, soup
 from rs_jax import config as config_lib
 from rs_jax.data import scenes, vqa
 from rs_jax.data.vocab import Vocabulary
-from rs_jax.models import bart_unified, captioner, unified
+from rs_jax.models import backbones
 from rs_jax.rewards import answers
 from rs_jax.train import reinforce, supervised
 
@@ -144,17 +144,6 @@ class VQATask:
     score: Callable[[jax.Array, jax.Array], jax.Array]
 
 
-def _backbone(config: vqa_config.VQAConfig) -> Any:
-    """The module of the configured unified model: ``unified`` (ViT + GPT-2) or ``bart_unified``."""
-    if config.backbone not in ("vit-gpt2", "bart"):
-        raise ValueError(f"backbone must be 'vit-gpt2' or 'bart', got {config.backbone!r}.")
-    if config.vision_model and not (config.backbone == "bart" and config.model):
-        raise ValueError("vision_model= is the ViT of backbone=bart with model=<BART directory>.")
-    if config.backbone == "bart" and config.model and not config.vision_model:
-        raise ValueError("backbone=bart with model=<BART directory> needs vision_model=<ViT directory>.")
-    return bart_unified if config.backbone == "bart" else unified
-
-
 def build(config: vqa_config.VQAConfig) -> VQATask:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
     unknown = [name for name in config.rewards if name not in answers.ANSWER_REWARD_NAMES]
@@ -167,40 +156,12 @@ def build(config: vqa_config.VQAConfig) -> VQATask:
         raise ValueError(
             "Nothing pre-trains the model: give --set model=<HF directory> or pretrain_updates>0."
         )
-    backbone = _backbone(config)
     _, _, eval_key = experiment.phase_keys(config.seed)
     data = vqav2_data(config) if config.questions else scene_data(config, jax.random.fold_in(eval_key, 7))
-    if config.model:
-        model, pretrained = (
-            bart_unified.load_bart_unified(
-                config.model, config.vision_model, key=jax.random.PRNGKey(config.seed)
-            )
-            if backbone is bart_unified
-            else captioner.load_captioner(config.model)
-        )
-        if backbone.vocab_size(model) != data.vocabulary.size:
-            raise ValueError(
-                f"{config.model} has {backbone.vocab_size(model)} tokens; this data's vocabulary has "
-                f"{data.vocabulary.size}."
-            )
-    else:
-        tiny = bart_unified.tiny_bart_unified if backbone is bart_unified else unified.tiny_unified_model
-        model = tiny(
-            data.vocabulary.size,
-            prompt_length=config.question_length,
-            output_length=config.answer_length,
-            image_size=config.image_size,
-            patch_size=config.patch_size,
-            hidden_size=config.hidden_size,
-            num_layers=config.num_layers,
-            num_heads=config.num_heads,
-            encoder_init_scale=config.encoder_init_scale,
-            bos_id=data.vocabulary.bos_id,
-            eos_id=data.vocabulary.eos_id,
-            pad_id=data.vocabulary.pad_id,
-        )
-        pretrained = None
-    _, eos_id, pad_id = (bart_unified if backbone is bart_unified else captioner).special_ids(model)
+    backbone, model, pretrained = backbones.build_model(
+        config, data.vocabulary, prompt_length=config.question_length, output_length=config.answer_length
+    )
+    _, eos_id, pad_id = backbones.special_ids(backbone, model)
     words_only = backbone.word_mask(model, None)
     score = answers.answer_rewards(config.rewards, pad_id=pad_id, eos_id=eos_id)
 
