@@ -106,6 +106,11 @@ def test_malformed_files_raise_value_errors_naming_file_and_problem(tmp_path, co
     assert "broken.json" in str(error.value)
 
 
+def test_a_missing_file_is_a_value_error_naming_it(tmp_path):
+    with pytest.raises(ValueError, match=r"absent\.json: cannot be read"):
+        load_karpathy(tmp_path / "absent.json")
+
+
 def test_raw_sentences_and_optional_splits(tmp_path):
     path = tmp_path / "flickr.json"
     entry = {"filename": "x.jpg", "split": "train", "imgid": 7, "sentences": [{"raw": "A Dog, running!"}]}

@@ -91,3 +91,10 @@ def test_malformed_files_are_value_errors(dataset):
         refcoco.load_refcoco(dataset / "refs(unc).p", dataset / "bad_instances.json")
     with pytest.raises(ValueError, match="no expressions in split"):
         refcoco.load_refcoco(dataset / "refs(unc).p", instances, splits=["testA"])
+    for refs, instances_file in (
+        ("absent.p", instances),
+        ("absent.json", instances),
+        ("refs(unc).p", "no.json"),
+    ):
+        with pytest.raises(ValueError, match="cannot be read"):
+            refcoco.load_refcoco(dataset / refs, dataset / instances_file)

@@ -80,6 +80,8 @@ def test_malformed_files_are_value_errors(dataset, tmp_path):
     (tmp_path / "broken.json").write_text("{")
     with pytest.raises(ValueError, match="not valid JSON"):
         vqa.load_vqa(tmp_path / "broken.json", annotations)
+    with pytest.raises(ValueError, match=r"absent\.json: cannot be read"):
+        vqa.load_vqa(questions, tmp_path / "absent.json")
     (tmp_path / "no_list.json").write_text(json.dumps({"annotations": {}}))
     with pytest.raises(ValueError, match='"annotations" list'):
         vqa.load_vqa(questions, tmp_path / "no_list.json")

@@ -14,13 +14,13 @@ A Karpathy file is ``{"images": [{"filepath", "filename", "split", "cocoid", "se
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
+from rs_jax.data import files
 from rs_jax.data.vocab import PAD_ID, Vocabulary, tokenize
 
 SPLITS = ("train", "val", "test")
@@ -81,11 +81,7 @@ def load_karpathy(
     """
     path = os.fspath(path)
     image_root = os.path.dirname(path) if image_root is None else os.fspath(image_root)
-    try:
-        with open(path, encoding="utf-8") as file:
-            data = json.load(file)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    data = files.read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list):
         raise ValueError(f'{path}: expected a Karpathy split file, an object with an "images" list.')
 

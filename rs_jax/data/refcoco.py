@@ -26,7 +26,6 @@ strings and numbers), so a tampered file cannot run code; Python 2 pickles are r
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import pickle
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from rs_jax.data import coco
+from rs_jax.data import coco, files
 from rs_jax.data.vocab import Vocabulary, tokenize
 
 GRID = 1000.0
@@ -49,25 +48,19 @@ class _DataOnlyUnpickler(pickle.Unpickler):
 
 def _read_refs(path: str) -> Any:
     if path.endswith(".json"):
-        try:
-            with open(path, encoding="utf-8") as handle:
-                return json.load(handle)
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}: not valid JSON ({error}).") from error
+        return files.read_json(path)
     try:
         with open(path, "rb") as handle:
             return _DataOnlyUnpickler(handle, encoding="latin1").load()
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
         raise ValueError(f"{path}: not a refs pickle of plain data ({error}).") from error
+    except OSError as error:
+        raise ValueError(f"{path}: cannot be read ({error.strerror or error}).") from error
 
 
 def _read_instances(path: str) -> tuple[dict[int, dict], dict[int, dict]]:
     """(image id -> image entry, annotation id -> annotation entry) of a COCO instances file."""
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    data = files.read_json(path)
     if not isinstance(data, dict) or not all(
         isinstance(data.get(key), list) for key in ("images", "annotations")
     ):

@@ -22,25 +22,20 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from rs_jax.data import coco
+from rs_jax.data import coco, files
 from rs_jax.data.vocab import PAD_ID, Vocabulary, tokenize
 
 DEFAULT_IMAGE_TEMPLATE = "COCO_{subtype}_{image_id:012d}.jpg"
 
 
 def _read_json(path: str, key: str, what: str) -> tuple[dict, list]:
-    try:
-        with open(path, encoding="utf-8") as handle:
-            data = json.load(handle)
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{path}: not valid JSON ({error}).") from error
+    data = files.read_json(path)
     if not isinstance(data, dict) or not isinstance(data.get(key), list):
         raise ValueError(f'{path}: expected VQA {what}, an object with a "{key}" list.')
     return data, data[key]
