@@ -524,6 +524,23 @@ def finetune(
     return TrainedRuns(pretrained_params, pretrained_carry, runs, mus, expert_indices, init)
 
 
+def figure_soups(
+    trained: TrainedRuns, names: Sequence[str], lambdas: Sequence[float] = (0.0, 0.5, 1.0)
+) -> dict[str, Any]:
+    """The params drawn in a task's sample figure: ``init``, then for two experts the soups
+    ``λ=…`` at ``lambdas`` (weight of the second expert; outside [0, 1] extrapolates), or for more
+    the experts by ``names`` and the ``uniform soup``."""
+    experts = [trained.runs[index] for index in trained.expert_indices]
+    members = {"init": trained.init}
+    if len(experts) == 2:
+        for lam in lambdas:
+            members[f"λ={lam:g}"] = soup.interpolate(experts, [1.0 - lam, lam], allow_extrapolation=True)
+    else:
+        members |= dict(zip(names, experts))
+        members["uniform soup"] = soup.interpolate(experts, np.full(len(experts), 1.0 / len(experts)))
+    return members
+
+
 def evaluate_runs(
     trained: TrainedRuns,
     eval_fn: Any,

@@ -338,7 +338,13 @@ def run(
         config=run_config,
         lmc_tolerance=2.0 * float(rs.stderrs.max()),
     )
-    _write_samples(run_dir, config, task, _figure_members(config, trained), eval_key)
+    _write_samples(
+        run_dir,
+        config,
+        task,
+        experiment.figure_soups(trained, config.rewards, (0.0, 0.5, 1.0, *config.extrapolation)),
+        eval_key,
+    )
     return summary
 
 
@@ -351,23 +357,6 @@ def _sorted_by_lambda(rs: experiment.Evaluation, extra: experiment.Evaluation) -
         np.vstack([rs.means, extra.means])[order],
         np.vstack([rs.stderrs, extra.stderrs])[order],
     )
-
-
-def _figure_members(
-    config: captioning_config.CaptioningConfig, trained: experiment.TrainedRuns
-) -> dict[str, Any]:
-    """The soups drawn in samples.png: init, the experts, and soups between them."""
-    experts = [trained.runs[index] for index in trained.expert_indices]
-    members = {"init": trained.init}
-    if len(experts) == 2:
-        for lam in (0.0, 0.5, 1.0, *config.extrapolation):
-            weights = [1.0 - lam, lam]
-            members[f"λ={lam:g}"] = soup.interpolate(experts, weights, allow_extrapolation=True)
-    else:
-        for name, expert in zip(config.rewards, experts):
-            members[name] = expert
-        members["uniform soup"] = soup.interpolate(experts, np.full(len(experts), 1.0 / len(experts)))
-    return members
 
 
 def main(argv: list[str] | None = None) -> dict:

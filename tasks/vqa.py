@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import vqa as vqa_config
-from rs_jax import cli, experiment, plots, soup
+from rs_jax import cli, experiment, plots
 from rs_jax import config as config_lib
 from rs_jax.data import scenes, vqa
 from rs_jax.data.vocab import Vocabulary
@@ -236,19 +236,6 @@ def build(config: vqa_config.VQAConfig) -> VQATask:
     return VQATask(spec, budget, model, data, answer, score)
 
 
-def _figure_members(config: vqa_config.VQAConfig, trained: experiment.TrainedRuns) -> dict[str, Any]:
-    """The soups whose answers samples.png shows: init, the experts, and soups between them."""
-    experts = [trained.runs[index] for index in trained.expert_indices]
-    members = {"init": trained.init}
-    if len(experts) == 2:
-        for lam in (0.0, 0.5, 1.0):
-            members[f"λ={lam:g}"] = soup.interpolate(experts, [1.0 - lam, lam])
-    else:
-        members |= dict(zip(config.rewards, experts))
-        members["uniform soup"] = soup.interpolate(experts, np.full(len(experts), 1.0 / len(experts)))
-    return members
-
-
 def _write_samples(
     run_dir: str, config: vqa_config.VQAConfig, task: VQATask, trained: experiment.TrainedRuns
 ) -> None:
@@ -261,7 +248,7 @@ def _write_samples(
         "question": [vocabulary.decode(row) for row in np.asarray(batch["prompts"])],
         "reference": [vocabulary.decode(row) for row in np.asarray(batch["references"][:, 0])],
     }
-    for label, params in _figure_members(config, trained).items():
+    for label, params in experiment.figure_soups(trained, config.rewards).items():
         texts[label] = [vocabulary.decode(row) for row in np.asarray(answer(params, batch))]
     plots.plot_captioned_images(
         os.path.join(run_dir, "samples.png"),

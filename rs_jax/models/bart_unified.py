@@ -317,17 +317,11 @@ def default_allowed(model: BartUnified) -> np.ndarray:
 
 def word_mask(model: BartUnified, first_location_id: int | None) -> np.ndarray:
     """(V,) bool: words and ``<eos>``, no start/``<bos>``/``<pad>`` and no location tokens (VQA answers)."""
-    allowed = default_allowed(model)
-    if first_location_id is not None:
-        allowed[first_location_id:] = False
-    return allowed
+    return unified.without_locations(default_allowed(model), first_location_id)
 
 
 def _mask_logits(model: BartUnified, logits: jax.Array, allowed: Any) -> jax.Array:
-    allowed = default_allowed(model) if allowed is None else allowed
-    if np.shape(allowed) != (logits.shape[-1],):
-        raise ValueError(f"allowed must be a ({logits.shape[-1]},) bool mask; got shape {np.shape(allowed)}.")
-    return jnp.where(jnp.asarray(allowed), logits, -jnp.inf)
+    return unified.mask_logits(logits, default_allowed(model) if allowed is None else allowed)
 
 
 def _check_lengths(model: BartUnified, prompt_length: int, output_length: int) -> None:

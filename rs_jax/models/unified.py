@@ -245,19 +245,28 @@ def default_allowed(model: Any) -> np.ndarray:
     return allowed
 
 
-def word_mask(model: Any, first_location_id: int | None) -> np.ndarray:
-    """(V,) bool: words and ``<eos>``, no ``<bos>``/``<pad>`` and no location tokens (VQA answers)."""
-    allowed = default_allowed(model)
+def without_locations(allowed: np.ndarray, first_location_id: int | None) -> np.ndarray:
+    """A (V,) bool token mask with the location tokens (ids from ``first_location_id`` on) removed."""
+    allowed = allowed.copy()
     if first_location_id is not None:
         allowed[first_location_id:] = False
     return allowed
 
 
-def _mask_logits(model: Any, logits: jax.Array, allowed: Any) -> jax.Array:
-    allowed = default_allowed(model) if allowed is None else allowed
+def word_mask(model: Any, first_location_id: int | None) -> np.ndarray:
+    """(V,) bool: words and ``<eos>``, no ``<bos>``/``<pad>`` and no location tokens (VQA answers)."""
+    return without_locations(default_allowed(model), first_location_id)
+
+
+def mask_logits(logits: jax.Array, allowed: Any) -> jax.Array:
+    """(..., V) logits with -inf wherever the (V,) bool mask ``allowed`` is False."""
     if np.shape(allowed) != (logits.shape[-1],):
         raise ValueError(f"allowed must be a ({logits.shape[-1]},) bool mask; got shape {np.shape(allowed)}.")
     return jnp.where(jnp.asarray(allowed), logits, -jnp.inf)
+
+
+def _mask_logits(model: Any, logits: jax.Array, allowed: Any) -> jax.Array:
+    return mask_logits(logits, default_allowed(model) if allowed is None else allowed)
 
 
 def output_log_probs(
