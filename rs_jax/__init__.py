@@ -5,7 +5,7 @@ interpolate their weights θ(λ) = Σᵢ λᵢθᵢ to trace a Pareto front over
 preferences, with the MORL baseline beside it.
 """
 
-from rs_jax import checkpoint, distributed, experiment, pareto, plots, soup
+from rs_jax import checkpoint, distributed, experiment, operands, pareto, plots, soup
 from rs_jax.checkpoint import (
     Manifest,
     interpolate_checkpoints,
@@ -39,6 +39,7 @@ __all__ = [
     "interpolate",
     "interpolate_checkpoints",
     "lmc_check",
+    "operands",
     "pareto",
     "pareto_front",
     "pareto_mask",

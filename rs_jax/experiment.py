@@ -292,7 +292,8 @@ class RLExperiment:
       finetune_start: (pretrained params, pretrained carry, key) -> (params, carry) of a
         fine-tuning run (e.g. keep the policy, new value head, frozen statistics).
       soup_part: params -> the sub-tree that is interpolated (e.g. the policy).
-      evaluate: (soup part, pretrained carry, key) -> (episodes, R) rewards.
+      evaluate: (soup part, pretrained carry, key) -> (episodes, R) rewards; a callable pytree
+        (e.g. a ``jax.tree_util.Partial``) keeps the arrays it holds operands of the sweep.
       pretrain_weights: (C,) component weights of the pre-training reward.
       run_weights: (M, C) component weights of each fine-tuning run.
       run_mus: (M, N) μ of each run over the N rewards (one-hot rows are the experts).
@@ -541,6 +542,20 @@ def figure_soups(
     return members
 
 
+def _evaluate_soup(evaluate: Any, carry: Any, key: jax.Array, soup_params: Any) -> jax.Array:
+    return evaluate(soup_params, carry, key)
+
+
+def bind_evaluation(evaluate: Any, carry: Any, key: jax.Array) -> jax.tree_util.Partial:
+    """``soup part -> evaluate(soup part, carry, key)`` as a callable pytree for ``evaluate_runs``.
+
+    Its leaves are the carry's arrays, the key and whatever arrays ``evaluate`` holds (when it
+    is itself a pytree, e.g. a ``jax.tree_util.Partial`` over a learner with a frozen base), so
+    the compiled sweep takes them as operands instead of embedding them as constants.
+    """
+    return jax.tree_util.Partial(_evaluate_soup, evaluate, carry, key)
+
+
 def evaluate_runs(
     trained: TrainedRuns,
     eval_fn: Any,
@@ -552,7 +567,8 @@ def evaluate_runs(
     The sweep's members are ``[*trained.runs, trained.init]`` (M + 1 of them).
 
     Args:
-      eval_fn: soup part -> (S, R) per-sample rewards.
+      eval_fn: soup part -> (S, R) per-sample rewards; a callable pytree (``bind_evaluation``)
+        passes its arrays to the compiled sweep as operands.
       rs_points: points per edge of the RS simplex grid over the N experts.
       extra_soups: name -> (labels (P, n), member weights (P, M + 1)): other combinations of the
         members (model soups of seeds, λ outside [0, 1], …); rows must sum to 1.
@@ -602,10 +618,7 @@ def run_rl_experiment(
     """``train_runs``, then ``evaluate_runs``, then ``write_results``: the whole run directory."""
     trained = train_runs(run_dir, experiment, budget, config=config, resume=resume, shard=shard)
     _, _, eval_key = phase_keys(budget.seed)
-
-    def eval_fn(soup_params):
-        return experiment.evaluate(soup_params, trained.pretrained_carry, eval_key)
-
+    eval_fn = bind_evaluation(experiment.evaluate, trained.pretrained_carry, eval_key)
     rs, morl, init, _ = evaluate_runs(trained, eval_fn, budget.rs_points)
     return write_results(
         run_dir,

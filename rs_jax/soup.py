@@ -25,7 +25,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rs_jax import distributed
+from rs_jax import distributed, operands
 
 PyTree = Any
 Strategy = Literal["auto", "loop", "vmap", "map", "chunked"]
@@ -306,20 +306,48 @@ def default_chunk_size(stacked_experts: PyTree, n_points: int, memory_fraction: 
 
 
 def _local_sweep(
-    at_point: Callable[[PyTree, jax.Array], jax.Array], strategy: str, chunk_size: int | None
-) -> Callable[[PyTree, jax.Array], jax.Array]:
-    """The un-jitted ``(stacked_experts, grid) -> rewards`` of a one-program strategy."""
+    at_point: Callable[[list[jax.Array], PyTree, jax.Array], jax.Array], strategy: str, chunk_size: int | None
+) -> Callable[[list[jax.Array], PyTree, jax.Array], jax.Array]:
+    """The un-jitted ``(frozen, stacked_experts, grid) -> rewards`` of a one-program strategy."""
     if strategy == "vmap":
-        return jax.vmap(at_point, in_axes=(None, 0))
+        return jax.vmap(at_point, in_axes=(None, None, 0))
     batch_size = None if strategy == "map" else chunk_size
 
-    def sweep_mapped(stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
-        return jax.lax.map(lambda w: at_point(stacked_experts, w), grid, batch_size=batch_size)
+    def sweep_mapped(frozen: list[jax.Array], stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
+        return jax.lax.map(lambda w: at_point(frozen, stacked_experts, w), grid, batch_size=batch_size)
 
     return sweep_mapped
 
 
 @functools.lru_cache(maxsize=64)
+def _sweep_program(
+    eval_skeleton: operands.Skeleton,
+    strategy: str,
+    chunk_size: int | None,
+    mesh: Mesh | None,
+    mesh_axes: tuple[str, ...] | None,
+) -> Callable[[list[jax.Array], PyTree, jax.Array], jax.Array]:
+    """The compiled ``(frozen, stacked_experts, grid) -> rewards``, ``frozen`` being the eval
+    function's arrays (see ``make_sweep``)."""
+
+    def at_point(frozen: list[jax.Array], stacked_experts: PyTree, weights: jax.Array) -> jax.Array:
+        eval_fn = eval_skeleton.merge(frozen)
+        return jnp.asarray(eval_fn(interpolate_stacked(stacked_experts, weights)))
+
+    if mesh is not None:
+        spec = P(mesh_axes if mesh_axes is not None else tuple(mesh.axis_names))
+        local = _local_sweep(at_point, strategy, chunk_size)
+        return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec), out_specs=spec))
+    if strategy == "loop":
+        point_fn = jax.jit(at_point)
+
+        def sweep_loop(frozen: list[jax.Array], stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
+            return jnp.stack([point_fn(frozen, stacked_experts, weights) for weights in grid])
+
+        return sweep_loop
+    return jax.jit(_local_sweep(at_point, strategy, chunk_size))
+
+
 def make_sweep(
     eval_fn: Callable[[PyTree], jax.Array],
     strategy: str = "map",
@@ -329,35 +357,26 @@ def make_sweep(
 ) -> Callable[[PyTree, jax.Array], jax.Array]:
     """Compiles ``sweep_fn(stacked_experts, grid) -> rewards`` for one strategy.
 
-    The result is cached per (eval_fn, strategy, chunk_size, mesh, mesh_axes), so
-    calling the same sweep twice does not retrace. ``loop`` compiles a single grid
-    point and dispatches it K times; the others run the whole grid as one program.
-    With a ``mesh`` the program is a ``shard_map``: the experts are replicated, the
-    grid (whose length must be a multiple of the devices along ``mesh_axes``) is
-    split over ``mesh_axes``, and each device runs ``strategy`` on its own points.
+    ``eval_fn`` may be a callable pytree (e.g. a ``jax.tree_util.Partial`` over a frozen base
+    model and a reward model's params): its arrays are then operands of the compiled program,
+    not constants (``rs_jax.operands``); a plain function that closes over big arrays embeds
+    them. The program is cached per (eval_fn's skeleton, strategy, chunk_size, mesh,
+    mesh_axes), so calling the same sweep twice, or a ``Partial`` of the same function over
+    other arrays of the same shapes, does not retrace. ``loop`` compiles a single grid point
+    and dispatches it K times; the others run the whole grid as one program. With a ``mesh``
+    the program is a ``shard_map``: the experts and eval_fn's arrays are replicated, the grid
+    (whose length must be a multiple of the devices along ``mesh_axes``) is split over
+    ``mesh_axes``, and each device runs ``strategy`` on its own points.
     """
     if strategy not in STRATEGIES or strategy == "auto":
         raise ValueError(f"strategy must be one of {STRATEGIES[1:]}, got {strategy!r}.")
-
-    def at_point(stacked_experts: PyTree, weights: jax.Array) -> jax.Array:
-        return jnp.asarray(eval_fn(interpolate_stacked(stacked_experts, weights)))
-
+    if mesh is not None and strategy == "loop":
+        raise ValueError("strategy 'loop' dispatches from the host; a sharded sweep needs map/vmap/chunked.")
+    frozen, eval_skeleton = operands.split(eval_fn)
     if mesh is not None:
-        if strategy == "loop":
-            raise ValueError(
-                "strategy 'loop' dispatches from the host; a sharded sweep needs map/vmap/chunked."
-            )
-        spec = P(mesh_axes if mesh_axes is not None else tuple(mesh.axis_names))
-        local = _local_sweep(at_point, strategy, chunk_size)
-        return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), spec), out_specs=spec))
-    if strategy == "loop":
-        point_fn = jax.jit(at_point)
-
-        def sweep_loop(stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
-            return jnp.stack([point_fn(stacked_experts, weights) for weights in grid])
-
-        return sweep_loop
-    return jax.jit(_local_sweep(at_point, strategy, chunk_size))
+        frozen = distributed.replicate(frozen, mesh)
+    program = _sweep_program(eval_skeleton, strategy, chunk_size, mesh, mesh_axes)
+    return functools.partial(program, frozen)
 
 
 def sweep(
@@ -375,7 +394,10 @@ def sweep(
 
     Args:
       eval_fn: jit-able ``params -> rewards`` (any array shape, e.g. (R,)). Pass
-        the same function object across calls to reuse the compiled sweep.
+        the same function object across calls to reuse the compiled sweep. Hold frozen
+        arrays (a base model, reward-model params) in a callable pytree such as
+        ``jax.tree_util.Partial(evaluate, base_params)`` rather than in a closure: they
+        are then operands of the compiled sweep, not constants (see ``make_sweep``).
       experts: a sequence of N expert pytrees, or their ``stack_experts`` result.
       grid: (K, N) λ, e.g. ``simplex_grid(N)``.
       strategy: ``loop`` (one compiled point, K dispatches), ``vmap`` (all K at

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import text as text_config
-from rs_jax import cli, experiment, soup
+from rs_jax import cli, experiment, operands, soup
 from rs_jax import config as config_lib
 from rs_jax.data import corpus as corpus_lib
 from rs_jax.data import prompts as prompts_lib
@@ -208,27 +208,51 @@ def build(config: text_config.TextConfig) -> Text:
     )
 
 
+def _sample_prompt_rows(prompts: tuple[jax.Array, jax.Array], count: int, key: jax.Array):
+    """``count`` rows drawn (with replacement) from (M, P) prompt ids and mask -> (count, P) each."""
+    rows = jax.random.randint(key, (count,), 0, prompts[0].shape[0])
+    return prompts[0][rows], prompts[1][rows]
+
+
+def _score_responses(
+    apply_rewards: Callable, reward_params: Any, prompts, masks, tokens, response_mask
+) -> jax.Array:
+    """(B, C) reward components of the prompts with their responses (pads, after-EOS masked).
+
+    Args:
+      apply_rewards, reward_params: ``TextRewards.apply`` and ``TextRewards.params``.
+      prompts, masks: (B, P) prompt ids and mask; tokens, response_mask: (B, R) responses.
+    """
+    return apply_rewards(
+        reward_params,
+        jnp.concatenate([prompts, tokens], axis=1),
+        jnp.concatenate([masks, response_mask], axis=1),
+    )
+
+
+def _evaluate_responses(
+    learner: lm_ppo.LMPPOLearner, eval_prompts: tuple[jax.Array, jax.Array], lora_params, carry, key
+) -> jax.Array:
+    """(E, C) rewards of the policy's sampled responses to the E evaluation prompts."""
+    del carry
+    sample = learner.generate(lora_params, *eval_prompts, key)
+    return learner.reward_components(*eval_prompts, sample.tokens, sample.mask)
+
+
 def finetune_spec(task: Text, base_params: Any) -> tuple[experiment.RLExperiment, lm_ppo.LMPPOLearner]:
-    """The PPO phase on top of the pre-trained base: learner, shared LoRA start, evaluation."""
+    """The PPO phase on top of the pre-trained base: learner, shared LoRA start, evaluation.
+
+    The base params, the reward model's params and the prompts are leaves of the learner (its
+    callables are ``jax.tree_util.Partial``), so the compiled update and sweep take them as
+    operands, never as constants.
+    """
     config = task.config
-    prompt_ids, prompt_mask = task.prompts
-
-    def sample_prompts(key):
-        rows = jax.random.randint(key, (config.prompts_per_update,), 0, prompt_ids.shape[0])
-        return prompt_ids[rows], prompt_mask[rows]
-
-    def score(prompts, masks, tokens, response_mask):
-        """(B, C) reward components of the prompts with their responses (pads, after-EOS masked)."""
-        return task.rewards(
-            jnp.concatenate([prompts, tokens], axis=1), jnp.concatenate([masks, response_mask], axis=1)
-        )
-
     learner = lm_ppo.LMPPOLearner(
         model=task.model,
         base_params=base_params,
         lora_config=lora_config(config),
-        sample_prompts=sample_prompts,
-        reward_components=score,
+        sample_prompts=jax.tree_util.Partial(_sample_prompt_rows, task.prompts, config.prompts_per_update),
+        reward_components=jax.tree_util.Partial(_score_responses, task.rewards.apply, task.rewards.params),
         config=config.ppo,
         eos_id=task.eos_id,
         pad_id=task.pad_id,
@@ -236,17 +260,11 @@ def finetune_spec(task: Text, base_params: Any) -> tuple[experiment.RLExperiment
     # Every run starts from the same LoRA factors (A shared, B = 0), so soups average experts
     # fine-tuned from one initialization; only the runs' sampling keys differ.
     shared_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 11)
-
-    def evaluate(lora_params, carry, key):
-        del carry
-        sample = learner.generate(lora_params, *task.eval_prompts, key)
-        return score(*task.eval_prompts, sample.tokens, sample.mask)
-
     spec = dataclasses.replace(
         task.spec,
         finetune_learner=learner,
         finetune_start=lambda params, carry, key: (learner.init_params(shared_key), learner.init_carry()),
-        evaluate=evaluate,
+        evaluate=jax.tree_util.Partial(_evaluate_responses, learner, task.eval_prompts),
     )
     return spec, learner
 
@@ -258,7 +276,7 @@ def lora_config(config: text_config.TextConfig) -> lora.LoraConfig:
 def _delta_rs(task: Text, spec, trained, eval_key) -> experiment.Evaluation:
     """RS in the exact LoRA delta mode (ranks concatenated), one compile for every λ."""
     experts = [trained.runs[index] for index in trained.expert_indices]
-    evaluate = jax.jit(lambda lora_params: spec.evaluate(lora_params, None, eval_key))
+    evaluate = operands.jit(experiment.bind_evaluation(spec.evaluate, None, eval_key))
     grid = soup.simplex_grid(len(experts), task.config.rs_points)
     samples = [
         np.asarray(evaluate(lora.interpolate_lora(experts, row, lora_config(task.config), mode="delta")))
@@ -267,17 +285,19 @@ def _delta_rs(task: Text, spec, trained, eval_key) -> experiment.Evaluation:
     return experiment.Evaluation.from_samples(grid, np.stack(samples))
 
 
+def _responses(learner: lm_ppo.LMPPOLearner, prompts, masks, key, lora_params) -> tuple[jax.Array, jax.Array]:
+    """(B, R) response tokens and mask of the policy with these LoRA params."""
+    sample = learner.generate(lora_params, prompts, masks, key)
+    return sample.tokens, sample.mask
+
+
 def _write_samples(run_dir: str, task: Text, learner: lm_ppo.LMPPOLearner, trained, key) -> None:
     """samples.json: generations for the first prompts at λ = 0, 0.25, …, 1 (delta soups) and the init."""
     experts = [trained.runs[index] for index in trained.expert_indices]
     count = task.config.sample_prompts
     prompts, masks = (array[:count] for array in task.eval_prompts)
 
-    def tokens_and_mask(lora_params):
-        sample = learner.generate(lora_params, prompts, masks, key)
-        return sample.tokens, sample.mask
-
-    generate = jax.jit(tokens_and_mask)
+    generate = operands.jit(jax.tree_util.Partial(_responses, learner, prompts, masks, key))
     # The init as a rank-2r delta soup of itself (= the base), so every member has one shape: one compile.
     members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], lora_config(task.config))}
     for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
@@ -308,10 +328,7 @@ def run(
     spec, learner = finetune_spec(task, base_params)
     trained = experiment.finetune(run_dir, spec, task.budget, base_params, None, resume=resume, shard=shard)
     _, _, eval_key = experiment.phase_keys(config.seed)
-
-    def eval_fn(lora_params):
-        return spec.evaluate(lora_params, None, eval_key)
-
+    eval_fn = experiment.bind_evaluation(spec.evaluate, None, eval_key)
     factors_rs, morl, init, _ = experiment.evaluate_runs(trained, eval_fn, config.rs_points)
     delta_rs = _delta_rs(task, spec, trained, eval_key)
     rs, other, other_name = (

@@ -1,11 +1,14 @@
-"""PPO for language models: token rewards, KL = 0 at init, a 2-update smoke run on a tiny LLaMA."""
+"""PPO for language models: token rewards, KL = 0 at init, a 2-update smoke run on a tiny LLaMA, and
+the frozen base as an operand (not a constant) of the compiled update and λ-sweep."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from hlo_text import embedded_constant_sizes
 
+from rs_jax import experiment, soup
 from rs_jax.models import causal_lm, lora
 from rs_jax.train import lm_ppo, trainer
 
@@ -36,7 +39,9 @@ def test_adaptive_kl_moves_towards_the_target():
 @pytest.fixture(scope="module")
 def learner():
     with jax.numpy_rank_promotion("allow"):  # module-scoped: runs before the third_party fixture
-        model, base = causal_lm.tiny_llama(VOCAB, jax.random.PRNGKey(0), hidden_size=16, num_layers=1)
+        model, base = causal_lm.tiny_llama(  # 16 positions: the rotary table is smaller than any weight
+            VOCAB, jax.random.PRNGKey(0), hidden_size=16, num_layers=1, max_position_embeddings=16
+        )
     prompts = jnp.array([[0, 5, 6], [4, 5, 6]], jnp.int32)
     prompt_mask = prompts != 0
 
@@ -77,3 +82,72 @@ def test_two_ppo_updates_run_and_change_only_lora_and_value_head(learner):
     assert float(state.carry["kl_coef"]) != learner.config.kl_coef  # adaptive β moved
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), params["lora"], state.params["lora"])
     assert any(jax.tree.leaves(changed))
+
+
+def _largest_weight(learner) -> int:
+    return max(leaf.size for leaf in jax.tree.leaves(learner.base_params))
+
+
+def _base_shapes(learner) -> list[tuple[int, ...]]:
+    return [leaf.shape for leaf in jax.tree.leaves(learner.base_params)]
+
+
+@pytest.mark.third_party
+def test_the_compiled_update_takes_the_frozen_base_as_operands(learner):
+    """Lowered as ``fit`` runs it for 2 runs vmapped: no base weight is embedded, all are arguments."""
+    optimizer = optax.adam(1e-2)
+    update = trainer.make_update(learner, optimizer, num_epochs=1, num_minibatches=1)
+    state = trainer.init_state(learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(), 0)
+    states, weights = trainer.stack_states([state, state]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    closed_over = jax.jit(jax.vmap(lambda s, w: update(s, w))).lower(states, weights).as_text()
+    assert max(embedded_constant_sizes(closed_over)) >= _largest_weight(learner)  # what it guards against
+    lowered = trainer.step_function(vmapped=True).lower(update, states, weights)
+    assert max(embedded_constant_sizes(lowered.as_text()), default=0) < _largest_weight(learner)
+    update_arguments = lowered.args_info[0][0]
+    assert [argument.shape for argument in jax.tree.leaves(update_arguments)] == _base_shapes(learner)
+
+
+@pytest.mark.third_party
+@pytest.mark.usefixtures("fast_compile")
+def test_an_update_with_operands_equals_the_closed_over_one(learner):
+    optimizer = optax.adam(1e-2)
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
+    state = trainer.init_state(learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(), 0)
+    weights = jnp.array([1.0, 0.1])
+    closed_state, closed_metrics = jax.jit(lambda s, w: update(s, w))(state, weights)
+    state, metrics = trainer.step_function()(update, jax.tree.map(jnp.array, state), weights)
+    for name in closed_metrics:
+        np.testing.assert_array_equal(metrics[name], closed_metrics[name], err_msg=name)
+    for got, want in zip(jax.tree.leaves(state.params), jax.tree.leaves(closed_state.params)):
+        np.testing.assert_array_equal(got, want)
+
+
+def _evaluate(learner, prompts, lora_params, carry, key):
+    """(B, C) rewards of greedy responses (the shape of ``tasks.text``'s evaluation)."""
+    del carry
+    sample = learner.generate(lora_params, *prompts, key, greedy=True)
+    return learner.reward_components(*prompts, sample.tokens, sample.mask)
+
+
+@pytest.mark.third_party
+@pytest.mark.usefixtures("fast_compile")
+def test_the_lambda_sweep_takes_the_frozen_base_as_operands(learner):
+    prompts = (jnp.array([[0, 5, 6], [4, 5, 6]], jnp.int32), jnp.array([[0, 1, 1], [1, 1, 1]], bool))
+    evaluate = jax.tree_util.Partial(_evaluate, learner, prompts)
+    eval_fn = experiment.bind_evaluation(evaluate, None, jax.random.PRNGKey(3))
+    fresh = [learner.init_params(jax.random.PRNGKey(i))["lora"] for i in range(2)]
+    experts = [
+        jax.tree.map(lambda leaf, i=i: leaf + 0.1 * (i + 1), lora_params)
+        for i, lora_params in enumerate(fresh)
+    ]
+    grid = soup.simplex_grid(2, 3)
+    sweep_fn = soup.make_sweep(eval_fn, "map")
+    lowered = sweep_fn.func.lower(*sweep_fn.args, soup.stack_experts(experts), jnp.asarray(grid, jnp.float32))
+    assert max(embedded_constant_sizes(lowered.as_text()), default=0) < _largest_weight(learner)
+    assert set(_base_shapes(learner)) <= {argument.shape for argument in jax.tree.leaves(lowered.args_info)}
+
+    def closed_over_eval(lora_params):
+        return evaluate(lora_params, None, jax.random.PRNGKey(3))
+
+    closed_over = soup.sweep(closed_over_eval, experts, grid)
+    np.testing.assert_array_equal(soup.sweep(eval_fn, experts, grid), closed_over)

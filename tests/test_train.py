@@ -127,6 +127,14 @@ def test_non_finite_reward_stops_with_a_message(tmp_path):
     assert steps[-1] == 2, "the last good checkpoint is the one before the bad update"
 
 
+def test_fit_refuses_an_update_that_is_not_from_make_update():
+    optimizer = optax.sgd(0.1)
+    update = trainer.make_update(PoisonedLearner(), optimizer, num_epochs=1, num_minibatches=2)
+    state = trainer.init_state({"w": jnp.zeros(())}, optimizer, jnp.zeros((), jnp.int32), 0)
+    with pytest.raises(ValueError, match="make_update returns"):
+        trainer.fit(lambda s, w: update(s, w), state, jnp.ones(1), 1)
+
+
 def test_evaluate_sums_components_over_an_episode():
     learner = make_learner()
     params = learner.init_params(jax.random.PRNGKey(0))

@@ -13,7 +13,10 @@ The trl recipe the paper uses (Appendix C), on a LoRA policy:
 * ``loss``: clipped surrogate on the token ratios + clipped value loss, masked to the
   response tokens.
 
-Trainable params are ``{"lora": …, "value_head": …}``; the base params are closed over.
+Trainable params are ``{"lora": …, "value_head": …}``. The learner is a pytree whose leaves
+are the frozen base params (and any arrays that ``sample_prompts`` / ``reward_components``
+hold as ``jax.tree_util.Partial``), so the trainer passes them to the compiled update as
+operands instead of embedding them as constants (``rs_jax.operands``).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from rs_jax.models import causal_lm, lora
 from rs_jax.train.ppo import gae
 
 PyTree = Any
+STATIC = {"static": True}  # field metadata: part of the pytree's structure, not one of its leaves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,9 +97,14 @@ def adapted_kl_coef(kl_coef: jax.Array, observed_kl: jax.Array, batch: int, conf
     return kl_coef * (1.0 + error * batch / config.kl_horizon)
 
 
-@dataclasses.dataclass(frozen=True)
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True, eq=False)
 class LMPPOLearner:
     """PPO with a KL penalty on a LoRA-adapted transformers Flax causal LM.
+
+    A pytree: ``base_params``, ``sample_prompts`` and ``reward_components`` are its children
+    (a plain function there is one static leaf; a ``jax.tree_util.Partial`` contributes the
+    arrays it holds, e.g. a reward model's params), everything else is static.
 
     Attributes:
       model: the Flax causal LM (``rs_jax.models.causal_lm``).
@@ -107,14 +116,14 @@ class LMPPOLearner:
       eos_id, pad_id: special tokens of the policy's vocabulary.
     """
 
-    model: Any
+    model: Any = dataclasses.field(metadata=STATIC)
     base_params: PyTree
-    lora_config: lora.LoraConfig
+    lora_config: lora.LoraConfig = dataclasses.field(metadata=STATIC)
     sample_prompts: Callable[[jax.Array], tuple[jax.Array, jax.Array]]
     reward_components: Callable[[jax.Array, jax.Array, jax.Array, jax.Array], jax.Array]
-    config: LMPPOConfig
-    eos_id: int
-    pad_id: int = 0
+    config: LMPPOConfig = dataclasses.field(metadata=STATIC)
+    eos_id: int = dataclasses.field(metadata=STATIC)
+    pad_id: int = dataclasses.field(default=0, metadata=STATIC)
 
     def init_params(self, key: jax.Array) -> dict[str, PyTree]:
         """Fresh LoRA factors (B = 0: the policy starts as the reference) and value head."""

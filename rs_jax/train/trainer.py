@@ -15,6 +15,13 @@ one ``lax.scan`` program — so ``jax.vmap(update)`` over a batch of states and
 reward weights trains several experts (or several MORL μ) in one compiled
 program. ``fit`` runs it with a progress bar, JSONL metrics, orbax checkpoints
 and exact resume.
+
+Frozen arrays: a learner may be a registered pytree (e.g. ``lm_ppo.LMPPOLearner``,
+whose leaves are the frozen base LM). ``update`` is a ``jax.tree_util.Partial`` over
+the learner's arrays, and ``step_function`` (what ``fit`` runs) takes it as an
+argument, so they are operands of the compiled program — replicated by a mesh, shared
+by the runs of a vmap — rather than constants baked into it (``rs_jax.operands``). A
+learner that is a plain dataclass holds no arrays and compiles as before.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
-from rs_jax import distributed
+from rs_jax import distributed, operands
 
 PyTree = Any
 Metrics = dict[str, jax.Array]
@@ -90,31 +97,38 @@ def make_update(
     num_minibatches: int,
     *,
     mesh: Mesh | None = None,
-) -> Callable[[TrainState, jax.Array], tuple[TrainState, Metrics]]:
+) -> jax.tree_util.Partial:
     """Builds the pure update ``(state, reward_weights) -> (state, metrics)``.
 
     Metrics are means over the update's minibatches (loss terms) plus the
     learner's collect metrics.
 
     Args:
-      learner: supplies ``collect`` and ``loss``.
+      learner: supplies ``collect`` and ``loss``; its array leaves, if it is a pytree,
+        become the update's operands (see the module docstring).
       optimizer: the optax transformation.
       num_epochs: passes over each collected batch.
       num_minibatches: optax steps per epoch; must divide the batch size B.
       mesh: data parallelism: the collected batch's leading axis B is split over
         the mesh's ``data`` axis (B must be a multiple of its size); XLA then
         all-reduces the gradients. Pass the same mesh to ``fit``.
+
+    Returns:
+      ``update`` as a ``jax.tree_util.Partial`` whose leaves are the learner's arrays:
+      jit it through ``step_function`` (or ``operands.jit``), not ``jax.jit(update)``,
+      which would embed them as constants.
     """
     split_batch = mesh is not None and distributed.axis_size(mesh, distributed.DATA) > 1
+    frozen, skeleton = operands.split(learner)
 
-    def minibatch_step(carry, inputs):
+    def minibatch_step(learner, carry, inputs):
         params, opt_state = carry
         minibatch, key = inputs
         (loss, metrics), grads = jax.value_and_grad(learner.loss, has_aux=True)(params, minibatch, key)
         updates, opt_state = optimizer.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), {"loss": loss, **metrics}
 
-    def epoch(carry, key, batch):
+    def epoch(learner, carry, key, batch):
         shuffle_key, loss_key = jax.random.split(key)
         size = jax.tree.leaves(batch)[0].shape[0]
         order = jax.random.permutation(shuffle_key, size)
@@ -122,9 +136,17 @@ def make_update(
             lambda leaf: leaf[order].reshape((num_minibatches, size // num_minibatches, *leaf.shape[1:])),
             batch,
         )
-        return jax.lax.scan(minibatch_step, carry, (minibatches, jax.random.split(loss_key, num_minibatches)))
+        return jax.lax.scan(
+            functools.partial(minibatch_step, learner),
+            carry,
+            (minibatches, jax.random.split(loss_key, num_minibatches)),
+            unroll=num_minibatches == 1,
+        )
 
-    def update(state: TrainState, reward_weights: jax.Array) -> tuple[TrainState, Metrics]:
+    def update(
+        frozen: list[jax.Array], state: TrainState, reward_weights: jax.Array
+    ) -> tuple[TrainState, Metrics]:
+        learner = skeleton.merge(frozen)
         collect_key, epochs_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
         batch, carry, collect_metrics = learner.collect(
             state.params, state.carry, reward_weights, collect_key
@@ -139,23 +161,38 @@ def make_update(
         if split_batch:
             batch = distributed.constrain_leading(batch, mesh, distributed.DATA)
         (params, opt_state), loss_metrics = jax.lax.scan(
-            lambda c, k: epoch(c, k, batch),
+            lambda c, k: epoch(learner, c, k, batch),
             (state.params, state.opt_state),
             jax.random.split(epochs_key, num_epochs),
+            unroll=num_epochs == 1,
         )
         metrics = {**jax.tree.map(jnp.mean, loss_metrics), **collect_metrics}
         return TrainState(params, opt_state, carry, state.rng, state.step + 1), metrics
 
-    return update
+    return jax.tree_util.Partial(update, frozen)
 
 
-@functools.lru_cache(maxsize=8)
-def _step_function(update: Callable, vmapped: bool, expert_axis: str | None) -> Callable:
-    """The jitted (and vmapped) update; cached so that fitting the same update again (e.g. resuming in
-    the same process) does not recompile. Holds the last 8 update functions (and what they capture)."""
+def _apply_update(
+    update: jax.tree_util.Partial, state: TrainState, reward_weights: jax.Array
+) -> tuple[TrainState, Metrics]:
+    """``update(state, reward_weights)``, with ``update`` (from ``make_update``) an argument."""
+    return update(state, reward_weights)
+
+
+@functools.lru_cache(maxsize=4)
+def step_function(vmapped: bool = False, expert_axis: str | None = None) -> Callable:
+    """The compiled ``(update, state, reward_weights) -> (state, metrics)`` that ``fit`` runs.
+
+    ``update``'s arrays (the learner's frozen weights) are operands, shared by the M runs when
+    ``vmapped`` (state leaves and reward weights then have a leading axis M, split over the
+    mesh axis ``expert_axis`` if given). The state is donated. jit caches one program per
+    ``update``, so fitting the same update again (e.g. resuming in the same process) does not
+    recompile.
+    """
+    step = _apply_update
     if vmapped:
-        update = jax.vmap(update, spmd_axis_name=expert_axis)
-    return jax.jit(update, donate_argnums=0)
+        step = jax.vmap(_apply_update, in_axes=(None, 0, 0), spmd_axis_name=expert_axis)
+    return jax.jit(step, donate_argnums=1)
 
 
 def _checkpoint_manager(directory: str) -> ocp.CheckpointManager:
@@ -200,7 +237,8 @@ def fit(
       live_metric: metric shown on the bar.
       mesh: place the run on a device mesh (``distributed.make_mesh``). With
         ``vmapped`` the M runs are split over its ``expert`` axis (M must be a
-        multiple of its size); otherwise the state is replicated. Batches are split
+        multiple of its size); otherwise the state is replicated. The update's frozen
+        arrays are replicated either way. Batches are split
         over ``data`` when ``make_update`` got the same mesh. Across hosts, only
         process 0 writes ``metrics.jsonl`` and shows the bar; orbax coordinates
         the checkpoint.
@@ -210,12 +248,20 @@ def fit(
 
     Raises:
       NonFiniteError: naming the update and the metric; the last checkpoint stays the last good one.
+      ValueError: ``update`` is not a ``jax.tree_util.Partial`` (what ``make_update`` returns).
     """
-    step_fn = _step_function(update, vmapped, distributed.EXPERT if mesh is not None else None)
+    if not isinstance(update, jax.tree_util.Partial):
+        raise ValueError(
+            f"fit needs the update that trainer.make_update returns (a jax.tree_util.Partial), got "
+            f"{type(update).__name__}; wrap your own update(state, reward_weights) as "
+            "jax.tree_util.Partial(update)."
+        )
+    step_fn = step_function(vmapped, distributed.EXPERT if mesh is not None else None)
     lead = jax.process_index() == 0
     manager = _checkpoint_manager(os.path.join(run_dir, "checkpoints")) if run_dir else None
     metrics_path = os.path.join(run_dir, "metrics.jsonl") if run_dir and lead else None
     if mesh is not None:
+        update = distributed.replicate(update, mesh)
         if vmapped:
             state, reward_weights = distributed.shard_leading((state, reward_weights), mesh)
         else:
@@ -235,7 +281,7 @@ def fit(
         dynamic_ncols=True,
     )
     for update_index in range(start, num_updates):
-        state, metrics = step_fn(state, reward_weights)
+        state, metrics = step_fn(update, state, reward_weights)
         host = {name: np.asarray(value) for name, value in distributed.to_host(metrics).items()}
         bad = _first_non_finite(host)
         if bad is not None:

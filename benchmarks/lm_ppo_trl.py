@@ -1,0 +1,203 @@
+"""trl's PPO on the set-up of ``lm_ppo.py``: one iteration (generation + ``PPOTrainer.step``), beside ours.
+
+    pip install ".[trl]"                     # in an environment of its own (torch, trl 0.11, peft)
+    python benchmarks/lm_ppo.py              # ours, in the rs_jax environment
+    python benchmarks/lm_ppo_trl.py          # trl's, in the torch one: adds "trl" to the same JSON
+
+The same tiny GPT-2 (``lm_ppo_setup.py``, random weights, float32, dropout off), LoRA rank 8 on
+``c_attn`` through peft (so the reference is the base with the adapter switched off, as in
+``rs_jax.train.lm_ppo``), trl's value head, B prompts of P tokens, R sampled tokens each
+(``min_new_tokens = R``: every response is full length, as our fixed-length scan computes), the
+same toy score, fixed β = 0.2, Adam at the same rate, E epochs × M minibatches. trl 0.11 is the
+last release with the classic ``PPOTrainer.step(queries, responses, scores)``; ``PPOConfig`` keeps
+its defaults elsewhere (γ = 1, λ = 0.95, clip 0.2, value clip 0.2, value coefficient 0.1, whitened
+advantages), which are ours too. Reported: response tokens per second of a whole iteration, its
+rollout / update split (trl's own ``time/ppo/*`` timers), and ours / trl's from the JSON's ``ppo``
+section when it measured the same set-up. trl is timed with 1 and with all torch threads and the
+faster setting is compared (on a shared CPU, OpenMP threads that wait on a busy core are many times
+slower). Times are medians of --repeats iterations after a warm-up one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+
+import lm_ppo_setup as setup
+import peft
+import tokenizers
+import torch
+import transformers
+import trl
+
+
+def word_tokenizer(vocab_size: int) -> transformers.PreTrainedTokenizerFast:
+    """A word-level tokenizer over ``t0 … t{V-1}`` (trl pads prompts through a tokenizer; no files)."""
+    words = {f"t{index}": index for index in range(vocab_size)}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab=words, unk_token="t1"))
+    return transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="t0", unk_token="t1", eos_token=f"t{setup.EOS}"
+    )
+
+
+def toy_scores(responses: list[torch.Tensor]) -> list[torch.Tensor]:
+    """``REWARD_WEIGHTS · [# even tokens, −length]`` of each response, as ``lm_ppo.toy_rewards``."""
+    even_weight, length_weight = setup.REWARD_WEIGHTS
+    return [
+        (even_weight * (response % 2 == 0).sum() - length_weight * len(response)).float()
+        for response in responses
+    ]
+
+
+def ppo_trainer(args: argparse.Namespace) -> trl.PPOTrainer:
+    """trl's PPOTrainer on a fresh LoRA GPT-2 of the benchmark's config."""
+    base = transformers.GPT2LMHeadModel(transformers.GPT2Config(**setup.gpt2_config(args)))
+    adapter = peft.LoraConfig(
+        r=setup.LORA_RANK,
+        lora_alpha=setup.LORA_ALPHA,
+        target_modules=list(setup.LORA_TARGETS),
+        lora_dropout=0.0,
+        fan_in_fan_out=True,  # GPT-2's Conv1D
+        task_type="CAUSAL_LM",
+    )
+    model = trl.AutoModelForCausalLMWithValueHead.from_pretrained(
+        base, peft_config=adapter, summary_dropout_prob=0.0
+    )
+    config = trl.PPOConfig(
+        batch_size=args.prompts,
+        mini_batch_size=args.prompts // args.minibatches,
+        gradient_accumulation_steps=1,
+        ppo_epochs=args.epochs,
+        learning_rate=setup.LEARNING_RATE,
+        init_kl_coef=0.2,
+        adap_kl_ctrl=False,
+        seed=0,
+    )
+    return trl.PPOTrainer(config, model, ref_model=None, tokenizer=word_tokenizer(args.vocab))
+
+
+def timed_iteration(trainer: trl.PPOTrainer, queries: list[torch.Tensor], new_tokens: int) -> dict:
+    """One PPO iteration: generate R tokens for every query, score, ``step``; seconds of each part."""
+    start = time.perf_counter()
+    responses = trainer.generate(
+        queries,
+        batch_size=len(queries),
+        return_prompt=False,
+        max_new_tokens=new_tokens,
+        min_new_tokens=new_tokens,
+        do_sample=True,
+        top_k=0,
+        top_p=1.0,
+        pad_token_id=trainer.tokenizer.pad_token_id,
+    )
+    generated = time.perf_counter()
+    stats = trainer.step(queries, responses, toy_scores(responses))
+    done = time.perf_counter()
+    if any(len(response) != new_tokens for response in responses):
+        raise RuntimeError("trl generated responses shorter than new_tokens; the token count would be wrong.")
+    forward = sum(
+        stats[f"time/ppo/{part}"] for part in ("forward_pass", "compute_rewards", "compute_advantages")
+    )
+    return {
+        "iteration_s": done - start,
+        "generate_s": generated - start,
+        "rollout_s": generated - start + forward,
+        "update_s": stats["time/ppo/optimize_step"],
+    }
+
+
+def read_json(path: str) -> dict:
+    """The benchmark's JSON so far ({} if there is none yet)."""
+    if not os.path.exists(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def ours_ratio(result: dict, args: argparse.Namespace, tokens_per_s: float) -> dict:
+    """Ours / trl's tokens per second, from ``lm_ppo.py``'s JSON if it measured the same set-up."""
+    ours, model = result.get("ppo"), result.get("model", {})
+    if ours is None:
+        return {"ours_over_trl": None, "why_no_ratio": f"no ppo section in {args.out}: run lm_ppo.py first"}
+    same_model = all(model.get(name) == getattr(args, name) for name in ("layers", "width", "vocab"))
+    same_sizes = all(ours.get(name) == value for name, value in setup.ppo_sizes(args).items())
+    if not (same_model and same_sizes):
+        return {"ours_over_trl": None, "why_no_ratio": "lm_ppo.py ran another set-up; rerun both alike"}
+    return {
+        "ours_response_tokens_per_s": ours["response_tokens_per_s"],
+        "ours_over_trl": ours["response_tokens_per_s"] / tokens_per_s,
+    }
+
+
+def median_iteration(trainer: trl.PPOTrainer, queries: list[torch.Tensor], args: argparse.Namespace) -> dict:
+    """Median seconds of each part of ``--repeats`` iterations, after a warm-up one."""
+    timed_iteration(trainer, queries, args.new_tokens)
+    runs = [timed_iteration(trainer, queries, args.new_tokens) for _ in range(args.repeats)]
+    medians = {part: statistics.median(run[part] for run in runs) for part in runs[0]}
+    return {**medians, "response_tokens_per_s": args.prompts * args.new_tokens / medians["iteration_s"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    setup.add_arguments(parser)
+    args = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
+    torch.manual_seed(0)
+    trainer = ppo_trainer(args)
+    queries = list(torch.randint(3, args.vocab, (args.prompts, args.prompt_length)))
+    by_threads = {}
+    for threads in sorted({1, os.cpu_count()}):
+        torch.set_num_threads(threads)
+        by_threads[threads] = median_iteration(trainer, queries, args)
+    best_threads = max(by_threads, key=lambda threads: by_threads[threads]["response_tokens_per_s"])
+    best = by_threads[best_threads]
+    result = read_json(args.out)
+    section = {
+        "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "versions": {
+            "trl": trl.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "peft": peft.__version__,
+            "python": platform.python_version(),
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "load_average_1m_at_start": load_at_start,
+            "load_average_1m_at_end": os.getloadavg()[0],
+        },
+        "ppo": {**setup.ppo_sizes(args), "torch_threads": best_threads, **best},
+        "ppo_by_torch_threads": {str(threads): timing for threads, timing in by_threads.items()},
+        **ours_ratio(result, args, best["response_tokens_per_s"]),
+        "notes": [
+            "Same model config, LoRA, sizes, score, β, optimizer and PPO hyper-parameters; "
+            "float32 on CPU both.",
+            "Not the same engine: trl runs eager PyTorch (HF generate with its KV cache, then "
+            "batched forward passes and per-minibatch backward), ours one jitted XLA program per "
+            "iteration (KV-cache sampling in a lax.scan, epochs x minibatches in lax.scan).",
+            "trl's rollout = generate + its forward passes, rewards and advantages (its time/ppo/* "
+            "timers); its update = time/ppo/optimize_step; the rest of step() (stats) is only in "
+            "iteration_s.",
+            "trl generates exactly new_tokens per response (min_new_tokens); ours always runs "
+            "new_tokens sampling steps (a response that samples EOS is masked, not shortened).",
+            "trl is timed with 1 and with all torch threads and its faster setting is compared: "
+            "when other jobs hold a core, torch's OpenMP threads wait on each other and 2 threads "
+            "run many times slower than 1. Ours runs XLA's default CPU threading.",
+        ],
+    }
+    result["trl"] = section
+    with open(args.out, "w") as handle:
+        json.dump(result, handle, indent=2)
+    print(json.dumps(section, indent=2))
+    print(f"wrote the trl section of {args.out}")
+
+
+if __name__ == "__main__":
+    main()
