@@ -192,16 +192,25 @@ def write_results(
 
 def _write_figures(run_dir, names, expert_names, rs, morl, init, extra_soups) -> None:
     lambdas = rs.weights[:, -1]
+    # The front is drawn in the plane of the first two rewards, along the edge of the simplex between
+    # the first two experts (all points when N = 2); the whole simplex is the spider map's.
+    rs_edge = np.flatnonzero(np.all(np.isclose(rs.weights[:, 2:], 0.0), axis=1))
+    rs_edge = rs_edge[np.argsort(rs.weights[rs_edge, 1], kind="stable")]
+    morl_edge = None if morl is None else np.all(np.isclose(morl.weights[:, 2:], 0.0), axis=1)
     plots.plot_front(
         os.path.join(run_dir, "front.png"),
-        rs.means[:, :2],
-        lambdas,
+        rs.means[rs_edge, :2],
+        rs.weights[rs_edge, 1],
         reward_names=names[:2],
-        morl_points=None if morl is None else morl.means[:, :2],
-        morl_mus=None if morl is None else morl.weights[:, -1].tolist(),
+        morl_points=None if morl is None else morl.means[morl_edge, :2],
+        morl_mus=None if morl is None else morl.weights[morl_edge, 1].tolist(),
         init_point=None if init is None else init.means[0, :2],
         extra_fronts={name: ev.means[:, :2] for name, ev in extra_soups.items()},
-        title=f"Rewarded soups of {len(expert_names)} experts",
+        title=(
+            f"Rewarded soups of {len(expert_names)} experts"
+            if len(expert_names) == 2
+            else f"Soups of experts {expert_names[0]} and {expert_names[1]} (all: spider.png)"
+        ),
     )
     if rs.weights.shape[1] == 2:
         order = np.argsort(lambdas, kind="stable")

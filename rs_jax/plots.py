@@ -337,3 +337,94 @@ def plot_grounding(
     figure.suptitle(title or "true box (green) vs predicted box (red)", fontsize=9)
     figure.tight_layout()
     _save(figure, path, numbers)
+
+
+def plot_image_grid(
+    path: str | os.PathLike,
+    images: Any,
+    row_labels: Sequence[str],
+    *,
+    column_titles: Sequence[str] | None = None,
+    row_notes: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """A grid of images, one row per model (e.g. per λ), one column per prompt (paper Fig. 12).
+
+    Args:
+      path: output PNG (labels, titles and each image's mean RGB to ``.json`` beside it).
+      images: (rows, columns, H, W, 3) floats in [0, 1].
+      row_labels: one label per row (left of the row).
+      column_titles: optional one title per column (e.g. the prompt), wrapped.
+      row_notes: optional one short note per row, drawn under its label (e.g. its rewards).
+    """
+    pictures = np.clip(np.asarray(images, dtype=np.float64), 0.0, 1.0)
+    if pictures.ndim != 5 or pictures.shape[-1] != 3:
+        raise ValueError(f"images must be (rows, columns, H, W, 3); got {pictures.shape}.")
+    rows, columns = pictures.shape[:2]
+    if len(row_labels) != rows or (column_titles is not None and len(column_titles) != columns):
+        raise ValueError(
+            f"{rows}×{columns} images need {rows} row labels and {columns} column titles; got "
+            f"{len(row_labels)} and {None if column_titles is None else len(column_titles)}."
+        )
+    if row_notes is not None and len(row_notes) != rows:
+        raise ValueError(f"row_notes has {len(row_notes)} entries for {rows} rows.")
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.45 * columns + 1.6, 1.5 * rows + 0.8), squeeze=False
+    )
+    for row in range(rows):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.imshow(pictures[row, column], interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0 and column_titles is not None:
+                axis.set_title(textwrap.fill(column_titles[column], 22, max_lines=4), fontsize=5.5)
+        label = row_labels[row] + ("\n" + row_notes[row] if row_notes is not None else "")
+        axes[row, 0].set_ylabel(label, fontsize=6.5, rotation=0, ha="right", va="center", labelpad=6)
+    if title:
+        figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
+    _save(
+        figure,
+        path,
+        {
+            "row_labels": list(row_labels),
+            "row_notes": None if row_notes is None else list(row_notes),
+            "column_titles": None if column_titles is None else list(column_titles),
+            "mean_rgb": pictures.mean(axis=(2, 3)).tolist(),
+        },
+    )
+
+
+def plot_bars(
+    path: str | os.PathLike,
+    labels: Sequence[str],
+    values: Any,
+    *,
+    ylabel: str,
+    colors: Sequence[str] | None = None,
+    title: str | None = None,
+) -> None:
+    """One bar per labelled value (e.g. a quality score per λ), the value written on each bar.
+
+    Args:
+      labels: the P bar labels.
+      values: (P,) values.
+      colors: optional P matplotlib colours (e.g. one per family: soups, MORL, init).
+    """
+    heights = np.asarray(values, dtype=np.float64)
+    if heights.shape != (len(labels),):
+        raise ValueError(f"values must be ({len(labels)},) to match labels; got {heights.shape}.")
+    figure, axis = plt.subplots(figsize=(max(4.0, 0.42 * len(labels) + 1.5), 3.6))
+    bars = axis.bar(range(len(labels)), heights, color=list(colors) if colors is not None else None)
+    for bar, height in zip(bars, heights):
+        axis.annotate(
+            f"{height:.3g}", (bar.get_x() + bar.get_width() / 2, height), ha="center", va="bottom", fontsize=6
+        )
+    axis.set_xticks(range(len(labels)))
+    axis.set_xticklabels(list(labels), rotation=60, ha="right", fontsize=7)
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3, axis="y")
+    if title:
+        axis.set_title(title, fontsize=9)
+    _save(figure, path, {"labels": list(labels), "values": heights.tolist(), "ylabel": ylabel})

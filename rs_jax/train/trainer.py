@@ -90,6 +90,18 @@ def stack_states(states: list[TrainState]) -> TrainState:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
+def _scan(body: Callable, carry: Any, inputs: Any) -> tuple[Any, Any]:
+    """``jax.lax.scan(body, carry, inputs)``, but a length-1 scan is one direct call of ``body``.
+
+    Even unrolled, a scan stays a while loop, and XLA:CPU computes a convolution's kernel gradient
+    ~35× slower inside one (jax 0.9.2; a diffusion UNet update took 1.9 s instead of 0.16 s).
+    """
+    if jax.tree.leaves(inputs)[0].shape[0] != 1:
+        return jax.lax.scan(body, carry, inputs)
+    carry, outputs = body(carry, jax.tree.map(lambda leaf: leaf[0], inputs))
+    return carry, jax.tree.map(lambda leaf: leaf[None], outputs)
+
+
 def make_update(
     learner: Learner,
     optimizer: optax.GradientTransformation,
@@ -136,11 +148,10 @@ def make_update(
             lambda leaf: leaf[order].reshape((num_minibatches, size // num_minibatches, *leaf.shape[1:])),
             batch,
         )
-        return jax.lax.scan(
+        return _scan(
             functools.partial(minibatch_step, learner),
             carry,
             (minibatches, jax.random.split(loss_key, num_minibatches)),
-            unroll=num_minibatches == 1,
         )
 
     def update(
@@ -160,11 +171,10 @@ def make_update(
             raise ValueError(f"The batch of {size} does not split into {num_minibatches} minibatches.")
         if split_batch:
             batch = distributed.constrain_leading(batch, mesh, distributed.DATA)
-        (params, opt_state), loss_metrics = jax.lax.scan(
+        (params, opt_state), loss_metrics = _scan(
             lambda c, k: epoch(learner, c, k, batch),
             (state.params, state.opt_state),
             jax.random.split(epochs_key, num_epochs),
-            unroll=num_epochs == 1,
         )
         metrics = {**jax.tree.map(jnp.mean, loss_metrics), **collect_metrics}
         return TrainState(params, opt_state, carry, state.rng, state.step + 1), metrics

@@ -1,0 +1,596 @@
+"""Text-to-image: reward-weighted diffusion fine-tuning, one expert per image reward, their soups, MORL.
+
+    python -m tasks.diffusion [--preset cpu|paper|smoke] [--out runs/diffusion]
+                              [--set key=value ...] [--resume]
+
+Paper Appendix E: the pre-trained model generates an offline set of images from the prompts (one
+fixed noise key per prompt), a reward scores each image, the best 50% are kept, the kept rewards
+are rescaled to min 0 and mean 1, and the model is fine-tuned on the reward-weighted noise
+prediction loss L = E[r(x₀)·‖ε_θ(x_t, t, Q) − ε‖²] (Eq. 19), training only the UNet's
+cross-attention layers and bias/scale parameters. One expert per reward, MORL on μ·R (before the
+filtering), all runs vmapped as one program by ``rs_jax.experiment``. By default the rewards are
+image statistics (colourfulness, brightness, and an "nsfw-like" skin-colour antagonist: Fig. 11);
+``rewards=learned`` with ``scorer=…`` uses an MLP head on image features (the ava predictor's form).
+
+Outputs beside the shared ones (results.json, front.png, spider.png, summary.md): quality.json and
+quality.png (Fréchet distance in a fixed random-feature space against scene images, per λ: rebuttal
+Fig. 2), samples.png (the same prompts and noise drawn by the init, the soups and MORL: Fig. 12) and
+offline.json (the offline set's rewards and each run's kept set). See configs/diffusion.py.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from configs import diffusion as diffusion_config
+from rs_jax import checkpoint, cli, experiment, plots, soup
+from rs_jax import config as config_lib
+from rs_jax.data import scenes
+from rs_jax.models import diffusion
+from rs_jax.rewards import images as image_rewards
+from rs_jax.rewards import quality
+from rs_jax.train import rwr, supervised
+
+
+def scene_config(config: diffusion_config.DiffusionConfig) -> scenes.SceneConfig:
+    """Scenes with just what this task reads: images and the captions up to the prompt's style."""
+    minimal = scenes.SceneConfig(
+        image_size=config.image_size,
+        max_objects=config.max_objects,
+        num_captions=config.prompt_style + 1,
+        referring_length=2,
+        num_questions=1,
+        question_length=2,
+        num_answers=1,
+        answer_length=2,
+    )
+    return dataclasses.replace(minimal, caption_length=scenes.needed_lengths(minimal)["caption_length"])
+
+
+def scene_prompts(drawn: scenes.Scenes, config: diffusion_config.DiffusionConfig) -> jax.Array:
+    """(B, L) the prompt of each scene: its caption of style ``config.prompt_style``."""
+    return drawn.captions[:, config.prompt_style]
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompts:
+    """A fixed prompt set: scene token ids, the text encoder's tokens and one noise key per prompt.
+
+    Attributes:
+      scene_tokens: (P, Ls) scene-vocabulary ids (for captions in figures).
+      tokens / mask: (P, L) the text encoder's input.
+      keys: (P, 2) raw PRNG keys of each prompt's initial noise.
+    """
+
+    scene_tokens: np.ndarray
+    tokens: jax.Array
+    mask: jax.Array
+    keys: jax.Array
+
+    def take(self, rows: slice) -> Prompts:
+        return Prompts(self.scene_tokens[rows], self.tokens[rows], self.mask[rows], self.keys[rows])
+
+
+def make_prompts(model: diffusion.DiffusionModel, scene_tokens: Any, noise_key: jax.Array) -> Prompts:
+    """The prompt set of ``scene_tokens`` (P, Ls); prompt i's noise key is ``fold_in(noise_key, i)``."""
+    scene_tokens = np.asarray(scene_tokens)
+    tokens, mask = model.tokenize(scene_tokens)
+    keys = diffusion.prompt_keys(noise_key, jnp.arange(len(scene_tokens)))
+    return Prompts(scene_tokens, jnp.asarray(tokens), jnp.asarray(mask), keys)
+
+
+@dataclasses.dataclass(frozen=True)
+class Diffusion:
+    """Everything ``run`` needs: the RL declaration, budget, model, prompt sets and reward function."""
+
+    spec: experiment.RLExperiment
+    budget: experiment.Budget
+    model: diffusion.DiffusionModel
+    score: Callable[[jax.Array], jax.Array]
+    eval_prompts: Prompts
+    offline_prompts: Prompts
+    reference_images: jax.Array
+    feature_params: Any
+    trainable_fraction: float
+    generate: Callable[..., tuple[jax.Array, jax.Array]]
+    offline_cache: dict[str, dict[str, Any]]
+
+
+def _run_mus(n_rewards: int, morl: bool) -> np.ndarray:
+    """Experts (one-hot μ), then MORL at ½ of every pair and (N ≥ 3) at the uniform μ."""
+    mus = list(np.eye(n_rewards))
+    if morl:
+        for i, j in itertools.combinations(range(n_rewards), 2):
+            mu = np.zeros(n_rewards)
+            mu[[i, j]] = 0.5
+            mus.append(mu)
+        if n_rewards >= 3:
+            mus.append(np.full(n_rewards, 1.0 / n_rewards))
+    return np.asarray(mus)
+
+
+def _scorer(
+    config: diffusion_config.DiffusionConfig, feature_key: jax.Array
+) -> image_rewards.LearnedScorer | None:
+    if image_rewards.LEARNED not in config.rewards:
+        return None
+    if not config.scorer:
+        raise ValueError("The 'learned' reward needs --set scorer=<MLP head file> (save_mlp_head's format).")
+    head = image_rewards.load_mlp_head(config.scorer)
+    if config.scorer_features:
+        features = image_rewards.clip_image_features(config.scorer_features)
+    else:
+        params = quality.random_feature_params(feature_key, head["layers"][0]["kernel"].shape[0])
+        features = functools.partial(quality.random_features, params)
+    return image_rewards.LearnedScorer(features, head)
+
+
+def build(config: diffusion_config.DiffusionConfig) -> Diffusion:
+    """The task's declaration: scenes, model, learners, rewards, runs and budgets."""
+    if len(config.rewards) < 2:
+        raise ValueError(
+            f"rewards must name at least two of {image_rewards.REWARD_NAMES}; got {config.rewards}."
+        )
+    if config.pretrain_updates == 0 and not config.model:
+        raise ValueError(
+            "Nothing pre-trains the model: give --set model=<Stable Diffusion dir> or pretrain_updates>0."
+        )
+    if config.model and config.pretrain_updates:
+        raise ValueError(
+            "A Stable Diffusion model is fine-tuned as given: set pretrain_updates=0 with model=…."
+        )
+    if config.eval_prompts < 2 or config.reference_images < 2:
+        raise ValueError(
+            "eval_prompts and reference_images must be >= 2 (the Fréchet distance needs covariances)."
+        )
+    _, finetune_key, eval_key = experiment.phase_keys(config.seed)
+    scorer = _scorer(config, jax.random.fold_in(eval_key, 5))
+    score = image_rewards.reward_components(config.rewards, scorer)
+    world = scene_config(config)
+    vocabulary = scenes.scene_vocabulary()
+    if config.model:
+        model, pretrained = diffusion.load_stable_diffusion(config.model, image_size=config.image_size)
+        shapes = pretrained
+    else:
+        model = diffusion.tiny_diffusion_model(
+            vocabulary.size,
+            prompt_length=world.caption_length,
+            image_size=config.image_size,
+            patch_size=config.patch_size,
+            block_channels=config.block_channels,
+            layers_per_block=config.layers_per_block,
+            attention_heads=config.attention_heads,
+            text_hidden_size=config.text_hidden_size,
+            text_layers=config.text_layers,
+            prediction_type=config.prediction_type,
+            pad_id=vocabulary.pad_id,
+            bos_id=vocabulary.bos_id,
+            eos_id=vocabulary.eos_id,
+        )
+        pretrained = None
+        shapes = diffusion.param_shapes(model)
+    fraction = diffusion.trainable_fraction(shapes)
+    print(
+        f"diffusion: fine-tuning {100 * fraction:.1f}% of the parameters (UNet cross-attention + bias/scale)"
+    )
+
+    sample_scenes = jax.jit(scenes.sample_scenes, static_argnums=(1, 2))
+    offline_scenes = sample_scenes(jax.random.fold_in(finetune_key, 1), config.offline_images, world)
+    eval_scenes = sample_scenes(jax.random.fold_in(eval_key, 1), config.eval_prompts, world)
+    reference = sample_scenes(jax.random.fold_in(eval_key, 3), config.reference_images, world).images
+    offline_prompts = make_prompts(
+        model, scene_prompts(offline_scenes, config), jax.random.fold_in(finetune_key, 2)
+    )
+    eval_prompts = make_prompts(model, scene_prompts(eval_scenes, config), jax.random.fold_in(eval_key, 2))
+    feature_params = quality.random_feature_params(jax.random.fold_in(eval_key, 4), config.feature_dim)
+
+    def pretrain_batch(key):
+        drawn = scenes.sample_scenes(key, config.pretrain_batch, world)
+        tokens = scene_prompts(drawn, config)
+        return {
+            "images": drawn.images,
+            "tokens": tokens,
+            "mask": (tokens != vocabulary.pad_id).astype(jnp.int32),
+        }
+
+    def pretrain_loss(params, batch, key):
+        drop_key, loss_key = jax.random.split(key)
+        tokens, mask = diffusion.drop_prompts(
+            model, batch["tokens"], batch["mask"], config.uncond_probability, drop_key
+        )
+        samples = diffusion.images_to_samples(model, params, batch["images"])
+        losses = diffusion.noise_prediction_loss(model, params, samples, tokens, mask, loss_key)
+        return losses.mean(), {}
+
+    pretrain_learner = supervised.SupervisedLearner(pretrain_batch, pretrain_loss)
+    finetune_learner = rwr.RWRLearner(
+        example_loss=lambda params, examples, key: diffusion.noise_prediction_loss(
+            model, params, examples["samples"], examples["tokens"], examples["mask"], key
+        ),
+        batch_size=config.finetune_batch,
+        keep_fraction=config.keep_fraction,
+        standardize=config.standardize_rewards,
+    )
+
+    @jax.jit
+    def generate(params, tokens, mask, keys):
+        return diffusion.generate_images(
+            model,
+            params,
+            tokens,
+            mask,
+            keys,
+            num_steps=config.sampling_steps,
+            guidance_scale=config.guidance_scale,
+        )
+
+    offline_cache: dict[str, dict[str, Any]] = {}
+
+    def offline_set(params):
+        """The offline set of the pre-trained params, generated once per params (cached)."""
+        fingerprint = checkpoint.fingerprint(params)
+        if fingerprint not in offline_cache:
+            samples, images = _generate_in_batches(generate, params, offline_prompts, config.generation_batch)
+            components = jnp.concatenate(
+                [
+                    score(images[i : i + config.generation_batch])
+                    for i in range(0, len(images), config.generation_batch)
+                ]
+            )
+            examples = {"samples": samples, "tokens": offline_prompts.tokens, "mask": offline_prompts.mask}
+            offline_cache[fingerprint] = rwr.offline_set(examples, components)
+        return offline_cache[fingerprint]
+
+    def evaluate(params, carry, key):
+        del carry, key  # fixed prompts and noise keys
+        _, generated = generate(params, eval_prompts.tokens, eval_prompts.mask, eval_prompts.keys)
+        return score(generated)
+
+    run_mus = _run_mus(len(config.rewards), config.morl)
+    spec = experiment.RLExperiment(
+        reward_names=tuple(config.rewards),
+        expert_names=tuple(config.rewards),
+        pretrain_learner=pretrain_learner,
+        finetune_learner=finetune_learner,
+        init_params=(
+            (lambda key: diffusion.init_params(model, key))
+            if pretrained is None
+            else (lambda key: pretrained)
+        ),
+        init_carry=lambda learner, key: None,
+        finetune_start=lambda params, carry, key: (params, offline_set(params)),
+        soup_part=lambda params: params,
+        evaluate=evaluate,
+        pretrain_weights=np.zeros(len(config.rewards)),
+        run_weights=run_mus,
+        run_mus=run_mus,
+    )
+
+    def optimizer(learning_rate: float) -> optax.GradientTransformation:
+        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
+
+    budget = experiment.Budget(
+        pretrain_updates=config.pretrain_updates,
+        finetune_updates=config.finetune_updates,
+        pretrain_optimizer=optimizer(config.pretrain_learning_rate),
+        finetune_optimizer=diffusion.masked_optimizer(optimizer(config.finetune_learning_rate)),
+        num_epochs=config.num_epochs,
+        num_minibatches=config.num_minibatches,
+        checkpoint_every=config.checkpoint_every,
+        rs_points=config.rs_points,
+        seed=config.seed,
+    )
+    return Diffusion(
+        spec,
+        budget,
+        model,
+        score,
+        eval_prompts,
+        offline_prompts,
+        reference,
+        feature_params,
+        fraction,
+        generate,
+        offline_cache,
+    )
+
+
+def _generate_in_batches(generate, params, prompts: Prompts, batch_size: int) -> tuple[jax.Array, jax.Array]:
+    """``generate`` over the prompt set in batches of ``batch_size`` (the last one padded: one compile)."""
+    count = prompts.tokens.shape[0]
+    samples, images = [], []
+    for start in range(0, count, batch_size):
+        rows = np.minimum(np.arange(start, start + batch_size), count - 1)
+        batch_samples, batch_images = generate(
+            params, prompts.tokens[rows], prompts.mask[rows], prompts.keys[rows]
+        )
+        kept = min(batch_size, count - start)
+        samples.append(batch_samples[:kept])
+        images.append(batch_images[:kept])
+    return jnp.concatenate(samples), jnp.concatenate(images)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _eval_with_features(task: Diffusion) -> Callable[[Any], jax.Array]:
+    """params -> (S, R + F + F²): each eval image's rewards, then its feature moments (one sweep
+    yields both the rewards and the Fréchet distance of every λ)."""
+    prompts = task.eval_prompts
+
+    def eval_fn(params):
+        _, generated = task.generate(params, prompts.tokens, prompts.mask, prompts.keys)
+        features = quality.random_features(task.feature_params, generated)
+        return jnp.concatenate([task.score(generated), quality.feature_moments(features)], axis=-1)
+
+    return eval_fn
+
+
+def _split(evaluation: experiment.Evaluation, n_rewards: int) -> tuple[experiment.Evaluation, np.ndarray]:
+    """Rewards (first R columns) as an Evaluation, and the feature moments' means (P, F + F²)."""
+    return (
+        experiment.Evaluation(
+            evaluation.weights, evaluation.means[:, :n_rewards], evaluation.stderrs[:, :n_rewards]
+        ),
+        evaluation.means[:, n_rewards:],
+    )
+
+
+def _frechet(task: Diffusion, moments: np.ndarray, count: int) -> list[float]:
+    reference = quality.random_features(task.feature_params, task.reference_images)
+    mean_ref, cov_ref = quality.gaussian_from_features(reference)
+    distances = []
+    for row in moments:
+        mean, cov = quality.gaussian_from_moments(row, count)
+        distances.append(quality.frechet_distance(mean, cov, mean_ref, cov_ref))
+    return distances
+
+
+def _label(weights: np.ndarray) -> str:
+    return "(" + ", ".join(f"{w:.2g}" for w in weights) + ")"
+
+
+def _write_quality(
+    run_dir: str,
+    config: diffusion_config.DiffusionConfig,
+    task: Diffusion,
+    rs: experiment.Evaluation,
+    runs: experiment.Evaluation,
+    init: experiment.Evaluation,
+    distances: dict[str, list[float]],
+) -> dict[str, Any]:
+    """quality.json, quality.png and the quality/reward table in summary.md; returns the numbers."""
+    names = list(config.rewards)
+    rows = [("pre-trained init", "init", init.means[0], distances["init"][0])]
+    rows += [(f"RS λ={_label(w)}", "rs", m, d) for w, m, d in zip(rs.weights, rs.means, distances["rs"])]
+    rows += [
+        (
+            ("expert " + names[int(np.argmax(mu))]) if np.isclose(mu.max(), 1.0) else f"MORL μ={_label(mu)}",
+            "morl",
+            m,
+            d,
+        )
+        for mu, m, d in zip(runs.weights, runs.means, distances["runs"])
+    ]
+    numbers = {
+        "metric": f"Fréchet distance in a fixed random-feature space ({config.feature_dim} features) of "
+        f"{config.eval_prompts} samples vs {config.reference_images} scene images (lower is more realistic)",
+        "trainable_fraction": task.trainable_fraction,
+        "points": [
+            {
+                "label": label,
+                "family": family,
+                "frechet_distance": d,
+                "rewards": dict(zip(names, map(float, m))),
+            }
+            for label, family, m, d in rows
+        ],
+    }
+    with open(os.path.join(run_dir, "quality.json"), "w") as handle:
+        json.dump(numbers, handle, indent=2)
+    colours = {"init": "tab:gray", "rs": "tab:blue", "morl": "tab:red"}
+    plots.plot_bars(
+        os.path.join(run_dir, "quality.png"),
+        [label for label, *_ in rows],
+        [d for *_, d in rows],
+        ylabel="Fréchet distance to scene images ↓",
+        colors=[colours[family] for _, family, *_ in rows],
+        title="Realism per model: init (grey), rewarded soups (blue), experts and MORL (red)",
+    )
+    lines = [
+        "",
+        "## Rewards and realism per model",
+        "",
+        f"Fine-tuned parameters: {100 * task.trainable_fraction:.1f}% (UNet cross-attention + bias/scale).",
+        "",
+        "| model | " + " | ".join(names) + " | Fréchet distance ↓ |",
+        "|---" * (len(names) + 2) + "|",
+    ]
+    lines += [
+        f"| {label} | " + " | ".join(f"{v:.4f}" for v in means) + f" | {d:.4g} |"
+        for label, _, means, d in rows
+    ]
+    with open(os.path.join(run_dir, "summary.md"), "a") as handle:
+        handle.write("\n".join(lines) + "\n")
+    return numbers
+
+
+def _pairwise_morl(
+    run_dir: str, names: list[str], rs: experiment.Evaluation, runs: experiment.Evaluation
+) -> list[dict[str, Any]]:
+    """For every MORL run at μ = ½ of a pair (i, j): its ½(R_i + R_j) against the best RS soup on the
+    edge between experts i and j, and whether an RS soup of that edge dominates it (Fig. 11)."""
+    comparisons = []
+    for mu, morl_means in zip(runs.weights, runs.means):
+        pair = np.flatnonzero(mu > 0)
+        if len(pair) != 2:
+            continue
+        i, j = pair
+        on_edge = np.isclose(rs.weights[:, i] + rs.weights[:, j], 1.0)
+        edge = rs.means[on_edge][:, [i, j]]
+        rs_scores = edge @ mu[[i, j]]
+        best = int(np.argmax(rs_scores))
+        comparisons.append(
+            {
+                "pair": [names[i], names[j]],
+                "morl_score": float(morl_means[[i, j]] @ mu[[i, j]]),
+                "best_rs_score": float(rs_scores[best]),
+                "best_rs_lambda": rs.weights[on_edge][best].tolist(),
+                "rs_dominates_morl": bool(np.any(np.all(edge >= morl_means[[i, j]], axis=1))),
+            }
+        )
+    if comparisons:
+        lines = [
+            "",
+            "## MORL at μ = ½ of a pair vs the soups of that pair's experts",
+            "",
+            "| pair | MORL ½(Rᵢ+Rⱼ) | best RS ½(Rᵢ+Rⱼ) on the edge | an RS soup dominates MORL |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| {' + '.join(c['pair'])} | {c['morl_score']:.4f} | {c['best_rs_score']:.4f} | "
+            f"{'yes' if c['rs_dominates_morl'] else 'no'} |"
+            for c in comparisons
+        ]
+        with open(os.path.join(run_dir, "summary.md"), "a") as handle:
+            handle.write("\n".join(lines) + "\n")
+    return comparisons
+
+
+def _write_offline(
+    run_dir: str, config: diffusion_config.DiffusionConfig, task: Diffusion, trained: experiment.TrainedRuns
+) -> dict[str, Any]:
+    """offline.json: the offline set's mean rewards and the mean rewards of each run's kept half."""
+    carry = next(iter(task.offline_cache.values()))
+    components = carry["components"]
+    learner = task.spec.finetune_learner
+    runs = []
+    for mu in trained.mus:
+        kept, _ = rwr.filter_and_rescale(
+            learner.scalarized(components, jnp.asarray(mu, jnp.float32)), config.keep_fraction
+        )
+        runs.append(
+            {
+                "mu": mu.tolist(),
+                "kept_mean": dict(zip(config.rewards, np.asarray(components[kept].mean(0)).tolist())),
+            }
+        )
+    numbers = {
+        "images": int(components.shape[0]),
+        "keep_fraction": config.keep_fraction,
+        "mean": dict(zip(config.rewards, np.asarray(components.mean(0)).tolist())),
+        "std": dict(zip(config.rewards, np.asarray(components.std(0)).tolist())),
+        "correlation": np.corrcoef(np.asarray(components).T).tolist(),
+        "runs": runs,
+    }
+    with open(os.path.join(run_dir, "offline.json"), "w") as handle:
+        json.dump(numbers, handle, indent=2)
+    return numbers
+
+
+def _write_samples(
+    run_dir: str, config: diffusion_config.DiffusionConfig, task: Diffusion, trained: experiment.TrainedRuns
+) -> None:
+    """samples.png: the same prompts and noise drawn by the init, the soups between the first two
+    experts, the other experts, the uniform soup and MORL (paper Fig. 12)."""
+    names = list(config.rewards)
+    experts = [trained.runs[index] for index in trained.expert_indices]
+    members = {"init": trained.init}
+    for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
+        label = f"λ={lam:g}: {1 - lam:g}·{names[0]} + {lam:g}·{names[1]}"
+        members[label] = soup.interpolate(experts[:2], [1.0 - lam, lam])
+    for name, expert in zip(names[2:], experts[2:]):
+        members[f"expert {name}"] = expert
+    if len(experts) > 2:
+        members["uniform soup"] = soup.interpolate(experts, np.full(len(experts), 1.0 / len(experts)))
+    uniform = [i for i, mu in enumerate(trained.mus) if np.allclose(mu, 1.0 / len(names))]
+    if uniform:
+        members["MORL uniform μ"] = trained.runs[uniform[0]]
+    prompts = task.eval_prompts.take(slice(0, min(config.figure_prompts, task.eval_prompts.tokens.shape[0])))
+    rows, notes = [], []
+    for params in members.values():
+        _, generated = task.generate(params, prompts.tokens, prompts.mask, prompts.keys)
+        rows.append(np.asarray(generated))
+        scores = np.asarray(task.score(generated)).mean(axis=0)
+        notes.append(" ".join(f"{name[:4]} {value:.2f}" for name, value in zip(names, scores)))
+    vocabulary = scenes.scene_vocabulary()
+    plots.plot_image_grid(
+        os.path.join(run_dir, "samples.png"),
+        np.stack(rows),
+        list(members),
+        column_titles=[vocabulary.decode(row) for row in prompts.scene_tokens],
+        row_notes=notes,
+        title="Same prompt and noise per column; rows: init, soups θ(λ), experts, MORL (row: mean rewards)",
+    )
+
+
+def run(
+    run_dir: str, config: diffusion_config.DiffusionConfig, *, resume: bool = False, shard: bool = False
+) -> dict[str, Any]:
+    """The whole experiment; writes the run directory and returns the summary numbers."""
+    task = build(config)
+    run_config = config_lib.to_dict(config)
+    trained = experiment.train_runs(
+        run_dir, task.spec, task.budget, config=run_config, resume=resume, shard=shard
+    )
+    names = list(config.rewards)
+    rs_all, runs_all, init_all, _ = experiment.evaluate_runs(
+        trained, _eval_with_features(task), config.rs_points
+    )
+    (rs, rs_moments), (runs, run_moments), (init, init_moments) = (
+        _split(evaluation, len(names)) for evaluation in (rs_all, runs_all, init_all)
+    )
+    summary = experiment.write_results(
+        run_dir,
+        reward_names=task.spec.reward_names,
+        expert_names=task.spec.expert_names,
+        rs=rs,
+        morl=runs,
+        init=init,
+        config=run_config,
+        lmc_tolerance=2.0 * float(rs.stderrs.max()),
+    )
+    distances = {
+        name: _frechet(task, moments, config.eval_prompts)
+        for name, moments in (("rs", rs_moments), ("runs", run_moments), ("init", init_moments))
+    }
+    quality_numbers = _write_quality(run_dir, config, task, rs, runs, init, distances)
+    comparisons = _pairwise_morl(run_dir, names, rs, runs)
+    offline = _write_offline(run_dir, config, task, trained)
+    _write_samples(run_dir, config, task, trained)
+    if jax.process_index() == 0:
+        results_path = os.path.join(run_dir, "results.json")
+        with open(results_path) as handle:
+            results = json.load(handle)
+        results["quality"] = quality_numbers
+        results["morl_vs_rs_pairs"] = comparisons
+        results["offline"] = offline
+        with open(results_path, "w") as handle:
+            json.dump(results, handle, indent=2)
+    return summary
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return cli.run_task(
+        argv,
+        prog="python -m tasks.diffusion",
+        description=__doc__,
+        configs=diffusion_config,
+        run=run,
+        default_out="runs/diffusion",
+    )
+
+
+if __name__ == "__main__":
+    main()
