@@ -537,16 +537,18 @@ def finetune(
 def figure_soups(
     trained: TrainedRuns, names: Sequence[str], lambdas: Sequence[float] = (0.0, 0.5, 1.0)
 ) -> dict[str, Any]:
-    """The params drawn in a task's sample figure: ``init``, then for two experts the soups
-    ``λ=…`` at ``lambdas`` (weight of the second expert; outside [0, 1] extrapolates), or for more
-    the experts by ``names`` and the ``uniform soup``."""
+    """The params drawn in a task's sample figure: ``init``, the soups of the first two experts at
+    ``lambdas`` (weight of the second; outside [0, 1] extrapolates), labelled ``λ=…`` (with the two
+    experts' ``names`` when there are more), then for N ≥ 3 the other experts and the ``uniform soup``."""
     experts = [trained.runs[index] for index in trained.expert_indices]
     members = {"init": trained.init}
-    if len(experts) == 2:
-        for lam in lambdas:
-            members[f"λ={lam:g}"] = soup.interpolate(experts, [1.0 - lam, lam], allow_extrapolation=True)
-    else:
-        members |= dict(zip(names, experts))
+    for lam in lambdas:
+        label = f"λ={lam:g}"
+        if len(experts) > 2:
+            label += f": {1 - lam:g}·{names[0]} + {lam:g}·{names[1]}"
+        members[label] = soup.interpolate(experts[:2], [1.0 - lam, lam], allow_extrapolation=True)
+    if len(experts) > 2:
+        members |= {f"expert {name}": expert for name, expert in zip(names[2:], experts[2:])}
         members["uniform soup"] = soup.interpolate(experts, np.full(len(experts), 1.0 / len(experts)))
     return members
 

@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from configs import diffusion as diffusion_config
-from rs_jax import checkpoint, cli, experiment, plots, soup
+from rs_jax import checkpoint, cli, experiment, plots
 from rs_jax import config as config_lib
 from rs_jax.data import scenes
 from rs_jax.models import diffusion
@@ -347,14 +347,12 @@ def _split(evaluation: experiment.Evaluation, n_rewards: int) -> tuple[experimen
     )
 
 
-def _frechet(task: Diffusion, moments: np.ndarray, count: int) -> list[float]:
-    reference = quality.random_features(task.feature_params, task.reference_images)
-    mean_ref, cov_ref = quality.gaussian_from_features(reference)
-    distances = []
-    for row in moments:
-        mean, cov = quality.gaussian_from_moments(row, count)
-        distances.append(quality.frechet_distance(mean, cov, mean_ref, cov_ref))
-    return distances
+def _frechet(reference: tuple[np.ndarray, np.ndarray], moments: np.ndarray, count: int) -> list[float]:
+    """Fréchet distance of each row of mean feature moments (``count`` samples) to the reference
+    Gaussian (mean, covariance)."""
+    return [
+        quality.frechet_distance(*quality.gaussian_from_moments(row, count), *reference) for row in moments
+    ]
 
 
 def _label(weights: np.ndarray) -> str:
@@ -505,15 +503,7 @@ def _write_samples(
     """samples.png: the same prompts and noise drawn by the init, the soups between the first two
     experts, the other experts, the uniform soup and MORL (paper Fig. 12)."""
     names = list(config.rewards)
-    experts = [trained.runs[index] for index in trained.expert_indices]
-    members = {"init": trained.init}
-    for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
-        label = f"λ={lam:g}: {1 - lam:g}·{names[0]} + {lam:g}·{names[1]}"
-        members[label] = soup.interpolate(experts[:2], [1.0 - lam, lam])
-    for name, expert in zip(names[2:], experts[2:]):
-        members[f"expert {name}"] = expert
-    if len(experts) > 2:
-        members["uniform soup"] = soup.interpolate(experts, np.full(len(experts), 1.0 / len(experts)))
+    members = experiment.figure_soups(trained, names, (0.0, 0.25, 0.5, 0.75, 1.0))
     uniform = [i for i, mu in enumerate(trained.mus) if np.allclose(mu, 1.0 / len(names))]
     if uniform:
         members["MORL uniform μ"] = trained.runs[uniform[0]]
@@ -561,8 +551,11 @@ def run(
         config=run_config,
         lmc_tolerance=2.0 * float(rs.stderrs.max()),
     )
+    reference = quality.gaussian_from_features(
+        quality.random_features(task.feature_params, task.reference_images)
+    )
     distances = {
-        name: _frechet(task, moments, config.eval_prompts)
+        name: _frechet(reference, moments, config.eval_prompts)
         for name, moments in (("rs", rs_moments), ("runs", run_moments), ("init", init_moments))
     }
     quality_numbers = _write_quality(run_dir, config, task, rs, runs, init, distances)
