@@ -8,7 +8,7 @@ import optax
 import pytest
 from hlo_text import embedded_constant_sizes
 
-from rs_jax import experiment, soup
+from rs_jax import pipeline, soup
 from rs_jax.models import causal_lm, lora
 from rs_jax.train import lm_ppo, trainer
 
@@ -122,9 +122,8 @@ def test_an_update_with_operands_equals_the_closed_over_one(learner):
         np.testing.assert_array_equal(got, want)
 
 
-def _evaluate(learner, prompts, lora_params, carry, key):
+def _evaluate(learner, prompts, lora_params, key):
     """(B, C) rewards of greedy responses (the shape of ``tasks.text``'s evaluation)."""
-    del carry
     sample = learner.generate(lora_params, *prompts, key, greedy=True)
     return learner.reward_components(*prompts, sample.tokens, sample.mask)
 
@@ -134,7 +133,7 @@ def _evaluate(learner, prompts, lora_params, carry, key):
 def test_the_lambda_sweep_takes_the_frozen_base_as_operands(learner):
     prompts = (jnp.array([[0, 5, 6], [4, 5, 6]], jnp.int32), jnp.array([[0, 1, 1], [1, 1, 1]], bool))
     evaluate = jax.tree_util.Partial(_evaluate, learner, prompts)
-    eval_fn = experiment.bind_evaluation(evaluate, None, jax.random.PRNGKey(3))
+    eval_fn = pipeline.bind_key(evaluate, jax.random.PRNGKey(3))
     fresh = [learner.init_params(jax.random.PRNGKey(i))["lora"] for i in range(2)]
     experts = [
         jax.tree.map(lambda leaf, i=i: leaf + 0.1 * (i + 1), lora_params)
@@ -147,7 +146,7 @@ def test_the_lambda_sweep_takes_the_frozen_base_as_operands(learner):
     assert set(_base_shapes(learner)) <= {argument.shape for argument in jax.tree.leaves(lowered.args_info)}
 
     def closed_over_eval(lora_params):
-        return evaluate(lora_params, None, jax.random.PRNGKey(3))
+        return evaluate(lora_params, jax.random.PRNGKey(3))
 
     closed_over = soup.sweep(closed_over_eval, experts, grid)
     np.testing.assert_array_equal(soup.sweep(eval_fn, experts, grid), closed_over)

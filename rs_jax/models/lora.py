@@ -348,3 +348,12 @@ def interpolate_lora(
         flat[(*path, LORA_A)] = jnp.concatenate(a_blocks, axis=-1).astype(dtype)
         flat[(*path, LORA_B)] = jnp.concatenate(b_blocks, axis=-2).astype(dtype)
     return _nest(flat)
+
+
+def interpolate_stacked_lora(
+    stacked_experts: PyTree, lambdas: jax.Array, config: LoraConfig, mode: Literal["factors", "delta"]
+) -> dict:
+    """``interpolate_lora`` of N experts stacked along a leading axis (``soup.stack_experts``);
+    jit-able with traced λ (N from the stack), the merge rule of a LoRA sweep. λ may extrapolate."""
+    experts = [jax.tree.map(lambda leaf, i=i: leaf[i], stacked_experts) for i in range(lambdas.shape[0])]
+    return interpolate_lora(experts, lambdas, config, mode=mode, allow_extrapolation=True)
