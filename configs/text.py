@@ -97,7 +97,10 @@ def get_config(preset: str = "cpu") -> TextConfig:
         return TextConfig(
             prompts_per_update=128,
             budget=_budget(
-                pretrain_updates=0, finetune_updates=2000, finetune_learning_rate=1.41e-5, checkpoint_every=100
+                pretrain_updates=0,
+                finetune_updates=2000,
+                finetune_learning_rate=1.41e-5,
+                checkpoint_every=100,
             ),
             ppo=LMPPOConfig(max_new_tokens=32, kl_coef=0.2),
             eval_prompts=1024,
