@@ -86,11 +86,14 @@ class SoupFamily:
       labels: (P, n) what each point is called in results.json (e.g. its λ over two seeds).
       member_weights: (P, M + 1) weight of each run and of the init; rows sum to 1.
       merge: how the members are combined (None: linear, θ = Σ wᵢθᵢ, in the sweep of RS).
+      with_rs: report the family together with the RS points, ordered by the last expert's
+        weight (e.g. λ outside [0, 1] beside the RS grid); two experts only.
     """
 
     labels: np.ndarray
     member_weights: np.ndarray
     merge: Merge | None = None
+    with_rs: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +185,7 @@ class FineTuning:
     learner: trainer.Learner
     start: Callable[[jax.Array], tuple[PyTree, PyTree]]
     evaluate: Callable[[PyTree, jax.Array], jax.Array]
-    soup_part: Callable[[PyTree], PyTree] = lambda params: params  # noqa: E731
+    soup_part: Callable[[PyTree], PyTree] = lambda params: params
     merge: Merge | None = None
     optimizer: Callable[[optax.GradientTransformation], optax.GradientTransformation] | None = None
     reward_mask: np.ndarray | None = None
@@ -241,9 +244,7 @@ def start_run(run_dir: str, config: Mapping[str, Any], *, resume: bool = False) 
     _write_json(os.path.join(run_dir, "config.json"), dict(config))
 
 
-def pretrain(
-    run_dir: str, task: Task, *, resume: bool = False, shard: bool = False
-) -> tuple[PyTree, PyTree]:
+def pretrain(run_dir: str, task: Task, *, resume: bool = False, shard: bool = False) -> tuple[PyTree, PyTree]:
     """The pre-training phase (checkpointed in ``run_dir/pretrain``); returns (params, carry).
 
     With ``shard``, the batch is split over every visible device (``data`` axis).
@@ -424,9 +425,24 @@ def evaluate(
         for name, family in families.items()
     }
     rs, runs, init = evaluations.pop("rs"), evaluations.pop("runs"), evaluations.pop("init")
+    for name, family in families.items():
+        if family.with_rs:
+            evaluations[name] = _sorted_by_last_weight(rs, evaluations[name])
     if phase.extra_evaluations:
         evaluations |= phase.extra_evaluations(trained, eval_key)
     return rs, runs, init, evaluations
+
+
+def _sorted_by_last_weight(first: Evaluation, second: Evaluation) -> Evaluation:
+    """The points of two evaluations together, ordered by the last expert's weight."""
+    weights = np.vstack([first.weights, second.weights])
+    order = np.argsort(weights[:, -1], kind="stable")
+    return Evaluation(
+        weights[order],
+        np.vstack([first.means, second.means])[order],
+        np.vstack([first.stderrs, second.stderrs])[order],
+        np.concatenate([first.samples, second.samples])[order],
+    )
 
 
 def figure_soups(

@@ -87,9 +87,7 @@ def build(config: locomotion_config.LocomotionConfig) -> pipeline.Task:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return cli.run_task(
-        argv, name="locomotion", description=__doc__, configs=locomotion_config, build=build
-    )
+    return cli.run_task(argv, name="locomotion", description=__doc__, configs=locomotion_config, build=build)
 
 
 if __name__ == "__main__":

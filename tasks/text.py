@@ -17,8 +17,6 @@ own tokenizer; its samples reach the reward models through the text bridge
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -247,7 +245,9 @@ def build(config: text_config.TextConfig) -> pipeline.Task:
             model=policy.model,
             base_params=base_params,
             lora_config=lora_settings,
-            sample_prompts=jax.tree_util.Partial(_sample_prompt_rows, policy.prompts, config.prompts_per_update),
+            sample_prompts=jax.tree_util.Partial(
+                _sample_prompt_rows, policy.prompts, config.prompts_per_update
+            ),
             reward_components=jax.tree_util.Partial(
                 _score_responses, policy.rewards.apply, policy.rewards.params
             ),
