@@ -278,6 +278,21 @@ def pretrain(run_dir: str, task: Task, *, resume: bool = False, shard: bool = Fa
     return state.params, state.carry
 
 
+def experts_and_morl(n_rewards: int, morl_mus: Sequence[float]) -> np.ndarray:
+    """(M, N) μ of the runs: the N experts (one-hot), then MORL at (1 − μ, μ) for each μ of
+    ``morl_mus`` when N = 2, or at the uniform μ when N ≥ 3; MORL μ that equal an expert's are
+    not trained twice."""
+    experts = np.eye(n_rewards)
+    morl = (
+        [np.array([1.0 - mu, mu]) for mu in morl_mus]
+        if n_rewards == 2
+        else ([np.full(n_rewards, 1.0 / n_rewards)] if morl_mus else [])
+    )
+    return np.asarray(
+        [*experts] + [mu for mu in morl if not np.any(np.all(np.isclose(experts, mu), axis=1))]
+    )
+
+
 def expert_indices(run_mus: np.ndarray, expert_names: Sequence[str]) -> list[int]:
     """For each expert, the index of the run whose μ is its one-hot vector.
 

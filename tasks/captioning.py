@@ -210,18 +210,11 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
     )
 
     n_rewards = len(config.rewards)
+    # Every seed trains the experts; MORL runs once (seed 0).
     experts = np.eye(n_rewards)
-    morl_mus = (
-        [np.array([1.0 - mu, mu]) for mu in config.morl_mus]
-        if n_rewards == 2
-        else [np.full(n_rewards, 1.0 / n_rewards)]
-    )
-    run_mus, seed_of_run = [], []
-    for seed_index in range(config.seeds_per_reward):
-        run_mus += list(experts)
-        seed_of_run += [seed_index] * n_rewards
-    morl_only = [mu for mu in morl_mus if not np.any(np.all(np.isclose(experts, mu), axis=1))]
-    run_mus += morl_only
+    morl_only = pipeline.experts_and_morl(n_rewards, config.morl_mus)[n_rewards:]
+    run_mus = np.vstack([*[experts] * config.seeds_per_reward, morl_only])
+    seed_of_run = [seed for seed in range(config.seeds_per_reward) for _ in range(n_rewards)]
     seed_of_run += [0] * len(morl_only)
 
     def ensembling(trained: pipeline.TrainedRuns, key: jax.Array) -> dict[str, experiment.Evaluation]:
@@ -280,8 +273,8 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
         name="captioning",
         reward_names=tuple(config.rewards),
         expert_names=tuple(config.rewards),
-        run_mus=np.asarray(run_mus),
-        run_weights=np.asarray(run_mus),
+        run_mus=run_mus,
+        run_weights=run_mus,
         pretraining=(
             pipeline.Pretrained(pretrained)
             if config.model
