@@ -243,6 +243,13 @@ def write_results(
             "morl_hypervolume": pareto.hypervolume(morl.means, reference),
             "morl_runs_to_match_rs": pareto.morl_runs_to_match(rs.means, morl.means),
         }
+        if init is not None:
+            init_utility = pareto.expected_utility(init.means)
+            summary["init_expected_utility"] = init_utility
+            gain = summary["morl_expected_utility"] - init_utility
+            summary["rs_efficiency"] = (
+                (summary["rs_expected_utility"] - init_utility) / gain if gain != 0 else None
+            )
     extra_fronts = dict(extra_soups or {})
     if true_front is not None:
         extra_fronts["true_front"] = true_front
@@ -337,7 +344,7 @@ def _write_summary(run_dir, names, expert_names, summary, lmc, specialization) -
             f"{summary['morl_hypervolume']:.4g} |"
         )
     for key in summary:
-        if key.endswith("_expected_utility") and not key.startswith(("rs_", "morl_")):
+        if key.endswith("_expected_utility") and not key.startswith(("rs_", "morl_", "init_")):
             name = key.removesuffix("_expected_utility")
             trainings = (
                 "— (analytic)" if name == "true_front" else f"{summary['rs_trainings']} (same experts)"
@@ -352,6 +359,11 @@ def _write_summary(run_dir, names, expert_names, summary, lmc, specialization) -
         f"Hypervolume reference point: {np.round(summary['hypervolume_reference'], 4).tolist()} "
         "(worst evaluated reward minus 5% of its range).",
     ]
+    if summary.get("rs_efficiency") is not None:
+        lines.append(
+            f"RS efficiency (EU_RS − EU_init) / (EU_MORL − EU_init): {summary['rs_efficiency']:.3f} "
+            f"(EU of the init {summary['init_expected_utility']:.4g})."
+        )
     if "morl_runs_to_match_rs" in summary:
         needed = summary["morl_runs_to_match_rs"]
         lines.append(

@@ -288,9 +288,7 @@ def experts_and_morl(n_rewards: int, morl_mus: Sequence[float]) -> np.ndarray:
         if n_rewards == 2
         else ([np.full(n_rewards, 1.0 / n_rewards)] if morl_mus else [])
     )
-    return np.asarray(
-        [*experts] + [mu for mu in morl if not np.any(np.all(np.isclose(experts, mu), axis=1))]
-    )
+    return np.asarray([*experts] + [mu for mu in morl if not np.any(np.all(np.isclose(experts, mu), axis=1))])
 
 
 def expert_indices(run_mus: np.ndarray, expert_names: Sequence[str]) -> list[int]:
