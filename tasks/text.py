@@ -269,7 +269,7 @@ def build(config: text_config.TextConfig) -> pipeline.Task:
 
         return pipeline.FineTuning(
             learner=learner,
-            start=lambda key: (learner.init_params(shared_key), learner.init_carry()),
+            start=lambda key: (learner.init_params(shared_key), learner.init_carry(key)),
             evaluate=jax.tree_util.Partial(_evaluate_responses, learner, policy.eval_prompts),
             soup_part=lambda params: params["lora"],
             merge=delta if config.lora_mode == "delta" else None,

@@ -63,7 +63,7 @@ def learner():
 def test_kl_is_zero_at_init(learner):
     params = learner.init_params(jax.random.PRNGKey(1))
     _, _, metrics = learner.collect(
-        params, learner.init_carry(), jnp.array([1.0, 0.0]), jax.random.PRNGKey(2)
+        params, learner.init_carry(jax.random.PRNGKey(0)), jnp.array([1.0, 0.0]), jax.random.PRNGKey(2)
     )
     assert float(metrics["kl"]) == 0.0
 
@@ -73,7 +73,7 @@ def test_two_ppo_updates_run_and_change_only_lora_and_value_head(learner):
     params = learner.init_params(jax.random.PRNGKey(1))
     optimizer = optax.adam(1e-2)
     update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
-    state = trainer.init_state(params, optimizer, learner.init_carry(), seed=0)
+    state = trainer.init_state(params, optimizer, learner.init_carry(jax.random.PRNGKey(0)), seed=0)
     state, history = trainer.fit(update, state, jnp.array([1.0, 0.1]), 2)
     assert len(history) == 2
     for record in history:
@@ -97,7 +97,9 @@ def test_the_compiled_update_takes_the_frozen_base_as_operands(learner):
     """Lowered as ``fit`` runs it for 2 runs vmapped: no base weight is embedded, all are arguments."""
     optimizer = optax.adam(1e-2)
     update = trainer.make_update(learner, optimizer, num_epochs=1, num_minibatches=1)
-    state = trainer.init_state(learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(), 0)
+    state = trainer.init_state(
+        learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(jax.random.PRNGKey(0)), 0
+    )
     states, weights = trainer.stack_states([state, state]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
     closed_over = jax.jit(jax.vmap(lambda s, w: update(s, w))).lower(states, weights).as_text()
     assert max(embedded_constant_sizes(closed_over)) >= _largest_weight(learner)  # what it guards against
@@ -112,7 +114,9 @@ def test_the_compiled_update_takes_the_frozen_base_as_operands(learner):
 def test_an_update_with_operands_equals_the_closed_over_one(learner):
     optimizer = optax.adam(1e-2)
     update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
-    state = trainer.init_state(learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(), 0)
+    state = trainer.init_state(
+        learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(jax.random.PRNGKey(0)), 0
+    )
     weights = jnp.array([1.0, 0.1])
     closed_state, closed_metrics = jax.jit(lambda s, w: update(s, w))(state, weights)
     state, metrics = trainer.step_function()(update, jax.tree.map(jnp.array, state), weights)
