@@ -116,6 +116,11 @@ def read_gguf(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.nda
     return metadata, tensors
 
 
+def _float32_value(value: float) -> float:
+    """The shortest decimal that reads back as the same float32 (GGUF stores 1e-5 as 9.9999997e-06)."""
+    return float(np.format_float_positional(np.float32(value), unique=True))
+
+
 def llama_config(metadata: Mapping[str, Any]) -> Any:
     """The ``transformers.LlamaConfig`` of GGUF metadata (architecture ``llama``), written untied.
 
@@ -151,8 +156,8 @@ def llama_config(metadata: Mapping[str, Any]) -> Any:
         num_key_value_heads=int(metadata.get("llama.attention.head_count_kv", heads)),
         head_dim=int(metadata.get("llama.rope.dimension_count", hidden // heads)),
         max_position_embeddings=int(get("context_length")),
-        rms_norm_eps=float(get("attention.layer_norm_rms_epsilon")),
-        rope_theta=float(metadata.get("llama.rope.freq_base", 10000.0)),
+        rms_norm_eps=_float32_value(get("attention.layer_norm_rms_epsilon")),
+        rope_theta=_float32_value(metadata.get("llama.rope.freq_base", 10000.0)),
         tie_word_embeddings=False,
         bos_token_id=token_id.get("bos"),
         eos_token_id=token_id.get("eos"),
