@@ -38,7 +38,7 @@ def model_dir(tmp_path_factory):
             weights[f"layers/{name}/vars/0"] = rng.normal(size=shape).astype(np.float32)
             weights[f"layers/{name}/vars/1"] = rng.normal(size=shape[1:]).astype(np.float32)
     settings = {
-        "filters": toxicity_filters(),
+        "filters": KERAS_FILTERS,
         "lower": True,
         "split": " ",
         "num_words": 10,
