@@ -240,7 +240,7 @@ def test_rule_only_text_rewards_need_no_encoder():
     np.testing.assert_allclose(rewards(RULE_IDS), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["sentiment", "length", "length:x", "lexicon:", "lexicon:awesome"])
+@pytest.mark.parametrize("name", ["joyful", "length", "length:x", "lexicon:", "lexicon:awesome"])
 def test_unknown_reward_names_raise(name):
     with pytest.raises(ValueError, match=r"known|unknown"):
         rm.text_rewards((name,), VOCAB)
