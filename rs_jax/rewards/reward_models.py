@@ -1,5 +1,5 @@
 """Reward models on policy token ids, jit-able: sentence-embedding similarity, sequence
-classifiers and cheap rule rewards.
+classifiers, learned heads (``"sentiment"``, ``"harmless"``) and cheap rule rewards.
 
 The policy speaks either a word-level ``rs_jax.data.vocab.Vocabulary`` (the tasks' own tiny
 LMs) or its own HF sub-word tokenizer (a real LLaMA, GPT-2, …); a reward model (any

@@ -11,9 +11,11 @@ form (ridge regression on centred embeddings, float64), so the recipe is determi
 * report the Pearson correlation on the test snippets, which the fit never saw.
 
 The fitted head (385 numbers) ships as ``heads/sentiment_minilm.json`` with its recipe and
-scores; ``python -m rs_jax.rewards.sentiment`` re-fits it from the assets and rewrites the file
-(it embeds every snippet once with the MiniLM: minutes on a 2-core CPU). Shipping the head
-keeps that minute of encoding out of every first use.
+scores: ridge strength 3.0, Pearson correlation with the human ratings 0.682 on the 1,060
+validation snippets and 0.684 on the 1,061 test snippets. ``python -m rs_jax.rewards.sentiment``
+re-fits it from the assets and rewrites the file; it embeds every snippet once with the MiniLM
+(951 s on the shared 2-core CPU, load average ~16, jax 0.9.2), which is why the head ships
+rather than being fit on first use.
 
 ``reward_models.text_rewards(("sentiment", …), policy)`` scores policy ids with it: the head
 reads the same pooled embedding as the description rewards, in one encoder pass.
