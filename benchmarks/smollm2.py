@@ -123,18 +123,20 @@ def main() -> None:
         "new_tokens": args.new_tokens,
         "temperature": 1.0,
         "scored": "response tokens only",
-        "mean": dict(zip(rewards.names, np.round(values.mean(0), 3).tolist())),
-        "std": dict(zip(rewards.names, np.round(values.std(0), 3).tolist())),
+        "mean": {name: round(float(value), 3) for name, value in zip(rewards.names, values.mean(0))},
+        "std": {name: round(float(value), 3) for name, value in zip(rewards.names, values.std(0))},
         "pearson": round(float(np.corrcoef(values.T)[0, 1]), 3),
         "spearman": round(float(np.corrcoef(ranks.T)[0, 1]), 3),
         "lowest_sentiment": [
-            (texts[i].rsplit("\n", 1)[-1], answers[i], values[i].round(3).tolist()) for i in order[:3]
+            (texts[i].rsplit("\n", 1)[-1], answers[i], [round(float(value), 3) for value in values[i]])
+            for i in order[:3]
         ],
         "highest_sentiment": [
-            (texts[i].rsplit("\n", 1)[-1], answers[i], values[i].round(3).tolist()) for i in order[-3:]
+            (texts[i].rsplit("\n", 1)[-1], answers[i], [round(float(value), 3) for value in values[i]])
+            for i in order[-3:]
         ],
         "least_harmless": [
-            (texts[i].rsplit("\n", 1)[-1], answers[i], values[i].round(3).tolist())
+            (texts[i].rsplit("\n", 1)[-1], answers[i], [round(float(value), 3) for value in values[i]])
             for i in np.argsort(values[:, 1])[:3]
         ],
     }
