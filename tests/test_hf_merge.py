@@ -2,14 +2,12 @@
 
 import json
 import os
-import subprocess
-import sys
 
-import crash
 import jax
 import ml_dtypes
 import numpy as np
 import pytest
+import stream_memory
 from safetensors.numpy import load_file, save_file
 
 from rs_jax import hf_merge, merge, merge_rules, soup
@@ -339,18 +337,7 @@ def test_merge_stays_under_a_memory_cap_smaller_than_one_expert(tmp_path):
         directories.append(write_model(tmp_path / f"e{index}", tensors, shards=2))
         del tensors
     cap = 32 * MB
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [crash.REPO, os.environ.get("PYTHONPATH")]))
-    probe = subprocess.run(
-        [sys.executable, "tests/hf_merge_memory.py", str(tmp_path / "scratch"), *directories],
-        cwd=crash.REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    peak = json.loads(probe.stdout.strip().splitlines()[-1])["merged"]
+    peak = stream_memory.run_probe("hf_merge_memory.py", str(tmp_path / "scratch"), *directories)["merged"]
     print(f"peak RssAnon growth of the safetensors merge: {peak / MB:.1f} MB")
     assert peak < cap, f"the merge should stay under {cap / MB:.0f} MB, took {peak / MB:.1f} MB"
     merged = read_model(tmp_path / "scratch" / "merged")
