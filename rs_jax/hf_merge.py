@@ -80,6 +80,8 @@ class RuleOptions:
         self, weights: Sequence[float], n_experts: int, allow_extrapolation: bool
     ) -> np.ndarray:
         """λ on the simplex for ``linear``/``slerp``; any finite weights for task-vector rules."""
+        if self.method == "slerp" and n_experts != 2:
+            raise ValueError(f"--method slerp interpolates two experts, got {n_experts}.")
         if self.method in SIMPLEX_RULES:
             return soup.check_weights(weights, n_experts, allow_extrapolation=allow_extrapolation)
         array = np.asarray(weights, np.float64)
