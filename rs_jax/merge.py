@@ -228,7 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--config", help="a merge file (YAML or JSON) instead of the flags below")
     parser.add_argument("--experts", nargs="+", help="expert directories")
-    parser.add_argument("--weights", nargs="+", type=float, help="λ, one per expert (summing to 1 for linear and slerp)")
+    parser.add_argument(
+        "--weights", nargs="+", type=float, help="λ, one per expert (summing to 1 for linear and slerp)"
+    )
     parser.add_argument("--out", help="new output directory")
     parser.add_argument("--allow-extrapolation", action="store_true", help="permit λ outside [0, 1]")
     parser.add_argument(
