@@ -105,9 +105,9 @@ def task_block(results: dict[str, Any]) -> str:
     losses = [e for e in specialization if not e["beyond_2_stderr"]]
     if specialization:
         facts.append(
-            "every expert beats the init and the other experts on its own reward by > 2 paired s.e."
+            "Every expert beats the init and the other experts on its own reward by more than 2 paired s.e."
             if not losses
-            else "experts that do not beat a rival on their own reward by > 2 paired s.e.: "
+            else "Not beyond 2 paired s.e. on the expert's own reward: "
             + "; ".join(
                 f"{e['expert']} vs {e['rival']} ({e['difference']:.3g} ± {e['stderr']:.2g})" for e in losses
             )
