@@ -188,22 +188,46 @@ def trim(task_vectors: jax.Array, density: float) -> jax.Array:
     """Zeros all but the ``density`` fraction of largest-magnitude entries of each τᵢ.
 
     Args:
-      task_vectors: (N, ...) one leaf of N task vectors.
+      task_vectors: (N, ...) one leaf of N task vectors, float32 or float64.
       density: fraction in (0, 1] of entries kept per task vector: the k = max(1, ⌊density ·
         size⌋) largest magnitudes, and every entry tied with the k-th.
 
     Returns:
-      (N, ...) like ``task_vectors``. The k-th magnitude comes from ``jax.lax.top_k`` over
-      each flattened τᵢ (see benchmarks/merge_rules.py for its cost against a sort).
+      (N, ...) like ``task_vectors``.
     """
     size = int(np.prod(task_vectors.shape[1:], dtype=np.int64))
     k = max(1, int(density * size))
     if k >= size:
         return task_vectors
     magnitudes = jnp.abs(task_vectors).reshape(task_vectors.shape[0], size)
-    kth_largest = jax.lax.top_k(magnitudes, k)[0][:, -1]
+    kth_largest = _kth_largest(magnitudes, k)
     keep = magnitudes >= kth_largest[:, None]
     return jnp.where(keep.reshape(task_vectors.shape), task_vectors, 0)
+
+
+def _kth_largest(magnitudes: jax.Array, k: int) -> jax.Array:
+    """(N,) the k-th largest entry of each row of non-negative, non-NaN floats (N, M).
+
+    Non-negative IEEE floats order like their bit patterns read as integers, so a bisection on
+    the integer t with "at least k entries ≥ t" finds the k-th largest bit pattern exactly in
+    (bits − 1) passes over the row, each a compare and a count. On CPU this is ~17× faster than
+    ``jax.lax.top_k`` or a sort for k = 20 % of a GPT-2-shaped model (benchmarks/merge_rules.py).
+    """
+    bits_dtype = jnp.int64 if magnitudes.dtype == jnp.float64 else jnp.int32
+    bits = jax.lax.bitcast_convert_type(magnitudes, bits_dtype)
+    infinity = jax.lax.bitcast_convert_type(jnp.array(jnp.inf, magnitudes.dtype), bits_dtype)
+    low = jnp.zeros(magnitudes.shape[:1], bits_dtype)  # always has >= k entries at or above it
+    high = jnp.full(magnitudes.shape[:1], infinity, bits_dtype)
+
+    def halve(_: int, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        low, high = bounds
+        middle = low + (high - low + 1) // 2
+        enough = (bits >= middle[:, None]).sum(axis=1) >= k
+        return jnp.where(enough, middle, low), jnp.where(enough, high, middle - 1)
+
+    n_passes = 8 * jnp.dtype(bits_dtype).itemsize - 1
+    low, _ = jax.lax.fori_loop(0, n_passes, halve, (low, high))
+    return jax.lax.bitcast_convert_type(low, magnitudes.dtype)
 
 
 def ties(experts: Experts, weights: Any, *, base: PyTree, density: float = 0.2, scale: float = 1.0) -> PyTree:

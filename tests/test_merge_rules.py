@@ -68,6 +68,14 @@ def test_trim_keeps_the_top_magnitudes_of_each_task_vector():
         np.asarray(merge_rules.trim(tau, 0.4)), [[0, -5.0, 0, 0, -3.0], [0, 0, 0, 0.5, 0.75]]
     )
     np.testing.assert_array_equal(np.asarray(merge_rules.trim(tau, 0.01))[0], [0, -5.0, 0, 0, 0])  # k >= 1
+    rng = np.random.default_rng(0)
+    for shape, density in [((3, 40, 7), 0.2), ((2, 1000), 0.05), ((2, 16), 0.5)]:
+        values = rng.normal(size=shape).round(1).astype(np.float32)  # repeated magnitudes and zeros
+        kept = np.asarray(merge_rules.trim(jnp.asarray(values), density))
+        for row, kept_row in zip(values.reshape(shape[0], -1), kept.reshape(shape[0], -1)):
+            k = max(1, int(density * row.size))
+            kth = np.sort(np.abs(row))[-k]
+            np.testing.assert_array_equal(kept_row, np.where(np.abs(row) >= kth, row, 0))
 
 
 def test_ties_and_dare_vertices_are_the_trimmed_and_dropped_experts():
