@@ -235,6 +235,9 @@ def ties(experts: Experts, weights: Any, *, base: PyTree, density: float = 0.2, 
 
     θ = θ₀ + α Σᵢ λᵢ τ̂ᵢ [sign τ̂ᵢ = s], τ̂ᵢ = ``trim(τᵢ, density)``, s = sign(Σᵢ λᵢ τ̂ᵢ) with
     s = + where the sum is 0. The module docstring says where this matches mergekit and PEFT.
+    The trim does not depend on λ: in a ``soup.sweep`` with ``map`` or ``chunked`` XLA hoists
+    it out of the loop over λ (one trim per sweep; checked on the compiled CPU program), with
+    ``vmap`` it is not batched, and with ``loop`` it runs again at every point.
 
     Args:
       experts: N experts.
