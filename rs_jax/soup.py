@@ -105,7 +105,7 @@ def check_weights(
 ) -> Any:
     """Validates interpolation weights of shape (..., N); returns them as an array.
 
-    Rows must be finite and sum to 1 (affine combinations). Unless
+    There must be at least one row; rows must be finite and sum to 1 (affine combinations). Unless
     ``allow_extrapolation`` each entry must also lie in [0, 1] (the simplex).
     Traced weights (inside ``jit``) are checked for shape only.
     """
@@ -323,7 +323,8 @@ def default_chunk_size(stacked_experts: PyTree, n_points: int, memory_fraction: 
 
 
 Merge = Callable[[PyTree, jax.Array], PyTree]
-PointFn = Callable[[tuple[list[jax.Array], list[jax.Array]], PyTree, jax.Array, jax.Array | None], jax.Array]
+Frozen = tuple[list[jax.Array], list[jax.Array]]  # the arrays of (eval_fn, merge): program operands
+PointFn = Callable[[Frozen, PyTree, jax.Array, jax.Array | None], jax.Array]
 
 
 def _local_sweep(point: PointFn, strategy: str, chunk_size: int | None) -> Callable[..., jax.Array]:
@@ -331,7 +332,7 @@ def _local_sweep(point: PointFn, strategy: str, chunk_size: int | None) -> Calla
     batch_size = None if strategy == "map" else chunk_size
 
     def sweep_mapped(
-        frozen: tuple[list[jax.Array], list[jax.Array]],
+        frozen: Frozen,
         stacked_experts: PyTree,
         grid: jax.Array,
         bar_id: jax.Array | None = None,
@@ -357,7 +358,7 @@ def _sweep_program(
     the arrays of the eval function and of the merge rule (see ``make_sweep``)."""
 
     def at_point(
-        frozen: tuple[list[jax.Array], list[jax.Array]],
+        frozen: Frozen,
         stacked_experts: PyTree,
         weights: jax.Array,
         bar_id: jax.Array | None,
@@ -375,7 +376,7 @@ def _sweep_program(
         point_fn = jax.jit(at_point)
 
         def sweep_loop(
-            frozen: tuple[list[jax.Array], list[jax.Array]],
+            frozen: Frozen,
             stacked_experts: PyTree,
             grid: jax.Array,
             bar_id: jax.Array | None = None,
