@@ -55,6 +55,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_model_arguments(parser)
+    parser.add_argument("--rules", nargs="*", help="names of the rules to time (default: all)")
     parser.add_argument("--out", default="benchmarks/results/merge_rules.json")
     args = parser.parse_args()
 
@@ -77,7 +78,12 @@ def main() -> None:
     }
     strategy = soup.default_strategy()
     rows = {}
+    unknown = set(args.rules or ()) - set(rules)
+    if unknown:
+        parser.error(f"unknown rules {sorted(unknown)}; choose from {sorted(rules)}")
     for name, rule in rules.items():
+        if args.rules and name not in args.rules:
+            continue
 
         def run(rule=rule):
             return soup.sweep(eval_fn, stacked, grid, merge=rule, strategy=strategy)
