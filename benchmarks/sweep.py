@@ -12,6 +12,7 @@ of --repeats runs after one compile run.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,10 +41,8 @@ def build_experts(layers: int, width: int, vocab: int, seq: int) -> tuple[object
     return model, experts
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """The model, evaluation batch, grid and repeats of the GPT-2-shaped sweep benchmarks."""
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--width", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=8192)
@@ -51,13 +50,13 @@ def main() -> None:
     parser.add_argument("--seq", type=int, default=64)
     parser.add_argument("--points", type=int, default=11)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", default="benchmarks/results/sweep.json")
-    args = parser.parse_args()
 
-    model, experts = build_experts(args.layers, args.width, args.vocab, args.seq)
-    tokens = jax.random.randint(jax.random.key(2), (args.batch, args.seq), 0, args.vocab)
+
+def build_eval(model: object, batch: int, seq: int, vocab: int) -> Callable[[dict], jax.Array]:
+    """eval_fn(params) -> (mean log-likelihood, mean entropy) on one fixed batch of random tokens."""
+    tokens = jax.random.randint(jax.random.key(2), (batch, seq), 0, vocab)
     attention_mask = jnp.ones_like(tokens)
-    positions = jnp.broadcast_to(jnp.arange(args.seq)[None, :], tokens.shape)
+    positions = jnp.broadcast_to(jnp.arange(seq)[None, :], tokens.shape)
 
     def eval_fn(params):
         logits = model.module.apply({"params": params}, tokens, attention_mask, positions).logits[:, :-1]
@@ -66,11 +65,42 @@ def main() -> None:
         entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
         return jnp.stack([targets.mean(), entropy.mean()])
 
+    return eval_fn
+
+
+def floor_seconds(
+    eval_fn: Callable[[dict], jax.Array], params: dict, points: int, repeats: int
+) -> tuple[float, float]:
+    """(one jitted eval's median seconds, the floor: ``points`` times that)."""
+    single = jax.jit(eval_fn)
+    single_seconds = median_seconds(lambda: single(params), repeats)
+    return single_seconds, points * single_seconds
+
+
+def model_info(args: argparse.Namespace, params: dict) -> dict:
+    """The model measured, as the result JSONs record it."""
+    return {
+        "class": "FlaxGPT2LMHeadModel",
+        "layers": args.layers,
+        "width": args.width,
+        "vocab": args.vocab,
+        "params": int(sum(leaf.size for leaf in jax.tree.leaves(params))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--out", default="benchmarks/results/sweep.json")
+    args = parser.parse_args()
+
+    model, experts = build_experts(args.layers, args.width, args.vocab, args.seq)
+    eval_fn = build_eval(model, args.batch, args.seq, args.vocab)
     grid = soup.simplex_grid(2, args.points)
     stacked = soup.stack_experts(experts)
-    single = jax.jit(eval_fn)
-    single_seconds = median_seconds(lambda: single(experts[0]), args.repeats)
-    floor = len(grid) * single_seconds
+    single_seconds, floor = floor_seconds(eval_fn, experts[0], len(grid), args.repeats)
     reference = np.asarray(soup.sweep(eval_fn, stacked, grid, strategy="loop"))
 
     rows = {}
@@ -91,13 +121,7 @@ def main() -> None:
         "benchmark": "sweep",
         "what": f"K={len(grid)} soups of 2 experts, eval = LM log-likelihood + entropy on "
         f"{args.batch}x{args.seq} tokens; ratio = strategy wall time / (K x single eval)",
-        "model": {
-            "class": "FlaxGPT2LMHeadModel",
-            "layers": args.layers,
-            "width": args.width,
-            "vocab": args.vocab,
-            "params": int(sum(leaf.size for leaf in jax.tree.leaves(experts[0]))),
-        },
+        "model": model_info(args, experts[0]),
         "single_eval_seconds": single_seconds,
         "floor_seconds": floor,
         "auto_resolves_to": soup.default_strategy(),

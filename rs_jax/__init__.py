@@ -5,7 +5,7 @@ interpolate their weights θ(λ) = Σᵢ λᵢθᵢ to trace a Pareto front over
 preferences, with the MORL baseline beside it.
 """
 
-from rs_jax import checkpoint, distributed, experiment, operands, pareto, plots, soup
+from rs_jax import checkpoint, distributed, experiment, merge_rules, operands, pareto, plots, progress, soup
 from rs_jax.checkpoint import (
     Manifest,
     interpolate_checkpoints,
@@ -39,11 +39,13 @@ __all__ = [
     "interpolate",
     "interpolate_checkpoints",
     "lmc_check",
+    "merge_rules",
     "operands",
     "pareto",
     "pareto_front",
     "pareto_mask",
     "plots",
+    "progress",
     "restore_expert",
     "restore_experts",
     "save_expert",

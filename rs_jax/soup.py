@@ -14,6 +14,7 @@ Array([0.25, 0.75], dtype=float32)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from rs_jax import distributed, operands
+from rs_jax import progress as progress_bars
 
 PyTree = Any
 Strategy = Literal["auto", "loop", "vmap", "map", "chunked"]
@@ -103,7 +105,7 @@ def check_weights(
 ) -> Any:
     """Validates interpolation weights of shape (..., N); returns them as an array.
 
-    Rows must be finite and sum to 1 (affine combinations). Unless
+    There must be at least one row; rows must be finite and sum to 1 (affine combinations). Unless
     ``allow_extrapolation`` each entry must also lie in [0, 1] (the simplex).
     Traced weights (inside ``jit``) are checked for shape only.
     """
@@ -119,6 +121,8 @@ def check_weights(
             f"{name} must have {n_experts} entries (one per expert) along the last axis; "
             f"got shape {tuple(array.shape)}."
         )
+    if array.size == 0:
+        raise ValueError(f"{name} is empty (shape {tuple(array.shape)}); give at least one λ.")
     if not _is_concrete(array):
         return array
     if not np.all(np.isfinite(array)):
@@ -130,6 +134,19 @@ def check_weights(
         raise ValueError(
             f"{name} must lie in [0, 1]; got {array.tolist()}. Pass allow_extrapolation=True "
             "to extrapolate beyond the experts (paper Fig. 10c)."
+        )
+    return array
+
+
+def check_weight_vector(
+    weights: Any, n_experts: int, *, allow_extrapolation: bool = False, name: str = "weights"
+) -> Any:
+    """``check_weights`` for one λ: shape (N,) exactly, not a grid of them."""
+    array = check_weights(weights, n_experts, allow_extrapolation=allow_extrapolation, name=name)
+    if array.ndim != 1:
+        raise ValueError(
+            f"{name} must be one λ of shape ({n_experts},); got shape {tuple(array.shape)}. "
+            "Evaluate a grid of λ with soup.sweep."
         )
     return array
 
@@ -189,7 +206,7 @@ def _per_leaf_weights(
     checked = [
         (
             path,
-            check_weights(
+            check_weight_vector(
                 vector,
                 n_experts,
                 allow_extrapolation=allow_extrapolation,
@@ -240,7 +257,7 @@ def interpolate(experts: Sequence[PyTree], weights: Any, *, allow_extrapolation:
     treedef = jax.tree_util.tree_structure(experts[0])
     per_expert = [_leaf_paths(expert)[1] for expert in experts]
     if isinstance(weights, (list, tuple, np.ndarray, jax.Array, float, int)):
-        vector = check_weights(weights, n_experts, allow_extrapolation=allow_extrapolation)
+        vector = check_weight_vector(weights, n_experts, allow_extrapolation=allow_extrapolation)
         leaf_weights = [jnp.asarray(vector)] * len(per_expert[0])
     else:
         leaf_weights = [
@@ -305,16 +322,24 @@ def default_chunk_size(stacked_experts: PyTree, n_points: int, memory_fraction: 
     return int(max(1, min(n_points, memory_fraction * free // per_point)))
 
 
-def _local_sweep(
-    at_point: Callable[[list[jax.Array], PyTree, jax.Array], jax.Array], strategy: str, chunk_size: int | None
-) -> Callable[[list[jax.Array], PyTree, jax.Array], jax.Array]:
-    """The un-jitted ``(frozen, stacked_experts, grid) -> rewards`` of a one-program strategy."""
-    if strategy == "vmap":
-        return jax.vmap(at_point, in_axes=(None, None, 0))
+Merge = Callable[[PyTree, jax.Array], PyTree]
+Frozen = tuple[list[jax.Array], list[jax.Array]]  # the arrays of (eval_fn, merge): program operands
+PointFn = Callable[[Frozen, PyTree, jax.Array, jax.Array | None], jax.Array]
+
+
+def _local_sweep(point: PointFn, strategy: str, chunk_size: int | None) -> Callable[..., jax.Array]:
+    """The un-jitted ``(frozen, stacked_experts, grid, bar_id) -> rewards`` of a one-program strategy."""
     batch_size = None if strategy == "map" else chunk_size
 
-    def sweep_mapped(frozen: list[jax.Array], stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
-        return jax.lax.map(lambda w: at_point(frozen, stacked_experts, w), grid, batch_size=batch_size)
+    def sweep_mapped(
+        frozen: Frozen,
+        stacked_experts: PyTree,
+        grid: jax.Array,
+        bar_id: jax.Array | None = None,
+    ) -> jax.Array:
+        if strategy == "vmap":
+            return jax.vmap(point, in_axes=(None, None, 0, None))(frozen, stacked_experts, grid, bar_id)
+        return jax.lax.map(lambda w: point(frozen, stacked_experts, w, bar_id), grid, batch_size=batch_size)
 
     return sweep_mapped
 
@@ -322,17 +347,26 @@ def _local_sweep(
 @functools.lru_cache(maxsize=64)
 def _sweep_program(
     eval_skeleton: operands.Skeleton,
+    merge_skeleton: operands.Skeleton,
     strategy: str,
     chunk_size: int | None,
     mesh: Mesh | None,
     mesh_axes: tuple[str, ...] | None,
-) -> Callable[[list[jax.Array], PyTree, jax.Array], jax.Array]:
-    """The compiled ``(frozen, stacked_experts, grid) -> rewards``, ``frozen`` being the eval
-    function's arrays (see ``make_sweep``)."""
+    ticking: bool,
+) -> Callable[..., jax.Array]:
+    """The compiled ``(frozen, stacked_experts, grid, bar_id=None) -> rewards``, ``frozen`` being
+    the arrays of the eval function and of the merge rule (see ``make_sweep``)."""
 
-    def at_point(frozen: list[jax.Array], stacked_experts: PyTree, weights: jax.Array) -> jax.Array:
-        eval_fn = eval_skeleton.merge(frozen)
-        return jnp.asarray(eval_fn(interpolate_stacked(stacked_experts, weights)))
+    def at_point(
+        frozen: Frozen,
+        stacked_experts: PyTree,
+        weights: jax.Array,
+        bar_id: jax.Array | None,
+    ) -> jax.Array:
+        eval_arrays, merge_arrays = frozen
+        params = merge_skeleton.merge(merge_arrays)(stacked_experts, weights)
+        rewards = jnp.asarray(eval_skeleton.merge(eval_arrays)(params))
+        return progress_bars.tick(bar_id, rewards) if ticking else rewards
 
     if mesh is not None:
         spec = P(mesh_axes if mesh_axes is not None else tuple(mesh.axis_names))
@@ -341,8 +375,13 @@ def _sweep_program(
     if strategy == "loop":
         point_fn = jax.jit(at_point)
 
-        def sweep_loop(frozen: list[jax.Array], stacked_experts: PyTree, grid: jax.Array) -> jax.Array:
-            return jnp.stack([point_fn(frozen, stacked_experts, weights) for weights in grid])
+        def sweep_loop(
+            frozen: Frozen,
+            stacked_experts: PyTree,
+            grid: jax.Array,
+            bar_id: jax.Array | None = None,
+        ) -> jax.Array:
+            return jnp.stack([point_fn(frozen, stacked_experts, weights, bar_id) for weights in grid])
 
         return sweep_loop
     return jax.jit(_local_sweep(at_point, strategy, chunk_size))
@@ -354,28 +393,38 @@ def make_sweep(
     chunk_size: int | None = None,
     mesh: Mesh | None = None,
     mesh_axes: tuple[str, ...] | None = None,
-) -> Callable[[PyTree, jax.Array], jax.Array]:
-    """Compiles ``sweep_fn(stacked_experts, grid) -> rewards`` for one strategy.
+    *,
+    merge: Merge | None = None,
+    ticking: bool = False,
+) -> Callable[..., jax.Array]:
+    """Compiles ``sweep_fn(stacked_experts, grid, bar_id=None) -> rewards`` for one strategy.
 
-    ``eval_fn`` may be a callable pytree (e.g. a ``jax.tree_util.Partial`` over a frozen base
-    model and a reward model's params): its arrays are then operands of the compiled program,
-    not constants (``rs_jax.operands``); a plain function that closes over big arrays embeds
-    them. The program is cached per (eval_fn's skeleton, strategy, chunk_size, mesh,
-    mesh_axes), so calling the same sweep twice, or a ``Partial`` of the same function over
-    other arrays of the same shapes, does not retrace. ``loop`` compiles a single grid point
-    and dispatches it K times; the others run the whole grid as one program. With a ``mesh``
-    the program is a ``shard_map``: the experts and eval_fn's arrays are replicated, the grid
-    (whose length must be a multiple of the devices along ``mesh_axes``) is split over
-    ``mesh_axes``, and each device runs ``strategy`` on its own points.
+    ``eval_fn`` and ``merge`` (default ``interpolate_stacked``) may be callable pytrees (e.g. a
+    ``jax.tree_util.Partial`` over a frozen base model and a reward model's params, or over a
+    merge rule and its θ₀): their arrays are then operands of the compiled program, not
+    constants (``rs_jax.operands``); a plain function that closes over big arrays embeds them.
+    The program is cached per (eval_fn's skeleton, merge's skeleton, strategy, chunk_size,
+    mesh, mesh_axes, ticking), so calling the same sweep twice, or a ``Partial`` of the same
+    function over other arrays of the same shapes, does not retrace. ``loop`` compiles a single
+    grid point and dispatches it K times; the others run the whole grid as one program. With a
+    ``mesh`` the program is a ``shard_map``: the experts and the arrays of eval_fn and merge
+    are replicated, the grid (whose length must be a multiple of the devices along
+    ``mesh_axes``) is split over ``mesh_axes``, and each device runs ``strategy`` on its own
+    points. With ``ticking`` (no mesh) every point advances the ``rs_jax.progress`` bar whose
+    index ``sweep_fn`` gets as ``bar_id``.
     """
     if strategy not in STRATEGIES or strategy == "auto":
         raise ValueError(f"strategy must be one of {STRATEGIES[1:]}, got {strategy!r}.")
     if mesh is not None and strategy == "loop":
         raise ValueError("strategy 'loop' dispatches from the host; a sharded sweep needs map/vmap/chunked.")
-    frozen, eval_skeleton = operands.split(eval_fn)
+    if mesh is not None and ticking:
+        raise ValueError("A sharded sweep does not tick a progress bar from inside its program.")
+    eval_arrays, eval_skeleton = operands.split(eval_fn)
+    merge_arrays, merge_skeleton = operands.split(interpolate_stacked if merge is None else merge)
+    frozen = (eval_arrays, merge_arrays)
     if mesh is not None:
         frozen = distributed.replicate(frozen, mesh)
-    program = _sweep_program(eval_skeleton, strategy, chunk_size, mesh, mesh_axes)
+    program = _sweep_program(eval_skeleton, merge_skeleton, strategy, chunk_size, mesh, mesh_axes, ticking)
     return functools.partial(program, frozen)
 
 
@@ -384,13 +433,15 @@ def sweep(
     experts: Sequence[PyTree] | PyTree,
     grid: Any,
     *,
+    merge: Merge | None = None,
     strategy: Strategy = "auto",
     chunk_size: int | None = None,
     allow_extrapolation: bool = False,
     mesh: Mesh | None = None,
     mesh_axes: str | Sequence[str] | None = None,
+    progress: str | None = None,
 ) -> jax.Array:
-    """Evaluates ``eval_fn(θ(λ))`` at every λ of ``grid``.
+    """Evaluates ``eval_fn(merge(experts, λ))`` at every λ of ``grid``.
 
     Args:
       eval_fn: jit-able ``params -> rewards`` (any array shape, e.g. (R,)). Pass
@@ -399,7 +450,12 @@ def sweep(
         ``jax.tree_util.Partial(evaluate, base_params)`` rather than in a closure: they
         are then operands of the compiled sweep, not constants (see ``make_sweep``).
       experts: a sequence of N expert pytrees, or their ``stack_experts`` result.
-      grid: (K, N) λ, e.g. ``simplex_grid(N)``.
+      grid: (K, N) λ with K ≥ 1, e.g. ``simplex_grid(N)``.
+      merge: jit-able ``(stacked_experts (leaves (N, ...)), λ (N,)) -> params`` that
+        ``eval_fn`` accepts (its structure may differ from one expert's); default the
+        linear soup ``interpolate_stacked``. A rule of ``rs_jax.merge_rules`` with its
+        parameters bound as a callable pytree, e.g. ``jax.tree_util.Partial(merge_rules.ties,
+        base=θ₀, density=0.2)``, keeps θ₀ an operand; its Python numbers stay static.
       strategy: ``loop`` (one compiled point, K dispatches), ``vmap`` (all K at
         once: K param copies in memory), ``map`` (sequential ``lax.map``, one copy),
         ``chunked`` (``lax.map`` over vmapped chunks: ``chunk_size`` copies) or
@@ -414,9 +470,18 @@ def sweep(
         the padding is dropped from the result. Works across hosts after
         ``distributed.initialize()``.
       mesh_axes: which mesh axes carry the grid; default all of them.
+      progress: description of a tqdm bar over the K points, with an ETA and the last
+        point's rewards (None: no bar). ``loop`` and ``map`` tick as each point finishes,
+        ``chunked`` as each chunk does, ``vmap`` and a sharded sweep once at the end. The bar
+        does not change the rewards; the program compiled with a bar is reused by every
+        later call with a bar.
 
     Returns:
       (K, ...) rewards, row k for ``grid[k]``.
+
+    Raises:
+      ValueError: on an invalid or empty grid, or when ``eval_fn`` returns a non-finite
+        reward (naming the first grid row and its λ): a sweep never hands back NaN or inf.
     """
     stacked = experts if not isinstance(experts, (list, tuple)) else stack_experts(experts)
     n_experts = jax.tree.leaves(stacked)[0].shape[0]
@@ -426,15 +491,46 @@ def sweep(
     if strategy not in STRATEGIES:
         raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}.")
     resolved = default_strategy() if strategy == "auto" else strategy
-    if mesh is None:
-        if mesh_axes is not None:
-            raise ValueError("mesh_axes needs a mesh.")
-        if resolved == "chunked" and chunk_size is None:
-            chunk_size = default_chunk_size(stacked, grid_array.shape[0])
-        _check_chunk_size(chunk_size)
-        sweep_fn = make_sweep(eval_fn, resolved, chunk_size if resolved == "chunked" else None)
-        return sweep_fn(stacked, jnp.asarray(grid_array, dtype=jnp.float32))
-    return _sharded_sweep(eval_fn, stacked, grid_array, resolved, chunk_size, mesh, mesh_axes)
+    with contextlib.ExitStack() as stack:
+        bar_id = (
+            None if progress is None else stack.enter_context(progress_bars.bar(progress, len(grid_array)))
+        )
+        if mesh is None:
+            if mesh_axes is not None:
+                raise ValueError("mesh_axes needs a mesh.")
+            if resolved == "chunked" and chunk_size is None:
+                chunk_size = default_chunk_size(stacked, grid_array.shape[0])
+            _check_chunk_size(chunk_size)
+            sweep_fn = make_sweep(
+                eval_fn,
+                resolved,
+                chunk_size if resolved == "chunked" else None,
+                merge=merge,
+                ticking=bar_id is not None,
+            )
+            grid_points = jnp.asarray(grid_array, dtype=jnp.float32)
+            rewards = (
+                sweep_fn(stacked, grid_points) if bar_id is None else sweep_fn(stacked, grid_points, bar_id)
+            )
+        else:
+            rewards = _sharded_sweep(
+                eval_fn, merge, stacked, grid_array, resolved, chunk_size, mesh, mesh_axes
+            )
+        host_rewards = np.asarray(rewards)
+        if bar_id is not None and mesh is not None:
+            progress_bars.advance(bar_id, host_rewards[-1], len(grid_array))
+    _check_finite_rewards(host_rewards, grid_array)
+    return rewards
+
+
+def _check_finite_rewards(rewards: np.ndarray, grid: np.ndarray) -> None:
+    finite = np.isfinite(rewards).reshape(len(grid), -1).all(axis=1)
+    if not finite.all():
+        row = int(np.argmin(finite))
+        raise ValueError(
+            f"eval_fn returned non-finite rewards {rewards[row].tolist()} at grid row {row}, "
+            f"λ = {np.round(grid[row], 6).tolist()} ({int((~finite).sum())} of {len(grid)} rows non-finite)."
+        )
 
 
 def _check_chunk_size(chunk_size: int | None) -> None:
@@ -444,6 +540,7 @@ def _check_chunk_size(chunk_size: int | None) -> None:
 
 def _sharded_sweep(
     eval_fn: Callable[[PyTree], jax.Array],
+    merge: Merge | None,
     stacked: PyTree,
     grid_array: np.ndarray,
     strategy: str,
@@ -461,7 +558,9 @@ def _sharded_sweep(
     if strategy == "chunked" and chunk_size is None:
         chunk_size = default_chunk_size(stacked, padded.shape[0] // devices)
     _check_chunk_size(chunk_size)
-    sweep_fn = make_sweep(eval_fn, strategy, chunk_size if strategy == "chunked" else None, mesh, axes)
+    sweep_fn = make_sweep(
+        eval_fn, strategy, chunk_size if strategy == "chunked" else None, mesh, axes, merge=merge
+    )
     placed_experts = distributed.replicate(stacked, mesh)
     placed_grid = distributed.put(padded, NamedSharding(mesh, P(axes)))
     rewards = sweep_fn(placed_experts, placed_grid)
@@ -496,20 +595,33 @@ def fisher_merge(
     """
     if len(fishers) != len(experts):
         raise ValueError(f"Got {len(experts)} experts but {len(fishers)} Fishers.")
-    if floor <= 0:
-        raise ValueError(f"floor must be > 0, got {floor}.")
     check_compatible(list(experts) + list(fishers))
-    lambdas = jnp.asarray(check_weights(weights, len(experts)))
-    stacked_params, stacked_fishers = stack_experts(experts), stack_experts(fishers)
+    lambdas = jnp.asarray(check_weight_vector(weights, len(experts)))
+    return fisher_merge_stacked(stack_experts(experts), stack_experts(fishers), lambdas, floor=floor)
+
+
+def fisher_merge_stacked(
+    stacked_experts: PyTree, stacked_fishers: PyTree, weights: jax.Array, *, floor: float = 1e-8
+) -> PyTree:
+    """``fisher_merge`` of experts and Fishers stacked by ``stack_experts``; checks ``floor`` only.
+
+    Args:
+      stacked_experts: pytree with leaves of shape (N, ...).
+      stacked_fishers: the same structure and shapes, non-negative.
+      weights: (N,) λ.
+      floor: lower bound applied to every Fisher entry, > 0.
+    """
+    if not floor > 0:
+        raise ValueError(f"floor must be > 0, got {floor}.")
 
     def merge_leaf(params: jax.Array, fisher: jax.Array) -> jax.Array:
         compute_dtype = _accumulation_dtype(params.dtype)
         precision = jnp.maximum(fisher.astype(compute_dtype), floor)
-        weighted = lambdas.astype(compute_dtype).reshape((-1,) + (1,) * (params.ndim - 1)) * precision
+        weighted = weights.astype(compute_dtype).reshape((-1,) + (1,) * (params.ndim - 1)) * precision
         merged = (weighted * params.astype(compute_dtype)).sum(0) / weighted.sum(0)
         return merged.astype(params.dtype)
 
-    return jax.tree.map(merge_leaf, stacked_params, stacked_fishers)
+    return jax.tree.map(merge_leaf, stacked_experts, stacked_fishers)
 
 
 def diagonal_fisher(

@@ -49,10 +49,86 @@ def test_expected_utility_2d_exact():
     )
 
 
-def test_expected_utility_3d_lattice():
-    vertices = np.eye(3)
-    # E[max(mu)] for mu ~ Dirichlet(1,1,1) is 11/18.
-    assert pareto.expected_utility(vertices, resolution=300) == pytest.approx(11 / 18, abs=2e-3)
+@pytest.mark.parametrize("n_rewards", [3, 4, 5])
+def test_expected_utility_of_the_vertices_is_the_mean_max_of_a_uniform_preference(n_rewards):
+    # E[max(μ)] for μ ~ Dirichlet(1, ..., 1) is H_R / R (11/18 for R = 3). Extra dominated points
+    # change nothing.
+    harmonic = sum(1 / k for k in range(1, n_rewards + 1))
+    points = np.concatenate([np.eye(n_rewards), np.full((3, n_rewards), 0.1)])
+    assert pareto.expected_utility(points) == pytest.approx(harmonic / n_rewards, abs=2e-4)
+    assert pareto.expected_utility(points, seed=1) != pareto.expected_utility(points)
+
+
+def test_preference_samples_lie_on_the_simplex_and_repeat_for_a_seed():
+    mus = pareto.preference_samples(4, 1024, seed=3)
+    assert mus.shape == (1024, 4) and np.all(mus >= 0)
+    np.testing.assert_allclose(mus.sum(axis=1), 1.0, atol=1e-12)
+    np.testing.assert_allclose(mus.mean(axis=0), 0.25, atol=2e-3)
+    np.testing.assert_array_equal(mus, pareto.preference_samples(4, 1024, seed=3))
+    with pytest.raises(ValueError, match="power of 2"):
+        pareto.preference_samples(3, 1000)
+
+
+@pytest.mark.parametrize(
+    "preferences, message",
+    [([[0.5, 0.6]], "row 0"), ([[1.0, 0.0], [1.5, -0.5]], "row 1"), ([[0.5, 0.5, 0.0]], "2 columns")],
+)
+def test_expected_utility_rejects_preferences_off_the_simplex(preferences, message):
+    with pytest.raises(ValueError, match=message):
+        pareto.expected_utility([[1, 0], [0, 1]], preferences=preferences)
+
+
+def test_igd_and_igd_plus_match_pymoo():
+    from pymoo.indicators.igd import IGD
+    from pymoo.indicators.igd_plus import IGDPlus
+
+    rng = np.random.default_rng(0)
+    for n_rewards in (2, 3):
+        reference = pareto.pareto_front(rng.uniform(size=(30, n_rewards)))
+        points = rng.uniform(size=(12, n_rewards))
+        # pymoo minimizes: negate both sets.
+        assert pareto.igd(points, reference) == pytest.approx(IGD(-reference)(-points), rel=1e-12)
+        assert pareto.igd_plus(points, reference) == pytest.approx(IGDPlus(-reference)(-points), rel=1e-12)
+
+
+def test_front_quality_by_hand():
+    front = [[0.0, 1.0], [0.5, 0.5], [1.0, 0.0]]
+    assert pareto.igd(front, front) == 0.0
+    # (0.5, 0.5) alone: distances √0.5, 0, √0.5; IGD⁺ counts only the shortfall: 0.5, 0, 0.5.
+    assert pareto.igd([[0.5, 0.5]], front) == pytest.approx(2 * np.sqrt(0.5) / 3)
+    assert pareto.igd_plus([[0.5, 0.5]], front) == pytest.approx(1 / 3)
+    assert pareto.igd_plus([[2.0, 2.0]], front) == 0.0  # dominating every reference point
+    assert pareto.cardinality([*front, [0.2, 0.2], [0.5, 0.5]]) == 3
+    # Sorted per reward, gaps are 0.5 twice in each reward: (4 · 0.25) / (3 − 1).
+    assert pareto.sparsity(front) == pytest.approx(0.5)
+    assert pareto.sparsity([[1.0, 1.0]]) == 0.0
+    np.testing.assert_array_equal(
+        pareto.reference_front([[0.5, 0.5], [0.2, 0.2]], [[1, 0], [0.4, 0.4]]), [[0.5, 0.5], [1, 0]]
+    )
+
+
+def test_max_utility_loss_2d_is_exact():
+    reference = [[0.0, 1.0], [0.6, 0.6], [1.0, 0.0]]
+    points = [[0.0, 1.0], [1.0, 0.0]]
+    # The loss max(0.6, ·) − max(1 − t, t) peaks at t = 0.5: 0.6 − 0.5.
+    assert pareto.max_utility_loss(points, reference) == pytest.approx(0.1)
+    dense = soup.simplex_grid(2, 10_001)
+    rng = np.random.default_rng(1)
+    run, other = rng.uniform(size=(7, 2)), rng.uniform(size=(9, 2))
+    best = pareto.reference_front(run, other)
+    exact = pareto.max_utility_loss(run, best)
+    assert exact >= pareto.max_utility_loss(run, best, preferences=dense) > exact - 1e-3
+    assert pareto.max_utility_loss(best, best) == 0.0
+    three = pareto.max_utility_loss(np.eye(3)[:2], np.eye(3))
+    assert three == pytest.approx(1.0, abs=0.02)  # μ near (0, 0, 1) loses the whole third reward
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -0.1])
+def test_tolerances_must_be_finite_and_non_negative(bad):
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
+        pareto.lmc_check([[1.0, 0.0]], [[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]], tolerance=bad)
+    with pytest.raises(ValueError, match="tolerance must be a finite number >= 0"):
+        pareto.morl_runs_to_match([[1, 0], [0, 1]], [[1, 0]], tolerance=bad)
 
 
 def test_morl_runs_to_match():

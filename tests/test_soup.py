@@ -210,3 +210,47 @@ def test_diagonal_fisher_of_gaussian_is_its_precision(key):
     np.testing.assert_allclose(np.asarray(whole["mean"]), np.asarray(fisher["mean"]), rtol=1e-5)
     with pytest.raises(ValueError, match="divide"):
         soup.diagonal_fisher(log_prob, params, samples, batch_size=1000)
+
+
+def test_interpolate_rejects_a_grid_of_weights():
+    with pytest.raises(ValueError, match=r"one λ of shape \(2,\).*soup.sweep"):
+        soup.interpolate([make_expert(0), make_expert(1)], [[0.5, 0.5], [1.0, 0.0]])
+
+
+def test_sweep_rejects_an_empty_grid():
+    with pytest.raises(ValueError, match="grid is empty"):
+        soup.sweep(eval_rewards, [make_expert(0), make_expert(1)], np.zeros((0, 2)))
+
+
+def test_sweep_names_the_lambda_of_a_non_finite_reward():
+    experts = [make_expert(0), make_expert(1)]
+
+    def log_of_weight(params):  # NaN once the soup's first head weight is negative
+        return jnp.log(params["head"][0][:1])
+
+    first_head = [float(expert["head"][0][0]) for expert in experts]
+    assert first_head[0] * first_head[1] < 0  # the grid crosses zero
+    grid = soup.simplex_grid(2, 11)
+    heads = grid @ np.asarray(first_head)
+    row = int(np.flatnonzero(heads < 0)[0])
+    with pytest.raises(ValueError, match=rf"grid row {row}, λ = \[{grid[row][0]}, {grid[row][1]}\]"):
+        soup.sweep(log_of_weight, experts, grid, strategy="map")
+
+
+@pytest.mark.parametrize("strategy, chunk", [("loop", None), ("map", None), ("chunked", 2), ("vmap", None)])
+def test_progress_bar_ticks_every_point_without_changing_results_or_recompiling(strategy, chunk, capsys):
+    experts = [make_expert(0), make_expert(1), make_expert(2)]
+    grid = soup.simplex_grid(3, 3)
+    traces = []
+
+    def counted(params):
+        traces.append(1)
+        return eval_rewards(params)
+
+    quiet = soup.sweep(eval_rewards, experts, grid, strategy=strategy, chunk_size=chunk)
+    for _ in range(2):
+        shown = soup.sweep(counted, experts, grid, strategy=strategy, chunk_size=chunk, progress="λ grid")
+        np.testing.assert_array_equal(np.asarray(shown), np.asarray(quiet))
+    assert len(traces) == 1
+    bar = capsys.readouterr().err.strip().split("\r")[-1]
+    assert bar.startswith("λ grid: 100%") and f"{len(grid)}/{len(grid)}" in bar
