@@ -85,20 +85,28 @@ class RuleOptions:
         if self.method in SIMPLEX_RULES:
             return soup.check_weights(weights, n_experts, allow_extrapolation=allow_extrapolation)
         array = np.asarray(weights, np.float64)
-        if array.shape != (n_experts,) or not np.all(np.isfinite(array)):
-            raise ValueError(f"Give {n_experts} finite weights, one per expert; got {list(weights)}.")
+        if array.shape != (n_experts,) or not np.all(np.isfinite(array)) or array.sum() <= 0:
+            raise ValueError(
+                f"Give {n_experts} finite weights, one per expert, with a positive sum; got {list(weights)}."
+            )
         return array
 
     def apply(self, name: str, experts: list[jax.Array], weights: np.ndarray, base: jax.Array | None):
-        """Merges one tensor (float32 arrays) with the rule."""
+        """Merges one tensor (float32 arrays) with the rule.
+
+        Task-vector rules take λ on the simplex and a scale α (θ₀ + α·Σλᵢτᵢ); free weights wᵢ
+        (mergekit's ``weight``) are the same merge with λ = w / Σw and α·Σw.
+        """
         rule = merge_rules.RULES[self.method]
         accepted = inspect.signature(rule).parameters
+        total = 1.0 if self.method in SIMPLEX_RULES else float(np.sum(weights))
+        scale = None if self.method in SIMPLEX_RULES else (1.0 if self.scale is None else self.scale) * total
         keywords = {
             key: value
             for key, value in (
                 ("density", self.density),
                 ("drop_probability", self.drop_probability),
-                ("scale", self.scale),
+                ("scale", scale),
             )
             if value is not None
         }
@@ -106,7 +114,7 @@ class RuleOptions:
             keywords["base"] = base
         if "key" in accepted:
             keywords["key"] = tensor_key(self.seed, name)
-        return rule(experts, [float(w) for w in weights], **keywords)
+        return rule(experts, [float(w) / total for w in weights], **keywords)
 
 
 def tensor_key(seed: int, name: str) -> jax.Array:
