@@ -375,19 +375,6 @@ def bind_key(evaluate: Callable[[PyTree, jax.Array], jax.Array], key: jax.Array)
     return jax.tree_util.Partial(_evaluate_with_key, evaluate, key)
 
 
-def _merged_eval(eval_fn: Callable, merge: Merge, stacked: PyTree, weights: jax.Array) -> jax.Array:
-    return eval_fn(merge(stacked, weights))
-
-
-def _sweep(eval_fn: Callable, stacked: PyTree, grid: np.ndarray, merge: Merge | None) -> jax.Array:
-    if merge is None:
-        return soup.sweep(eval_fn, stacked, grid, allow_extrapolation=True)
-    # The one-hot "experts" turn the soup's weights into the merge rule's input.
-    identity = jnp.eye(grid.shape[1], dtype=jnp.float32)
-    merged_eval = jax.tree_util.Partial(_merged_eval, eval_fn, merge, stacked)
-    return soup.sweep(merged_eval, identity, grid, allow_extrapolation=True)
-
-
 def evaluate(
     trained: TrainedRuns,
     phase: FineTuning,
@@ -431,7 +418,17 @@ def evaluate(
     samples: dict[str, np.ndarray] = {}
     for rule_id, names in by_rule.items():
         rows = [np.asarray(families[name].member_weights, np.float64) for name in names]
-        swept = np.asarray(_sweep(eval_fn, stacked, np.vstack(rows), rules[rule_id]))
+        member_weights = np.vstack(rows)
+        swept = np.asarray(
+            soup.sweep(
+                eval_fn,
+                stacked,
+                member_weights,
+                allow_extrapolation=True,
+                merge=rules[rule_id],
+                progress=f"evaluating {len(member_weights)} points",
+            )
+        )
         samples |= dict(zip(names, np.split(swept, np.cumsum([len(r) for r in rows])[:-1])))
     evaluations = {
         name: Evaluation.from_samples(family.labels, samples[name], n_rewards, phase.reward_mask)
