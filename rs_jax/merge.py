@@ -6,11 +6,16 @@
 Experts are either rs_jax expert checkpoints (orbax + manifest; the output is
 one too) or Hugging Face Flax model directories (the output is a
 ``save_pretrained`` directory loadable by transformers). ``--out`` must not
-exist yet or be empty: nothing on disk is overwritten.
+exist yet or be empty, must lie outside the experts, and must be writable:
+nothing on disk is overwritten. Every error is one line (exit code 2); when it
+comes from reading or writing checkpoints, the full report goes to a log file in
+the system's temporary folder, named on that line.
 
 rs_jax checkpoints too big to hold together in memory are streamed a few leaves
 at a time (``--stream``; chosen automatically when the experts together exceed
-half the available memory): the result is the same, bit for bit.
+half the available memory): the result is the same, bit for bit. A streamed
+merge stages the soup in a hidden folder beside ``--out``; if it is killed, the
+next merge into the same folder removes it.
 """
 
 from __future__ import annotations
@@ -18,10 +23,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import tempfile
 from collections.abc import Sequence
 
-from rs_jax import checkpoint, soup
+from rs_jax import checkpoint, failures, soup
 from rs_jax.models import hf
 
 
@@ -65,6 +72,7 @@ def merge_orbax(
     """
     if stream is None:
         stream = should_stream(experts)
+    checkpoint.remove_stale_staging(os.path.dirname(os.path.abspath(out)))
     if stream:
         manifest = checkpoint.interpolate_checkpoints(
             experts,
@@ -81,6 +89,7 @@ def merge_orbax(
         merged,
         reward=f"soup({_format(weights)} of {'+'.join(rewards)})",
         base_model=manifests[0].base_model,
+        base_fingerprint=manifests[0].base_fingerprint,
         config={
             "experts": [os.path.abspath(path) for path in experts],
             "rewards": rewards,
@@ -108,6 +117,51 @@ def merge_hf(experts: Sequence[str], weights: Sequence[float], out: str, allow_e
     return f"Hugging Face Flax model ({architectures.pop()})"
 
 
+def check_inputs(
+    experts: Sequence[str],
+    weights: Sequence[float],
+    out: str,
+    *,
+    allow_extrapolation: bool = False,
+    stream: bool | None = None,
+) -> str:
+    """Checks a merge before anything is read; returns the experts' kind, "hf" or "orbax".
+
+    Raises:
+      ValueError: bad λ, an expert that is not a directory, mixed kinds, ``--stream`` with
+        HF directories, ``out`` existing and not empty, inside an expert or not writable.
+    """
+    if len(experts) < 2:
+        raise ValueError(f"Give at least two experts; got {len(experts)}.")
+    if len(weights) != len(experts):
+        raise ValueError(f"Got {len(experts)} experts but {len(weights)} weights.")
+    soup.check_weights(weights, len(experts), allow_extrapolation=allow_extrapolation)
+    for path in experts:
+        if not os.path.isdir(path):
+            raise ValueError(f"Expert {path} is not a directory.")
+    checkpoint.check_fresh_output(out, experts)
+    failures.check_writable(out)
+    kinds = {"hf" if hf.is_hf_directory(path) else "orbax" for path in experts}
+    if len(kinds) != 1:
+        raise ValueError("Mixing rs_jax checkpoints and Hugging Face directories is not supported.")
+    if kinds == {"hf"} and stream:
+        raise ValueError("--stream works on rs_jax expert checkpoints, not Hugging Face directories.")
+    return kinds.pop()
+
+
+def _run(
+    kind: str,
+    experts: Sequence[str],
+    weights: Sequence[float],
+    out: str,
+    allow_extrapolation: bool,
+    stream: bool | None,
+) -> str:
+    if kind == "hf":
+        return merge_hf(experts, weights, out, allow_extrapolation)
+    return merge_orbax(experts, weights, out, allow_extrapolation, stream)
+
+
 def merge(
     experts: Sequence[str],
     weights: Sequence[float],
@@ -120,24 +174,13 @@ def merge(
 
     ``stream``: for rs_jax checkpoints, True streams leaf groups, False loads every
     expert, None decides by size (``should_stream``).
+
+    Raises:
+      ValueError: what ``check_inputs`` refuses, or a problem with the experts (unreadable,
+        corrupt leaf, another base model or frozen base, another architecture).
     """
-    if len(experts) < 2:
-        raise ValueError(f"Give at least two experts; got {len(experts)}.")
-    if len(weights) != len(experts):
-        raise ValueError(f"Got {len(experts)} experts but {len(weights)} weights.")
-    soup.check_weights(weights, len(experts), allow_extrapolation=allow_extrapolation)
-    checkpoint.check_fresh_output(out)
-    for path in experts:
-        if not os.path.isdir(path):
-            raise ValueError(f"Expert {path} is not a directory.")
-    kinds = {"hf" if hf.is_hf_directory(path) else "orbax" for path in experts}
-    if len(kinds) != 1:
-        raise ValueError("Mixing rs_jax checkpoints and Hugging Face directories is not supported.")
-    if kinds == {"hf"}:
-        if stream:
-            raise ValueError("--stream works on rs_jax expert checkpoints, not Hugging Face directories.")
-        return merge_hf(experts, weights, out, allow_extrapolation)
-    return merge_orbax(experts, weights, out, allow_extrapolation, stream)
+    kind = check_inputs(experts, weights, out, allow_extrapolation=allow_extrapolation, stream=stream)
+    return _run(kind, experts, weights, out, allow_extrapolation, stream)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -159,17 +202,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="read a few leaves of every expert at a time (default: when they would not fit in memory)",
     )
     args = parser.parse_args(argv)
+    log_path = os.path.join(tempfile.gettempdir(), f"rs_jax-merge-{os.getpid()}.log")
+    inputs = (args.experts, args.weights, args.out, args.allow_extrapolation, args.stream)
+    # SIGTERM unwinds like Ctrl-C while merging, so a streamed merge removes its staging folder.
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        written = merge(
-            args.experts,
-            args.weights,
-            args.out,
-            allow_extrapolation=args.allow_extrapolation,
-            stream=args.stream,
-        )
+        kind = check_inputs(*inputs[:3], allow_extrapolation=args.allow_extrapolation, stream=args.stream)
+        with failures.quiet_failures(log_path):
+            written = _run(kind, *inputs)
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     print(f"wrote {written} to {args.out} (λ = {_format(args.weights)})")
     return 0
 
