@@ -21,25 +21,28 @@ import traceback
 from collections.abc import Iterator
 
 THIRD_PARTY_LOGGERS = ("absl", "asyncio", "orbax", "tensorstore")
-MAX_SUMMARY_CHARS = 400
-_TENSORSTORE_SPEC = re.compile(r"\s*\[tensorstore_spec='.*?'\]")
+SUMMARY_HEAD_CHARS = 160
+SUMMARY_TAIL_CHARS = 240
+_TENSORSTORE_PAYLOADS = re.compile(r"\s*\[(?:tensorstore_spec|os_error_code|source_location)='.*?'\]")
 
 
 class ReportedError(ValueError):
-    """A failure summarized in one line; its full traceback is in the file ``log_path``."""
+    """A failure summarized in one line; its full traceback is in the file ``log_path`` (if not None)."""
 
-    def __init__(self, summary: str, log_path: str) -> None:
-        super().__init__(f"{summary} (full report: {log_path})")
+    def __init__(self, summary: str, log_path: str | None) -> None:
+        where = f"full report: {log_path}" if log_path else "no report could be written"
+        super().__init__(f"{summary} ({where})")
         self.log_path = log_path
 
 
 def summarize(error: BaseException) -> str:
-    """One line saying what went wrong: the error's first line, without tensorstore spec dumps,
-    at most ``MAX_SUMMARY_CHARS`` characters."""
+    """One line saying what went wrong: the error's first line without tensorstore payloads (spec
+    dumps, error codes); a
+    long one keeps its start and its end (where tensorstore puts the OS error), joined by " … "."""
     text = str(error).strip()
-    line = _TENSORSTORE_SPEC.sub("", text.splitlines()[0] if text else type(error).__name__)
-    if len(line) > MAX_SUMMARY_CHARS:
-        line = line[: MAX_SUMMARY_CHARS - 1] + "…"
+    line = _TENSORSTORE_PAYLOADS.sub("", text.splitlines()[0] if text else type(error).__name__)
+    if len(line) > SUMMARY_HEAD_CHARS + SUMMARY_TAIL_CHARS + 3:
+        line = line[:SUMMARY_HEAD_CHARS] + " … " + line[-SUMMARY_TAIL_CHARS:]
     return line
 
 
@@ -53,20 +56,24 @@ class _Buffer(logging.Handler):
         self.lines.append(self.format(record))
 
 
-def _write_report(log_path: str, text: str) -> str:
+def _write_report(log_path: str, text: str) -> str | None:
     """Appends ``text`` to ``log_path``, or to a file in the temporary directory if that path
     cannot be written (e.g. the failure was that the output folder is read-only); returns the
-    path written."""
+    path written, None if neither could be (a full disk)."""
     try:
         os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
         with open(log_path, "a") as handle:
             handle.write(text)
         return log_path
     except OSError:
+        pass
+    try:
         handle, fallback = tempfile.mkstemp(prefix="rs_jax-error-", suffix=".log")
         with os.fdopen(handle, "w") as stream:
             stream.write(text)
         return fallback
+    except OSError:
+        return None
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import tempfile
@@ -157,9 +158,20 @@ def _run(
     allow_extrapolation: bool,
     stream: bool | None,
 ) -> str:
-    if kind == "hf":
-        return merge_hf(experts, weights, out, allow_extrapolation)
-    return merge_orbax(experts, weights, out, allow_extrapolation, stream)
+    """Runs a checked merge; if it fails, removes what it wrote to ``out`` (absent or empty before)."""
+    existed = os.path.isdir(out)
+    try:
+        if kind == "hf":
+            return merge_hf(experts, weights, out, allow_extrapolation)
+        return merge_orbax(experts, weights, out, allow_extrapolation, stream)
+    except BaseException:
+        if existed:
+            for name in os.listdir(out):
+                path = os.path.join(out, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        else:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
 
 
 def merge(
