@@ -2,7 +2,7 @@
 
 A task module declares its config module and a ``run(run_dir, config, *, resume, shard)`` and calls
 ``run_task`` from its ``main``; a bad override is a usage error (exit 2), a refused run (an
-existing run directory, an unsupported option, a reward that became NaN) is one line on stderr
+existing run directory, an unsupported option, a diverged update) is one line on stderr
 with exit 2.
 """
 
@@ -58,7 +58,7 @@ def run_task(
         parser.error(str(error))
     try:
         summary = run(args.out, config, resume=args.resume, shard=args.shard)
-    except (ValueError, trainer.NonFiniteError) as error:
+    except (ValueError, trainer.DivergenceError) as error:
         parser.exit(2, f"error: {error}\n")
     with open(os.path.join(args.out, "summary.md")) as handle:
         print(handle.read())
