@@ -1,4 +1,5 @@
 import os
+import re
 import textwrap
 
 import crash
@@ -135,7 +136,8 @@ def flip_a_value_bit(directory, params: dict) -> str:
         if os.sep + "d" + os.sep in os.path.join(root, name)
     ]
     largest = max(data_files, key=os.path.getsize)
-    original = open(largest, "rb").read()
+    with open(largest, "rb") as handle:
+        original = handle.read()
     size = len(original)
     for offset in range(size // 2, size, 101):  # the middle of the largest file: a leaf's values
         corrupted = bytearray(original)
@@ -190,3 +192,45 @@ def test_checksums_are_recorded_per_leaf_path(tmp_path):
         np.zeros(4, np.int32)
     )
     assert checkpoint.leaf_checksum(np.zeros(4)) != checkpoint.leaf_checksum(np.zeros((2, 2)))
+
+
+@pytest.mark.parametrize("stream", ["--stream", "--no-stream"])
+def test_experts_adapting_different_frozen_bases_are_refused(tmp_path, stream, capsys):
+    # Same LoRA init (base_model) but fine-tuned on top of two different pre-trained LMs.
+    for name, frozen in [("a", params_of(1.0)), ("b", params_of(2.0))]:
+        checkpoint.save_expert(
+            tmp_path / name,
+            {"lora": np.zeros(3, np.float32)},
+            reward=name,
+            base_model="lora-init@0",
+            base_fingerprint=checkpoint.fingerprint(frozen),
+        )
+    first, second = checkpoint.fingerprint(params_of(1.0))[:16], checkpoint.fingerprint(params_of(2.0))[:16]
+    message = f"{tmp_path / 'b'} adapts frozen base {second} but {tmp_path / 'a'} adapts {first}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        checkpoint.restore_experts([tmp_path / "a", tmp_path / "b"])
+    out = tmp_path / "merged"
+    args = ["--experts", str(tmp_path / "a"), str(tmp_path / "b"), "--weights", "0.5", "0.5"]
+    assert merge.main([*args, "--out", str(out), stream]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(ValueError, match="adapts frozen base"):
+        checkpoint.save_expert(
+            tmp_path / "a", {"lora": np.ones(3, np.float32)}, reward="a", base_model="lora-init@0", step=1
+        )
+
+
+def test_a_version_1_manifest_is_read_without_checksums(tmp_path):
+    old = {"reward": "r", "base_model": "b", "step": 0, "config": {}, "param_count": 20, "dtype": "float32"}
+    with ocp.CheckpointManager(os.path.abspath(tmp_path / "old"), item_names=checkpoint.ITEMS) as manager:
+        manager.save(
+            0,
+            args=ocp.args.Composite(
+                params=ocp.args.StandardSave(params_of(1.0)),
+                manifest=ocp.args.JsonSave({**old, "version": 1}),
+            ),
+        )
+        manager.wait_until_finished()
+    restored, manifest = checkpoint.restore_expert(tmp_path / "old")
+    assert (manifest.version, manifest.checksums, manifest.base_fingerprint) == (1, {}, "")
+    np.testing.assert_array_equal(np.asarray(restored["head"]), np.full(4, -1.0))
