@@ -204,12 +204,13 @@ def save_expert(
     base_model: str,
     step: int = 0,
     config: dict[str, Any] | None = None,
-    base_fingerprint: str = "",
+    base_fingerprint: str | None = None,
 ) -> Manifest:
     """Saves params and their manifest as step ``step`` of ``directory`` (atomically).
 
     ``base_fingerprint``: for params that adapt frozen weights (LoRA), ``fingerprint`` of
-    those weights; it becomes part of the expert's identity. The manifest also records
+    those weights; it becomes part of the expert's identity (None: the params are the whole
+    model, recorded as ""). The manifest also records
     ``leaf_checksums(params)`` (one SHA-256 pass over the params).
 
     Refuses (ValueError) a step that already exists, a directory that holds
@@ -229,7 +230,7 @@ def save_expert(
         param_count=param_count(params),
         dtype=params_dtype(params),
         checksums=leaf_checksums(params),
-        base_fingerprint=base_fingerprint,
+        base_fingerprint=base_fingerprint or "",
     )
     _write(directory, params, manifest)
     return manifest

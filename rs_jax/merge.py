@@ -119,12 +119,7 @@ def merge_hf(experts: Sequence[str], weights: Sequence[float], out: str, allow_e
 
 
 def check_inputs(
-    experts: Sequence[str],
-    weights: Sequence[float],
-    out: str,
-    *,
-    allow_extrapolation: bool = False,
-    stream: bool | None = None,
+    experts: Sequence[str], weights: Sequence[float], out: str, allow_extrapolation: bool, stream: bool | None
 ) -> str:
     """Checks a merge before anything is read; returns the experts' kind, "hf" or "orbax".
 
@@ -191,8 +186,8 @@ def merge(
       ValueError: what ``check_inputs`` refuses, or a problem with the experts (unreadable,
         corrupt leaf, another base model or frozen base, another architecture).
     """
-    kind = check_inputs(experts, weights, out, allow_extrapolation=allow_extrapolation, stream=stream)
-    return _run(kind, experts, weights, out, allow_extrapolation, stream)
+    inputs = (experts, weights, out, allow_extrapolation, stream)
+    return _run(check_inputs(*inputs), *inputs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C while merging, so a streamed merge removes its staging folder.
     previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        kind = check_inputs(*inputs[:3], allow_extrapolation=args.allow_extrapolation, stream=args.stream)
+        kind = check_inputs(*inputs)
         with failures.quiet_failures(log_path):
             written = _run(kind, *inputs)
     except (ValueError, FileNotFoundError) as error:

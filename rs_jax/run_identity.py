@@ -26,10 +26,10 @@ import rs_jax
 from rs_jax import config as config_lib
 
 IDENTITY_FILE = "identity.json"
-# A dotted config key is a budget field if it, or the group it lies in, is named here.
+# A dotted config key is a budget field if it, a group it lies in, or its field name (the last
+# part, e.g. ``budget.finetune_updates``) is named here.
 BUDGET_FIELDS = frozenset(
     {
-        "budget",
         "pretrain_updates",
         "finetune_updates",
         "pretrain_steps",
@@ -83,9 +83,11 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def is_budget_field(key: str, budget_fields: frozenset[str] = BUDGET_FIELDS) -> bool:
-    """True if the dotted ``key`` or one of its groups is in ``budget_fields``."""
+    """True if the dotted ``key``, one of its groups, or its field name is in ``budget_fields``."""
     parts = key.split(".")
-    return any(".".join(parts[: end + 1]) in budget_fields for end in range(len(parts)))
+    return parts[-1] in budget_fields or any(
+        ".".join(parts[: end + 1]) in budget_fields for end in range(len(parts))
+    )
 
 
 def identify(

@@ -84,4 +84,6 @@ def test_identity_json_records_the_weights_defining_fields():
     )
     assert json.loads(json.dumps(recorded.config)) == recorded.config
     assert run_identity.is_budget_field("budget.finetune_updates")
+    assert not run_identity.is_budget_field("budget.finetune_learning_rate")
+    assert run_identity.is_budget_field("eval.anything", frozenset({"eval"}))
     assert not run_identity.is_budget_field("ppo.clip")

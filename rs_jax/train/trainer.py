@@ -96,7 +96,7 @@ class HealthBounds:
     gives weights ~1e10).
     """
 
-    max_abs_loss: float = 1e6
+    max_abs_loss: float = 1e8
     max_kl: float = 1e4
     max_param_norm: float = 1e7
 
