@@ -7,6 +7,7 @@ manifest removed or params truncated at ``restore_expert`` and a crash mid ``sav
 (test_config, test_locomotion), a reward turning NaN mid-training (test_train).
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -290,29 +291,35 @@ sys.exit(merge.main(sys.argv[2:]))
 """
 
 
-@pytest.mark.parametrize(
-    "limit, message",
-    [(2048, "cannot be written (File too large in"), (100_000, "File too large (full report: ")],
-    ids=["at-the-start", "mid-write"],
-)
-def test_merge_cli_on_a_full_disk_is_one_line_with_a_log(pristine_experts, tmp_path, limit, message):
+def test_merge_cli_on_a_full_disk_is_one_line_with_a_log(tmp_path):
     big = {"w": np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)}
     for name in ("a", "b"):
         save(tmp_path / name, big)
-    run = crash.Process(
-        ["-c", FULL_DISK_MERGE, str(limit), *merge_args(tmp_path, tmp_path / "out")], tmp_path
-    )
+    # 100 kB: the 4 kB probe of --out passes, orbax's ~250 kB data file does not.
+    args = ["-c", FULL_DISK_MERGE, "100000", *merge_args(tmp_path, tmp_path / "out")]
+    run = crash.Process(args, tmp_path)
     code = run.wait()
     err = run.stderr()
-    assert_one_line_error(code, err, message)
+    assert_one_line_error(code, err, "File too large (full report: ")
     assert "Traceback" not in err and "tensorstore_spec" not in err
     assert not (tmp_path / "out").exists(), "a failed merge removes what it wrote"
-    if "full report" in message:  # the orbax write failed: traceback and absl records are in the log
-        log = err.split("(full report: ")[1].rstrip().rstrip(")")
-        with open(log) as handle:
-            report = handle.read()
-        assert "Traceback" in report and "ERROR:absl:" in report
-        os.remove(log)
+    log = err.split("(full report: ")[1].rstrip().rstrip(")")
+    with open(log) as handle:
+        report = handle.read()
+    assert "Traceback" in report and "ERROR:absl:" in report, "orbax's traceback and records are in the log"
+    os.remove(log)
+
+
+def test_merge_cli_refuses_an_out_on_a_full_disk_before_reading_experts(
+    pristine_experts, tmp_path, capsys, monkeypatch
+):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    code = merge.main(merge_args(pristine_experts, tmp_path / "out"))
+    assert_one_line_error(code, capsys.readouterr().err, "cannot be written (No space left on device in")
+    assert not (tmp_path / "out").exists()
 
 
 def test_merge_removes_the_staging_folder_of_a_killed_merge_and_nothing_else(pristine_experts, tmp_path):
