@@ -91,9 +91,11 @@ class HealthBounds:
       max_kl: bound on every metric named ``kl`` or ending in ``_kl`` (nats).
       max_param_norm: bound on the global L2 norm of the params after the update (per run).
 
-    The defaults are orders of magnitude above what the six tasks' presets reach (README,
-    "Reliability"), and far below what a diverged run reaches (``finetune_learning_rate=1e10``
-    gives weights ~1e10).
+    The defaults sit orders of magnitude above healthy runs and below diverged ones. Measured on
+    the smoke presets (2-core CPU, seed 0), largest over every update and run: locomotion
+    |loss| 6.5, params' norm 7.5 (all runs together); text |loss| 5.6, kl 0.003, norm 7.3;
+    captioning |loss| 4.3, norm 34. Adam with a step size of 1e10 moves every weight by ~1e10
+    in one update.
     """
 
     max_abs_loss: float = 1e8
