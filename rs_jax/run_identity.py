@@ -69,7 +69,7 @@ class RunIdentity:
     task: str
     config: dict[str, Any]
     base_fingerprint: str = ""
-    version: str = rs_jax.__version__
+    version: str = dataclasses.field(default_factory=lambda: rs_jax.__version__)
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
