@@ -94,8 +94,8 @@ class HealthBounds:
     The defaults sit orders of magnitude above healthy runs and below diverged ones. Measured on
     the smoke presets (2-core CPU, seed 0), largest over every update and run: locomotion
     |loss| 6.5, params' norm 7.5 (all runs together); text |loss| 5.6, kl 0.003, norm 7.3;
-    captioning |loss| 4.3, norm 34. Adam with a step size of 1e10 moves every weight by ~1e10
-    in one update.
+    captioning |loss| 4.3, norm 34; diffusion |loss| 1.9, norm 173; grounding |loss| 7.2,
+    norm 41. Adam with a step size of 1e10 moves every weight by ~1e10 in one update.
     """
 
     max_abs_loss: float = 1e8
