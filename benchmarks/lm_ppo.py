@@ -96,7 +96,9 @@ def main() -> None:
     )
     optimizer = optax.adam(setup.LEARNING_RATE)
     update = operands.jit(trainer.make_update(learner, optimizer, args.epochs, args.minibatches))
-    state = trainer.init_state(learner.init_params(jax.random.PRNGKey(2)), optimizer, learner.init_carry(), 0)
+    state = trainer.init_state(
+        learner.init_params(jax.random.PRNGKey(2)), optimizer, learner.init_carry(jax.random.PRNGKey(0)), 0
+    )
     weights = jnp.array(setup.REWARD_WEIGHTS)
     collect = operands.jit(jax.tree_util.Partial(collect_batch, learner, weights))
     iteration_s = median_seconds(lambda: update(state, weights), args.repeats)

@@ -12,7 +12,7 @@ Presets:
          baseline): two seeds per reward (for the model-soup comparison) and MORL at
          μ = 0.5, all vmapped as one program.
   paper  a local HF VisionEncoderDecoder model and the COCO Karpathy split (both paths
-         given with --set); bigger batches; GPU. Not yet run: no GPU so far.
+         given with --set); bigger batches; for a GPU.
   smoke  seconds; for tests.
 
 Expected result (cpu): the BLEU1 expert writes short captions of precise words, the
@@ -24,6 +24,19 @@ forward passes per token) is the oracle the soups approximate.
 from __future__ import annotations
 
 import dataclasses
+
+from rs_jax.config import BudgetConfig
+
+BUDGET = BudgetConfig(
+    pretrain_updates=1000,
+    pretrain_learning_rate=1e-3,
+    finetune_updates=100,
+    finetune_learning_rate=1.5e-4,
+    num_epochs=1,
+    num_minibatches=1,
+    max_grad_norm=1.0,
+    checkpoint_every=50,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,16 +53,10 @@ class CaptioningConfig:
     num_layers: int = 2
     num_heads: int = 4
     patch_size: int = 8
-    pretrain_updates: int = 1000
+    budget: BudgetConfig = BUDGET
     pretrain_batch: int = 64
-    pretrain_learning_rate: float = 1e-3
-    finetune_updates: int = 100
     images_per_update: int = 16
     num_samples: int = 5
-    finetune_learning_rate: float = 1.5e-4
-    num_epochs: int = 1
-    num_minibatches: int = 1
-    max_grad_norm: float = 1.0
     seeds_per_reward: int = 2
     morl_mus: tuple[float, ...] = (0.5,)
     rs_points: int = 11
@@ -57,7 +64,6 @@ class CaptioningConfig:
     eval_images: int = 256
     cider_reference_scenes: int = 2048  # scene world: references that set CIDEr-D's document frequencies
     figure_scenes: int = 4
-    checkpoint_every: int = 50
 
 
 PRESETS = ("cpu", "paper", "smoke")
@@ -73,21 +79,22 @@ def get_config(preset: str = "cpu") -> CaptioningConfig:
             image_size=224,
             patch_size=16,
             max_length=32,
-            pretrain_updates=0,  # a pre-trained captioner is given with --set model=…
             images_per_update=50,
-            finetune_updates=5000,
-            finetune_learning_rate=1e-5,
             eval_images=5000,
-            checkpoint_every=500,
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=0,  # a pre-trained captioner is given with --set model=…
+                finetune_updates=5000,
+                finetune_learning_rate=1e-5,
+                checkpoint_every=500,
+            ),
         )
     if preset == "smoke":
         return CaptioningConfig(
             hidden_size=32,
             num_layers=1,
             max_length=12,
-            pretrain_updates=2,
             pretrain_batch=8,
-            finetune_updates=2,
             images_per_update=2,
             num_samples=2,
             rs_points=3,
@@ -95,6 +102,11 @@ def get_config(preset: str = "cpu") -> CaptioningConfig:
             eval_images=4,
             cider_reference_scenes=16,
             figure_scenes=2,
-            checkpoint_every=1,
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=2,
+                finetune_updates=2,
+                checkpoint_every=1,
+            ),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

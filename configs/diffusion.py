@@ -16,7 +16,7 @@ Presets:
          "nsfw-like" skin antagonist) and MORL at μ = ½ of every pair and at the uniform μ, all
          vmapped as one program; about 11 minutes on 2 cores (see the README).
   paper  a local Stable Diffusion directory (--set model=…; its own scheduler decides ε or v),
-         10 000 offline images per the paper, 50 DDIM steps, guidance 7.5; GPU. Not yet run.
+         10 000 offline images per the paper, 50 DDIM steps, guidance 7.5; for a GPU.
   smoke  seconds; for tests.
 
 Expected result (cpu): each expert raises its own reward over the pre-trained init; brightness and
@@ -30,6 +30,19 @@ noise drawn by every λ.
 from __future__ import annotations
 
 import dataclasses
+
+from rs_jax.config import BudgetConfig
+
+BUDGET = BudgetConfig(
+    pretrain_updates=2000,
+    pretrain_learning_rate=1e-3,
+    finetune_updates=200,
+    finetune_learning_rate=1e-3,
+    num_epochs=1,
+    num_minibatches=1,
+    max_grad_norm=1.0,
+    checkpoint_every=500,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,26 +70,19 @@ class DiffusionConfig:
     uncond_probability: float = 0.1  # prompt dropout in pre-training (for guidance)
     guidance_scale: float = 1.0
     sampling_steps: int = 10
-    pretrain_updates: int = 2000
+    budget: BudgetConfig = BUDGET
     pretrain_batch: int = 16
-    pretrain_learning_rate: float = 1e-3
     offline_images: int = 512  # the paper generates 10 000
     generation_batch: int = 128
     keep_fraction: float = 0.5
     standardize_rewards: bool = True  # z-score each reward over the offline set before weighting
-    finetune_updates: int = 200
     finetune_batch: int = 8
-    finetune_learning_rate: float = 1e-3
-    num_epochs: int = 1
-    num_minibatches: int = 1
-    max_grad_norm: float = 1.0
     morl: bool = True  # MORL at μ = ½ of every pair of rewards and at the uniform μ
     rs_points: int = 4  # points per edge of the simplex grid (4: multiples of 1/3 for 3 experts)
     eval_prompts: int = 96
     feature_dim: int = 32  # random features of the Fréchet distance
     reference_images: int = 1024  # scene images the Fréchet distance compares with
     figure_prompts: int = 6
-    checkpoint_every: int = 500
 
 
 PRESETS = ("cpu", "paper", "smoke")
@@ -89,18 +95,21 @@ def get_config(preset: str = "cpu") -> DiffusionConfig:
     if preset == "paper":
         return DiffusionConfig(
             image_size=512,
-            pretrain_updates=0,  # a pre-trained Stable Diffusion is given with --set model=…
             guidance_scale=7.5,
             sampling_steps=50,
             offline_images=10_000,
             generation_batch=16,
-            finetune_updates=2000,
             finetune_batch=16,
-            finetune_learning_rate=1e-5,
             rs_points=5,
             eval_prompts=256,
             reference_images=2048,
-            checkpoint_every=250,
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=0,  # a pre-trained Stable Diffusion is given with --set model=…
+                finetune_updates=2000,
+                finetune_learning_rate=1e-5,
+                checkpoint_every=250,
+            ),
         )
     if preset == "smoke":
         return DiffusionConfig(
@@ -110,11 +119,9 @@ def get_config(preset: str = "cpu") -> DiffusionConfig:
             text_hidden_size=16,
             max_objects=2,
             sampling_steps=2,
-            pretrain_updates=2,
             pretrain_batch=4,
             offline_images=8,
             generation_batch=8,
-            finetune_updates=2,
             finetune_batch=2,
             morl=True,
             rs_points=2,
@@ -122,6 +129,11 @@ def get_config(preset: str = "cpu") -> DiffusionConfig:
             feature_dim=4,
             reference_images=8,
             figure_prompts=2,
-            checkpoint_every=0,
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=2,
+                finetune_updates=2,
+                checkpoint_every=0,
+            ),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

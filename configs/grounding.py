@@ -11,7 +11,7 @@ Presets:
          pre-trained by cross-entropy on the true box tokens, then three size experts
          (small < 30 000, medium < 100 000, large grid px²) and MORL at the uniform μ,
          each trained with CE + 5 × self-critical REINFORCE, all vmapped as one program.
-  paper  RefCOCO+ from local files (paths with --set), 224² images; GPU. Not yet run: no GPU so far.
+  paper  RefCOCO+ from local files (paths with --set), 224² images; for a GPU.
   smoke  seconds; for tests.
 
 Expected result (cpu): accuracy (IoU > 0.5) is highest on large objects and lowest on small
@@ -22,6 +22,19 @@ the simplex (spider.png), and boxes.png shows the true (green) and predicted (re
 from __future__ import annotations
 
 import dataclasses
+
+from rs_jax.config import BudgetConfig
+
+BUDGET = BudgetConfig(
+    pretrain_updates=3000,
+    pretrain_learning_rate=2e-3,
+    finetune_updates=500,
+    finetune_learning_rate=5e-4,
+    num_epochs=1,
+    num_minibatches=1,
+    max_grad_norm=1.0,
+    checkpoint_every=100,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,24 +60,17 @@ class GroundingConfig:
     max_objects: int = 3  # scene world: objects per scene (1..max)
     num_bins: int = 1000
     location_sigma: float = 10.0  # cross-entropy targets spread over ±σ bins (0: the true tokens only)
-    pretrain_updates: int = 3000
+    budget: BudgetConfig = BUDGET
     pretrain_batch: int = 64
-    pretrain_learning_rate: float = 2e-3
-    finetune_updates: int = 500
     images_per_update: int = 24
     num_samples: int = 4
-    finetune_learning_rate: float = 5e-4
     supervised_weight: float = 1.0  # CE + policy_weight × REINFORCE (paper: 1 and 5)
     policy_weight: float = 5.0
     iou_threshold: float = 0.5
-    num_epochs: int = 1
-    num_minibatches: int = 1
-    max_grad_norm: float = 1.0
     morl: bool = True  # also train MORL at the uniform weighting μ = (1/3, 1/3, 1/3)
     rs_points: int = 7  # points per edge of the simplex grid: 28 soups for N = 3, the uniform one included
     eval_objects: int = 600  # scene world: balanced over the three size buckets
     figure_scenes: int = 6
-    checkpoint_every: int = 100
 
 
 PRESETS = ("cpu", "paper", "smoke")
@@ -83,16 +89,19 @@ def get_config(preset: str = "cpu") -> GroundingConfig:
             num_heads=6,
             prompt_length=24,
             location_sigma=0.0,
-            pretrain_updates=20_000,
             pretrain_batch=128,
-            pretrain_learning_rate=1e-4,
-            finetune_updates=5000,
             images_per_update=32,
             num_samples=5,
-            finetune_learning_rate=1e-5,
             rs_points=13,  # multiples of 1/12: the uniform soup included
             eval_objects=0,  # real data: the whole evaluation split
-            checkpoint_every=1000,
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=20_000,
+                pretrain_learning_rate=1e-4,
+                finetune_updates=5000,
+                finetune_learning_rate=1e-5,
+                checkpoint_every=1000,
+            ),
         )
     if preset == "smoke":
         return GroundingConfig(
@@ -100,14 +109,17 @@ def get_config(preset: str = "cpu") -> GroundingConfig:
             hidden_size=16,
             num_layers=1,
             num_heads=2,
-            pretrain_updates=2,
             pretrain_batch=4,
-            finetune_updates=2,
             images_per_update=2,
             num_samples=2,
             rs_points=4,
             eval_objects=6,
             figure_scenes=2,
-            checkpoint_every=0,  # only at the end of each phase
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=2,
+                finetune_updates=2,
+                checkpoint_every=0,  # only at the end of each phase
+            ),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

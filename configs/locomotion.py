@@ -2,19 +2,21 @@
 
     python -m tasks.locomotion                      # preset "cpu" (default)
     python -m tasks.locomotion --preset paper       # humanoid, GPU
-    python -m tasks.locomotion --set ppo.num_envs=128 finetune_steps=300000
+    python -m tasks.locomotion --set ppo.num_envs=128 budget.finetune_updates=120
+
+An update collects ppo.num_envs × ppo.unroll_length env steps (2560 on the cpu preset).
 
 Presets:
-  cpu    brax halfcheetah (positional backend), 600k pre-training steps, then five
-         150k-step fine-tunings (experts risky μ=0 and cautious μ=1, MORL μ=.25/.5/.75)
-         trained vmapped as one program; ~13 minutes on 2 CPU cores. Halfcheetah's
+  cpu    brax halfcheetah (positional backend), 234 pre-training updates (599k env steps),
+         then five fine-tunings of 58 updates (148k steps each: experts risky μ=0 and
+         cautious μ=1, MORL μ=.25/.5/.75) trained vmapped as one program. Halfcheetah's
          default reward has the same form as the paper's humanoid one (vx - 0.1·Σa²),
          and it learns in a CPU budget where humanoid does not (~0.45k steps/s here).
   paper  brax humanoid, Table 5 hyperparameters: 4096 envs, lr 5e-5, γ 0.99,
-         policy 6×512, value 5×256, 5e8 pre-training and 1e8 fine-tuning steps. GPU.
-         Rewards are built from brax's x_velocity and the actions only (vx - 0.1·Σa²,
-         vx, vx - Σa²), as Appendix G states them; humanoid's +5 healthy bonus is not
-         added, episodes still end when it falls. Not yet run: no GPU so far.
+         policy 6×512, value 5×256, 12207 pre-training and 2441 fine-tuning updates
+         (5e8 and 1e8 env steps), for a GPU. Rewards are built from brax's x_velocity and
+         the actions only (vx - 0.1·Σa², vx, vx - Σa²), as Appendix G states them;
+         humanoid's +5 healthy bonus is not added, episodes still end when it falls.
   smoke  seconds; for tests.
 
 Expected result (cpu): the risky expert is faster with larger actions, the cautious
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from rs_jax.config import BudgetConfig
 from rs_jax.train.ppo import PPOConfig
 
 
@@ -34,13 +37,17 @@ class LocomotionConfig:
     backend: str = "positional"
     episode_length: int = 1000
     seed: int = 0
-    pretrain_steps: int = 600_000
-    finetune_steps: int = 150_000
-    pretrain_learning_rate: float = 3e-4
-    finetune_learning_rate: float = 3e-4
-    num_epochs: int = 4
-    num_minibatches: int = 8
-    max_grad_norm: float = 1.0
+    budget: BudgetConfig = dataclasses.field(
+        default_factory=lambda: BudgetConfig(
+            pretrain_updates=234,
+            finetune_updates=58,
+            pretrain_learning_rate=3e-4,
+            finetune_learning_rate=3e-4,
+            num_epochs=4,
+            num_minibatches=8,
+            checkpoint_every=20,
+        )
+    )
     ppo: PPOConfig = dataclasses.field(
         default_factory=lambda: PPOConfig(
             num_envs=256,
@@ -58,7 +65,6 @@ class LocomotionConfig:
     rs_points: int = 11
     eval_episodes: int = 64
     eval_episode_length: int = 500
-    checkpoint_every: int = 20
 
 
 PRESETS = ("cpu", "paper", "smoke")
@@ -72,12 +78,15 @@ def get_config(preset: str = "cpu") -> LocomotionConfig:
         return LocomotionConfig(
             env="humanoid",
             backend="generalized",  # brax's default for humanoid
-            pretrain_steps=500_000_000,
-            finetune_steps=100_000_000,
-            pretrain_learning_rate=5e-5,
-            finetune_learning_rate=5e-5,
-            num_epochs=8,
-            num_minibatches=32,
+            budget=BudgetConfig(
+                pretrain_updates=12_207,
+                finetune_updates=2_441,
+                pretrain_learning_rate=5e-5,
+                finetune_learning_rate=5e-5,
+                num_epochs=8,
+                num_minibatches=32,
+                checkpoint_every=200,
+            ),
             ppo=PPOConfig(
                 num_envs=4096,
                 unroll_length=10,
@@ -90,20 +99,23 @@ def get_config(preset: str = "cpu") -> LocomotionConfig:
                 value_layers=(256,) * 5,
             ),
             eval_episode_length=1000,
-            checkpoint_every=200,
         )
     if preset == "smoke":
         return LocomotionConfig(
             episode_length=50,
-            pretrain_steps=2 * 16 * 5,
-            finetune_steps=16 * 5,
-            num_epochs=1,
-            num_minibatches=2,
+            budget=BudgetConfig(
+                pretrain_updates=2,
+                finetune_updates=1,
+                pretrain_learning_rate=3e-4,
+                finetune_learning_rate=3e-4,
+                num_epochs=1,
+                num_minibatches=2,
+                checkpoint_every=1,
+            ),
             ppo=PPOConfig(num_envs=16, unroll_length=5, policy_layers=(8,), value_layers=(8,)),
             morl_mus=(0.0, 0.5, 1.0),
             rs_points=3,
             eval_episodes=4,
             eval_episode_length=10,
-            checkpoint_every=1,
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

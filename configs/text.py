@@ -36,7 +36,24 @@ from __future__ import annotations
 
 import dataclasses
 
+from rs_jax.config import BudgetConfig
 from rs_jax.train.lm_ppo import LMPPOConfig
+
+
+def _budget(**fields) -> BudgetConfig:
+    """The cpu preset's budget with ``fields`` replaced (pre-training: one pass over each batch)."""
+    defaults = {
+        "pretrain_updates": 600,
+        "finetune_updates": 60,
+        "pretrain_learning_rate": 3e-3,
+        "finetune_learning_rate": 1e-3,
+        "num_epochs": 4,
+        "num_minibatches": 4,
+        "pretrain_num_epochs": 1,
+        "pretrain_num_minibatches": 1,
+        "checkpoint_every": 20,
+    }
+    return BudgetConfig(**(defaults | fields))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,19 +70,13 @@ class TextConfig:
     num_heads: int = 4
     num_kv_heads: int = 2
     intermediate_size: int = 128
-    pretrain_updates: int = 600
     pretrain_batch: int = 64
-    pretrain_learning_rate: float = 3e-3
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     lora_mode: str = "delta"
     prompts_per_update: int = 32
-    finetune_updates: int = 60
-    finetune_learning_rate: float = 1e-3
-    num_epochs: int = 4
-    num_minibatches: int = 4
-    max_grad_norm: float = 1.0
+    budget: BudgetConfig = dataclasses.field(default_factory=_budget)
     ppo: LMPPOConfig = dataclasses.field(
         default_factory=lambda: LMPPOConfig(max_new_tokens=16, kl_coef=0.05, adaptive_kl=False)
     )
@@ -73,7 +84,6 @@ class TextConfig:
     rs_points: int = 11
     eval_prompts: int = 128
     sample_prompts: int = 4
-    checkpoint_every: int = 20
 
 
 PRESETS = ("cpu", "paper", "smoke")
@@ -85,15 +95,15 @@ def get_config(preset: str = "cpu") -> TextConfig:
         return TextConfig()
     if preset == "paper":
         return TextConfig(
-            pretrain_updates=0,
             prompts_per_update=128,
-            finetune_updates=2000,
-            finetune_learning_rate=1.41e-5,
-            num_epochs=4,
-            num_minibatches=4,
+            budget=_budget(
+                pretrain_updates=0,
+                finetune_updates=2000,
+                finetune_learning_rate=1.41e-5,
+                checkpoint_every=100,
+            ),
             ppo=LMPPOConfig(max_new_tokens=32, kl_coef=0.2),
             eval_prompts=1024,
-            checkpoint_every=100,
         )
     if preset == "smoke":
         return TextConfig(
@@ -102,16 +112,14 @@ def get_config(preset: str = "cpu") -> TextConfig:
             hidden_size=16,
             num_layers=1,
             intermediate_size=32,
-            pretrain_updates=2,
             pretrain_batch=8,
             prompts_per_update=4,
-            finetune_updates=2,
-            num_epochs=1,
-            num_minibatches=2,
+            budget=_budget(
+                pretrain_updates=2, finetune_updates=2, num_epochs=1, num_minibatches=2, checkpoint_every=1
+            ),
             ppo=LMPPOConfig(max_new_tokens=4),
             rs_points=3,
             eval_prompts=4,
             sample_prompts=2,
-            checkpoint_every=1,
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

@@ -15,7 +15,7 @@ Presets:
          self-critical experts on exact-match accuracy (the short canonical answer) and
          METEOR (closest reference, favours complete sentences), and MORL at μ = 0.5,
          all vmapped as one program.
-  paper  VQAv2 from local files (paths with --set); GPU. Not yet run: no GPU so far.
+  paper  VQAv2 from local files (paths with --set); for a GPU.
   smoke  seconds; for tests.
 
 Expected result (cpu): the accuracy expert answers with the short canonical words, the METEOR
@@ -26,6 +26,19 @@ samples.png shows each soup's answers to the same questions.
 from __future__ import annotations
 
 import dataclasses
+
+from rs_jax.config import BudgetConfig
+
+BUDGET = BudgetConfig(
+    pretrain_updates=4000,
+    pretrain_learning_rate=2e-3,
+    finetune_updates=300,
+    finetune_learning_rate=1e-4,
+    num_epochs=1,
+    num_minibatches=1,
+    max_grad_norm=1.0,
+    checkpoint_every=100,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,21 +69,14 @@ class VQAConfig:
     question_length: int = 12  # tokens incl. <eos>
     answer_length: int = 7
     num_answers: int = 10  # reference answers kept per question (real data)
-    pretrain_updates: int = 4000
+    budget: BudgetConfig = BUDGET
     pretrain_batch: int = 64
-    pretrain_learning_rate: float = 2e-3
-    finetune_updates: int = 300
     images_per_update: int = 16
     num_samples: int = 4
-    finetune_learning_rate: float = 1e-4
-    num_epochs: int = 1
-    num_minibatches: int = 1
-    max_grad_norm: float = 1.0
     morl_mus: tuple[float, ...] = (0.5,)
     rs_points: int = 11
     eval_questions: int = 300
     figure_questions: int = 5
-    checkpoint_every: int = 100
 
 
 PRESETS = ("cpu", "paper", "smoke")
@@ -89,15 +95,18 @@ def get_config(preset: str = "cpu") -> VQAConfig:
             num_heads=6,
             question_length=24,
             answer_length=8,
-            pretrain_updates=20_000,
             pretrain_batch=128,
-            pretrain_learning_rate=1e-4,
-            finetune_updates=5000,
             images_per_update=32,
             num_samples=5,
-            finetune_learning_rate=1e-5,
             eval_questions=5000,
-            checkpoint_every=1000,
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=20_000,
+                pretrain_learning_rate=1e-4,
+                finetune_updates=5000,
+                finetune_learning_rate=1e-5,
+                checkpoint_every=1000,
+            ),
         )
     if preset == "smoke":
         return VQAConfig(
@@ -105,14 +114,17 @@ def get_config(preset: str = "cpu") -> VQAConfig:
             hidden_size=16,
             num_layers=1,
             num_heads=2,
-            pretrain_updates=2,
             pretrain_batch=4,
-            finetune_updates=2,
             images_per_update=2,
             num_samples=2,
             rs_points=3,
             eval_questions=4,
             figure_questions=2,
-            checkpoint_every=0,  # only at the end of each phase
+            budget=dataclasses.replace(
+                BUDGET,
+                pretrain_updates=2,
+                finetune_updates=2,
+                checkpoint_every=0,  # only at the end of each phase
+            ),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

@@ -1,8 +1,7 @@
-"""Command-line overrides for the frozen-dataclass configs in ``configs/``.
+"""The configs' shared budget group and command-line overrides for the frozen-dataclass configs.
 
-``override(config, ["ppo.num_envs=128", "seed=3"])`` returns a new config; an
-unknown key or a value that does not parse as the field's type is a ValueError
-naming it.
+``override(config, ["ppo.num_envs=128", "budget.finetune_updates=40"])`` returns a new config;
+an unknown key or a value that does not parse as the field's type is a ValueError naming it.
 """
 
 from __future__ import annotations
@@ -11,6 +10,35 @@ import dataclasses
 import json
 from collections.abc import Sequence
 from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class BudgetConfig:
+    """Updates and optimizer of the two training phases; every task config has one as ``budget``.
+
+    Both phases use Adam after global-norm gradient clipping (``pipeline.clipped_adam``).
+
+    Attributes:
+      pretrain_updates / finetune_updates: updates of each phase (0 pre-training updates: the
+        init is the freshly initialized model).
+      pretrain_learning_rate / finetune_learning_rate: Adam's step sizes.
+      max_grad_norm: the clipping threshold.
+      num_epochs / num_minibatches: passes over each update's batch and its split.
+      pretrain_num_epochs / pretrain_num_minibatches: the same for pre-training (None: as
+        fine-tuning).
+      checkpoint_every: updates between checkpoints.
+    """
+
+    pretrain_updates: int
+    finetune_updates: int
+    pretrain_learning_rate: float
+    finetune_learning_rate: float
+    max_grad_norm: float = 1.0
+    num_epochs: int = 1
+    num_minibatches: int = 1
+    pretrain_num_epochs: int | None = None
+    pretrain_num_minibatches: int | None = None
+    checkpoint_every: int = 20
 
 
 def _parse(raw: str, current: Any, key: str) -> Any:

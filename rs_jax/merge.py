@@ -7,29 +7,56 @@ Experts are either rs_jax expert checkpoints (orbax + manifest; the output is
 one too) or Hugging Face Flax model directories (the output is a
 ``save_pretrained`` directory loadable by transformers). ``--out`` must not
 exist yet or be empty, must lie outside the experts, and must be writable:
-nothing on disk is overwritten. Every error is one line (exit code 2); when it
-comes from reading or writing checkpoints, the full report goes to a log file in
-the system's temporary folder, named on that line.
+nothing on disk is overwritten. Every error is one line (exit code 2) ending with
+the path of a log in the system's temporary folder that holds the full report
+(traceback, orbax's log records); a merge that fails removes what it wrote.
 
 rs_jax checkpoints too big to hold together in memory are streamed a few leaves
 at a time (``--stream``; chosen automatically when the experts together exceed
 half the available memory): the result is the same, bit for bit. A streamed
 merge stages the soup in a hidden folder beside ``--out``; if it is killed, the
 next merge into the same folder removes it.
+
+Hugging Face directories in PyTorch format (``config.json`` + ``model.safetensors``, or
+shards with ``model.safetensors.index.json``) are merged tensor by tensor in bounded
+memory (``rs_jax.hf_merge``); the output has the same tensor names and shards, in the
+experts' dtypes (or ``--dtype``), with the config and tokenizer files, so transformers or
+vLLM load it. ``--method`` picks a rule of ``rs_jax.merge_rules`` (``--base`` is the
+pre-trained model for the rules on task vectors)::
+
+    python -m rs_jax.merge --experts helpful/ harmless/ --weights 0.3 0.7 --out merged/
+    python -m rs_jax.merge --method task_arithmetic --base llama/ --experts a/ b/ \\
+        --weights 0.5 0.5 --scale 1.2 --dtype bfloat16 --out merged/
+    python -m rs_jax.merge --method dare --base llama/ --experts a/ b/ --weights 0.5 0.5 \\
+        --drop-probability 0.9 --seed 0 --out merged/
+
+PEFT LoRA adapters (``adapter_config.json`` + ``adapter_model.safetensors``) of one base
+merge exactly, ΔW = Σᵢ λᵢ·sᵢ·BᵢAᵢ (``rs_jax.peft_merge``): into ``--base`` (a full model)
+or, without ``--base``, as one PEFT adapter of rank Σrᵢ; ``--lora-mode factors``
+averages A and B instead::
+
+    python -m rs_jax.merge --experts lora_helpful/ lora_harmless/ --weights 0.3 0.7 \\
+        --base llama/ --out merged/
+    python -m rs_jax.merge --experts lora_helpful/ lora_harmless/ --weights 0.3 0.7 --out soup_adapter/
+
+The same merge from a file (``rs_jax.merge_config`` lists its fields)::
+
+    python -m rs_jax.merge --config merge.yml
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from rs_jax import checkpoint, failures, soup
+from rs_jax import checkpoint, failures, hf_merge, merge_config, merge_rules, peft_merge, soup
 from rs_jax.models import hf
 
 
@@ -118,55 +145,43 @@ def merge_hf(experts: Sequence[str], weights: Sequence[float], out: str, allow_e
     return f"Hugging Face Flax model ({architectures.pop()})"
 
 
-def check_inputs(
-    experts: Sequence[str], weights: Sequence[float], out: str, allow_extrapolation: bool, stream: bool | None
-) -> str:
-    """Checks a merge before anything is read; returns the experts' kind, "hf" or "orbax".
-
-    Raises:
-      ValueError: bad λ, an expert that is not a directory, mixed kinds, ``--stream`` with
-        HF directories, ``out`` existing and not empty, inside an expert or not writable.
-    """
-    if len(experts) < 2:
-        raise ValueError(f"Give at least two experts; got {len(experts)}.")
-    if len(weights) != len(experts):
-        raise ValueError(f"Got {len(experts)} experts but {len(weights)} weights.")
-    soup.check_weights(weights, len(experts), allow_extrapolation=allow_extrapolation)
-    for path in experts:
-        if not os.path.isdir(path):
-            raise ValueError(f"Expert {path} is not a directory.")
-    checkpoint.check_fresh_output(out, experts)
-    failures.check_writable(out)
-    kinds = {"hf" if hf.is_hf_directory(path) else "orbax" for path in experts}
-    if len(kinds) != 1:
-        raise ValueError("Mixing rs_jax checkpoints and Hugging Face directories is not supported.")
-    if kinds == {"hf"} and stream:
-        raise ValueError("--stream works on rs_jax expert checkpoints, not Hugging Face directories.")
-    return kinds.pop()
-
-
-def _run(
-    kind: str,
+def merge_safetensors(
     experts: Sequence[str],
     weights: Sequence[float],
     out: str,
     allow_extrapolation: bool,
-    stream: bool | None,
+    rule: hf_merge.RuleOptions | None,
+    base: str | None,
+    dtype: str | None,
+    lora_mode: peft_merge.LoraMode,
 ) -> str:
-    """Runs a checked merge; if it fails, removes what it wrote to ``out`` (absent or empty before)."""
-    existed = os.path.isdir(out)
-    try:
-        if kind == "hf":
-            return merge_hf(experts, weights, out, allow_extrapolation)
-        return merge_orbax(experts, weights, out, allow_extrapolation, stream)
-    except BaseException:
-        if existed:
-            for name in os.listdir(out):
-                path = os.path.join(out, name)
-                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-        else:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    """Merges HF safetensors model directories (``hf_merge``) or PEFT adapters (``peft_merge``)."""
+    checkpoint.check_fresh_output(out)
+    rule = rule or hf_merge.RuleOptions()
+    if all(peft_merge.is_peft_adapter(path) for path in experts):
+        if (rule.density, rule.drop_probability) != (None, None):
+            raise ValueError("PEFT adapters take no --density or --drop-probability.")
+        return peft_merge.merge_adapters(
+            experts,
+            weights,
+            out,
+            base=base,
+            mode=lora_mode,
+            method=rule.method,
+            scale=rule.scale,
+            dtype=dtype,
+            allow_extrapolation=allow_extrapolation,
+        )
+    if all(hf_merge.is_safetensors_model(path) for path in experts):
+        if lora_mode != "delta":
+            raise ValueError("--lora-mode applies to PEFT adapters.")
+        return hf_merge.merge_models(
+            experts, weights, out, rule=rule, base=base, dtype=dtype, allow_extrapolation=allow_extrapolation
+        )
+    raise ValueError(
+        "Give experts of one kind: all Hugging Face safetensors model directories or all PEFT adapters; "
+        f"got {', '.join(experts)}."
+    )
 
 
 def merge(
@@ -176,31 +191,81 @@ def merge(
     *,
     allow_extrapolation: bool = False,
     stream: bool | None = None,
+    rule: hf_merge.RuleOptions | None = None,
+    base: str | None = None,
+    dtype: str | None = None,
+    lora_mode: peft_merge.LoraMode = "delta",
 ) -> str:
-    """Merges experts (all rs_jax checkpoints or all HF directories) into ``out``; says what it wrote.
+    """Merges experts (all rs_jax checkpoints, all HF directories or all PEFT adapters) into
+    ``out``; says what it wrote.
 
     ``stream``: for rs_jax checkpoints, True streams leaf groups, False loads every
-    expert, None decides by size (``should_stream``).
+    expert, None decides by size (``should_stream``). ``rule``, ``base``, ``dtype`` and
+    ``lora_mode`` apply to safetensors directories and PEFT adapters (``merge_safetensors``).
 
     Raises:
-      ValueError: what ``check_inputs`` refuses, or a problem with the experts (unreadable,
-        corrupt leaf, another base model or frozen base, another architecture).
+      ValueError: bad λ or options; ``out`` existing and not empty, inside an expert or not
+        writable (checked before any expert is read); a problem with the experts.
     """
-    inputs = (experts, weights, out, allow_extrapolation, stream)
-    return _run(check_inputs(*inputs), *inputs)
+    if len(experts) < 2:
+        raise ValueError(f"Give at least two experts; got {len(experts)}.")
+    if len(weights) != len(experts):
+        raise ValueError(f"Got {len(experts)} experts but {len(weights)} weights.")
+    checkpoint.check_fresh_output(out, experts)
+    failures.check_writable(out)
+    if any(hf_merge.is_safetensors_model(path) or peft_merge.is_peft_adapter(path) for path in experts):
+        if stream is False:
+            raise ValueError("Safetensors directories and PEFT adapters are always merged tensor by tensor.")
+        return merge_safetensors(experts, weights, out, allow_extrapolation, rule, base, dtype, lora_mode)
+    if (rule or hf_merge.RuleOptions()) != hf_merge.RuleOptions() or base or dtype or lora_mode != "delta":
+        raise ValueError(
+            "--method, --base, --dtype and --lora-mode apply to safetensors directories and PEFT adapters; "
+            "rs_jax checkpoints and Flax directories merge linearly."
+        )
+    soup.check_weights(weights, len(experts), allow_extrapolation=allow_extrapolation)
+    for path in experts:
+        if not os.path.isdir(path):
+            raise ValueError(f"Expert {path} is not a directory.")
+    kinds = {"hf" if hf.is_hf_directory(path) else "orbax" for path in experts}
+    if len(kinds) != 1:
+        raise ValueError("Mixing rs_jax checkpoints and Hugging Face directories is not supported.")
+    if kinds == {"hf"}:
+        if stream:
+            raise ValueError("--stream works on rs_jax expert checkpoints, not Hugging Face directories.")
+        return merge_hf(experts, weights, out, allow_extrapolation)
+    return merge_orbax(experts, weights, out, allow_extrapolation, stream)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+@contextlib.contextmanager
+def _removed_on_failure(out: str) -> Iterator[None]:
+    """If the block raises, removes what it wrote to ``out``: ``out`` itself if it was absent, its
+    contents if it was an empty folder; anything else (a refused, non-empty ``out``) is left alone."""
+    was_empty = os.path.isdir(out) and not os.listdir(out)
+    was_absent = not os.path.lexists(out)
+    try:
+        yield
+    except BaseException:
+        if was_absent and os.path.isdir(out):
+            shutil.rmtree(out, ignore_errors=True)
+        elif was_empty:
+            for name in os.listdir(out):
+                path = os.path.join(out, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        raise
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m rs_jax.merge",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--experts", nargs="+", required=True, help="expert directories")
+    parser.add_argument("--config", help="a merge file (YAML or JSON) instead of the flags below")
+    parser.add_argument("--experts", nargs="+", help="expert directories")
     parser.add_argument(
-        "--weights", nargs="+", type=float, required=True, help="λ, one per expert, summing to 1"
+        "--weights", nargs="+", type=float, help="λ, one per expert (summing to 1 for linear and slerp)"
     )
-    parser.add_argument("--out", required=True, help="new output directory")
+    parser.add_argument("--out", help="new output directory")
     parser.add_argument("--allow-extrapolation", action="store_true", help="permit λ outside [0, 1]")
     parser.add_argument(
         "--stream",
@@ -208,15 +273,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="read a few leaves of every expert at a time (default: when they would not fit in memory)",
     )
+    parser.add_argument(
+        "--method", default="linear", help=f"merge rule, one of {', '.join(sorted(merge_rules.RULES))}"
+    )
+    parser.add_argument("--base", help="pre-trained model directory (task-vector rules; PEFT merge target)")
+    parser.add_argument("--density", type=float, help="fraction of each task vector kept (ties)")
+    parser.add_argument("--drop-probability", type=float, help="task-vector entries dropped (dare)")
+    parser.add_argument("--scale", type=float, help="factor on the merged task vector")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the dare masks")
+    parser.add_argument("--dtype", choices=sorted(hf_merge.OUTPUT_DTYPES), help="dtype of floating tensors")
+    parser.add_argument(
+        "--lora-mode", choices=("delta", "factors"), default="delta", help="how PEFT adapters combine"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     log_path = os.path.join(tempfile.gettempdir(), f"rs_jax-merge-{os.getpid()}.log")
-    inputs = (args.experts, args.weights, args.out, args.allow_extrapolation, args.stream)
     # SIGTERM unwinds like Ctrl-C while merging, so a streamed merge removes its staging folder.
     previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
-        kind = check_inputs(*inputs)
-        with failures.quiet_failures(log_path):
-            written = _run(kind, *inputs)
+        if args.config:
+            if len(argv) != 2:
+                raise ValueError("--config replaces the other flags; put everything in the file.")
+            args = parser.parse_args(merge_config.to_argv(args.config))
+        if not (args.experts and args.weights and args.out):
+            parser.error("give --experts, --weights and --out, or --config")
+        with failures.quiet_failures(log_path), _removed_on_failure(args.out):
+            written = merge(
+                args.experts,
+                args.weights,
+                args.out,
+                allow_extrapolation=args.allow_extrapolation,
+                stream=args.stream,
+                rule=hf_merge.RuleOptions(
+                    method=args.method,
+                    density=args.density,
+                    drop_probability=args.drop_probability,
+                    scale=args.scale,
+                    seed=args.seed,
+                ),
+                base=args.base,
+                dtype=args.dtype,
+                lora_mode=args.lora_mode,
+            )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

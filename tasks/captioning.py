@@ -15,7 +15,6 @@ a few scenes with the caption of every λ under them (samples.png). See configs/
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import captioning as captioning_config
-from rs_jax import cli, experiment, plots, soup
-from rs_jax import config as config_lib
+from rs_jax import cli, experiment, pipeline, plots, soup
 from rs_jax.data import coco, scenes
 from rs_jax.models import captioner
 from rs_jax.rewards import text_metrics
@@ -106,31 +104,59 @@ def one_reference(references: jax.Array, key: jax.Array, pad_id: int) -> jax.Arr
     return jnp.take_along_axis(references, choice[:, None, None], axis=1)[:, 0]
 
 
-@dataclasses.dataclass(frozen=True)
-class Captioning:
-    """Everything ``main`` needs: the RL declaration, budget, model, data and reward function."""
-
-    spec: experiment.RLExperiment
-    budget: experiment.Budget
-    model: Any
-    data: CaptionData
-    score: Callable[[jax.Array, jax.Array], jax.Array]
-    seed_of_run: list[int]
+def _greedy_rewards(
+    model: Any, score: Callable, max_length: int, images: jax.Array, references: jax.Array, params, key
+) -> jax.Array:
+    """(S, R) rewards of the greedy captions of ``images`` (S, H, W, 3) against ``references``."""
+    captions = captioner.sample_captions(
+        model, params, images, key, max_length=max_length, greedy=True
+    ).tokens
+    return score(captions, references)
 
 
-def build(config: captioning_config.CaptioningConfig) -> Captioning:
-    """The task's declaration: data, model, learners, rewards, runs and budgets."""
+def _model_soups(rewards: tuple[str, ...], trained: pipeline.TrainedRuns) -> dict[str, pipeline.SoupFamily]:
+    """Model soups of the first two seeds of each reward, 5 points each (rebuttal Fig. 4c)."""
+    families = {}
+    lambdas = np.linspace(0.0, 1.0, 5)
+    for reward_index, name in enumerate(rewards):
+        seeds = [run for run, mu in enumerate(trained.mus) if np.isclose(mu[reward_index], 1.0)][:2]
+        if len(seeds) < 2:
+            continue
+        member_weights = np.zeros((len(lambdas), len(trained.runs) + 1))
+        member_weights[:, seeds[0]] = 1.0 - lambdas
+        member_weights[:, seeds[1]] = lambdas
+        families[f"model soup ({name}, 2 seeds)"] = pipeline.SoupFamily(
+            np.stack([1.0 - lambdas, lambdas], axis=1), member_weights
+        )
+    return families
+
+
+def _extrapolation(
+    lambdas: tuple[float, ...], trained: pipeline.TrainedRuns
+) -> dict[str, pipeline.SoupFamily]:
+    """RS with λ outside [0, 1] (paper Fig. 10c), reported together with the RS grid."""
+    if len(trained.expert_indices) != 2 or not lambdas:
+        return {}
+    weights = np.asarray(lambdas, np.float64)
+    labels = np.stack([1.0 - weights, weights], axis=1)
+    member_weights = np.zeros((len(weights), len(trained.runs) + 1))
+    member_weights[:, trained.expert_indices] = labels
+    return {"RS incl. extrapolation": pipeline.SoupFamily(labels, member_weights, with_rs=True)}
+
+
+def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
+    """The task's declaration: data, model, learners, rewards, runs and budget."""
     unknown = [name for name in config.rewards if name not in text_metrics.REWARD_NAMES]
     if len(config.rewards) < 2 or unknown:
         raise ValueError(
             f"rewards must name at least two of {', '.join(text_metrics.REWARD_NAMES)}; got "
             f"{list(config.rewards)}" + (f" (unknown: {unknown})." if unknown else ".")
         )
-    if config.pretrain_updates == 0 and not config.model:
+    if config.budget.pretrain_updates == 0 and not config.model:
         raise ValueError(
-            "Nothing pre-trains the captioner: give --set model=<HF directory> or pretrain_updates>0."
+            "Nothing pre-trains the captioner: give --set model=<HF directory> or budget.pretrain_updates>0."
         )
-    _, _, eval_key = experiment.phase_keys(config.seed)
+    _, _, eval_key = pipeline.phase_keys(config.seed)
     data = coco_data(config) if config.data else scene_data(config, jax.random.fold_in(eval_key, 7))
     if config.model:
         model, pretrained = captioner.load_captioner(config.model)
@@ -147,7 +173,6 @@ def build(config: captioning_config.CaptioningConfig) -> Captioning:
             eos_id=data.vocabulary.eos_id,
             pad_id=data.vocabulary.pad_id,
         )
-        pretrained = None
     _, eos_id, pad_id = captioner.special_ids(model)
     stats = text_metrics.cider_document_frequencies(strip_eos(data.train_references, eos_id, pad_id))
     metric_fn = text_metrics.caption_rewards(config.rewards, stats)
@@ -185,189 +210,117 @@ def build(config: captioning_config.CaptioningConfig) -> Captioning:
     )
 
     n_rewards = len(config.rewards)
+    # Every seed trains the experts; MORL runs once (seed 0).
     experts = np.eye(n_rewards)
-    morl_mus = (
-        [np.array([1.0 - mu, mu]) for mu in config.morl_mus]
-        if n_rewards == 2
-        else [np.full(n_rewards, 1.0 / n_rewards)]
-    )
-    run_mus, seed_of_run = [], []
-    for seed_index in range(config.seeds_per_reward):
-        run_mus += list(experts)
-        seed_of_run += [seed_index] * n_rewards
-    morl_only = [mu for mu in morl_mus if not np.any(np.all(np.isclose(experts, mu), axis=1))]
-    run_mus += morl_only
+    morl_only = pipeline.experts_and_morl(n_rewards, config.morl_mus)[n_rewards:]
+    run_mus = np.vstack([*[experts] * config.seeds_per_reward, morl_only])
+    seed_of_run = [seed for seed in range(config.seeds_per_reward) for _ in range(n_rewards)]
     seed_of_run += [0] * len(morl_only)
 
-    def evaluate(params, carry, key):
-        del carry
-        captions = captioner.sample_captions(
-            model, params, data.eval_images, key, max_length=config.max_length, greedy=True
-        ).tokens
-        return score(captions, data.eval_references)
+    def ensembling(trained: pipeline.TrainedRuns, key: jax.Array) -> dict[str, experiment.Evaluation]:
+        """Prediction ensembling Σλᵢpᵢ of the experts at every λ of the RS grid (one compile)."""
+        stacked = soup.stack_experts(trained.experts)
 
-    spec = experiment.RLExperiment(
+        # Params and images are arguments, not closed-over constants: XLA would constant-fold the
+        # experts' encoder over the evaluation images at compile time.
+        @jax.jit
+        def ensemble_rewards(stacked, images, references, lambdas):
+            captions = captioner.sample_captions_ensemble(
+                model, stacked, lambdas, images, key, max_length=config.max_length
+            ).tokens
+            return score(captions, references)
+
+        grid = soup.simplex_grid(n_rewards, config.rs_points)
+        samples = np.stack(
+            [
+                np.asarray(
+                    ensemble_rewards(
+                        stacked, data.eval_images, data.eval_references, jnp.asarray(row, jnp.float32)
+                    )
+                )
+                for row in grid
+            ]
+        )
+        return {"prediction ensembling (N passes)": experiment.Evaluation.from_samples(grid, samples)}
+
+    def report(outcome: pipeline.Outcome) -> pipeline.Report:
+        members = pipeline.figure_soups(
+            outcome.trained, config.rewards, (0.0, 0.5, 1.0, *config.extrapolation)
+        )
+        return pipeline.Report(
+            figures={
+                "samples.png": lambda path: _draw_samples(
+                    path, config, model, data, members, outcome.eval_key
+                )
+            }
+        )
+
+    def finetuning(params, carry) -> pipeline.FineTuning:
+        return pipeline.FineTuning(
+            learner=finetune_learner,
+            start=lambda key: (params, carry),
+            evaluate=jax.tree_util.Partial(
+                _greedy_rewards, model, score, config.max_length, data.eval_images, data.eval_references
+            ),
+            extra_soups=lambda trained: (
+                _model_soups(config.rewards, trained) | _extrapolation(config.extrapolation, trained)
+            ),
+            extra_evaluations=ensembling,
+            report=report,
+        )
+
+    return pipeline.Task(
+        name="captioning",
         reward_names=tuple(config.rewards),
         expert_names=tuple(config.rewards),
-        pretrain_learner=pretrain_learner,
-        finetune_learner=finetune_learner,
-        init_params=(
-            (lambda key: captioner.init_params(model, key))
-            if pretrained is None
-            else (lambda key: pretrained)
+        run_mus=run_mus,
+        run_weights=run_mus,
+        pretraining=(
+            pipeline.Pretrained(pretrained)
+            if config.model
+            else pipeline.Pretraining(
+                learner=pretrain_learner,
+                init=lambda key: (captioner.init_params(model, key), None),
+                reward_weights=np.zeros(n_rewards),
+            )
         ),
-        init_carry=lambda learner, key: None,
-        finetune_start=lambda params, carry, key: (params, carry),
-        soup_part=lambda params: params,
-        evaluate=evaluate,
-        pretrain_weights=np.zeros(n_rewards),
-        run_weights=np.asarray(run_mus),
-        run_mus=np.asarray(run_mus),
+        finetuning=finetuning,
+        budget=config.budget,
+        seed=config.seed,
+        rs_points=config.rs_points,
+        morl_runs=tuple(i for i, seed in enumerate(seed_of_run) if seed == 0),
     )
 
-    budget = experiment.Budget.from_config(config)
-    return Captioning(spec, budget, model, data, score, seed_of_run)
 
-
-def _extra_soups(
-    config: captioning_config.CaptioningConfig, task: Captioning, trained: experiment.TrainedRuns
-) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Model soups of the seeds of each reward and the extrapolated RS points, as member weights."""
-    n_members = len(trained.runs) + 1
-    extras = {}
-    mus = trained.mus
-    for reward_index, name in enumerate(config.rewards):
-        seeds = [run for run in range(len(trained.runs)) if np.isclose(mus[run, reward_index], 1.0)][:2]
-        if len(seeds) < 2:
-            continue
-        lambdas = np.linspace(0.0, 1.0, 5)
-        member_weights = np.zeros((len(lambdas), n_members))
-        member_weights[:, seeds[0]] = 1.0 - lambdas
-        member_weights[:, seeds[1]] = lambdas
-        extras[f"model soup ({name}, 2 seeds)"] = (np.stack([1.0 - lambdas, lambdas], axis=1), member_weights)
-    if len(config.rewards) == 2 and config.extrapolation:
-        lambdas = np.asarray(config.extrapolation, np.float64)
-        labels = np.stack([1.0 - lambdas, lambdas], axis=1)
-        member_weights = np.zeros((len(lambdas), n_members))
-        member_weights[:, trained.expert_indices] = labels
-        extras["extrapolation"] = (labels, member_weights)
-    return extras
-
-
-def _ensemble_evaluation(
-    config: captioning_config.CaptioningConfig, task: Captioning, experts: list[Any], grid: np.ndarray, key
-) -> experiment.Evaluation:
-    """Prediction ensembling Σλᵢpᵢ of the experts at every λ of the RS grid (one compile)."""
-    stacked = soup.stack_experts(experts)
-
-    # Params and images are arguments, not closed-over constants: XLA would constant-fold the
-    # experts' encoder over the evaluation images at compile time.
-    @jax.jit
-    def ensemble_rewards(stacked, images, lambdas):
-        captions = captioner.sample_captions_ensemble(
-            task.model, stacked, lambdas, images, key, max_length=config.max_length
-        ).tokens
-        return task.score(captions, task.data.eval_references)
-
-    samples = np.stack(
-        [
-            np.asarray(ensemble_rewards(stacked, task.data.eval_images, jnp.asarray(row, jnp.float32)))
-            for row in grid
-        ]
-    )
-    return experiment.Evaluation.from_samples(grid, samples)
-
-
-def _write_samples(
-    run_dir: str, config: captioning_config.CaptioningConfig, task: Captioning, members: dict[str, Any], key
+def _draw_samples(
+    path: str,
+    config: captioning_config.CaptioningConfig,
+    model: Any,
+    data: CaptionData,
+    members: dict[str, Any],
+    key: jax.Array,
 ) -> None:
-    """samples.png with the greedy captions of the first evaluation scenes per λ (and samples.json)."""
-    count = min(config.figure_scenes, task.data.eval_images.shape[0])
-    images = task.data.eval_images[:count]
+    """The greedy captions of the first evaluation scenes per λ under their images."""
+    count = min(config.figure_scenes, data.eval_images.shape[0])
+    images = data.eval_images[:count]
 
     @jax.jit
     def greedy(params):
         return captioner.sample_captions(
-            task.model, params, images, key, max_length=config.max_length, greedy=True
+            model, params, images, key, max_length=config.max_length, greedy=True
         ).tokens
 
-    vocabulary = task.data.vocabulary
+    vocabulary = data.vocabulary
     texts = {
         label: [vocabulary.decode(row) for row in np.asarray(greedy(params))]
         for label, params in members.items()
     }
-    texts["reference"] = [vocabulary.decode(row) for row in np.asarray(task.data.eval_references[:count, 0])]
-    plots.plot_captioned_images(
-        os.path.join(run_dir, "samples.png"), np.asarray(images), texts, title="Greedy captions per λ"
-    )
-
-
-def run(
-    run_dir: str, config: captioning_config.CaptioningConfig, *, resume: bool = False, shard: bool = False
-) -> dict[str, Any]:
-    """The whole experiment; writes the run directory and returns the summary numbers."""
-    task = build(config)
-    run_config = config_lib.to_dict(config)
-    trained = experiment.train_runs(
-        run_dir, task.spec, task.budget, config=run_config, resume=resume, shard=shard
-    )
-    _, _, eval_key = experiment.phase_keys(config.seed)
-
-    def eval_fn(params):
-        return task.spec.evaluate(params, None, eval_key)
-
-    extras_spec = _extra_soups(config, task, trained)
-    rs, runs, init, extras = experiment.evaluate_runs(trained, eval_fn, config.rs_points, extras_spec)
-    seed0 = [i for i, seed in enumerate(task.seed_of_run) if seed == 0]
-    morl = experiment.Evaluation(runs.weights[seed0], runs.means[seed0], runs.stderrs[seed0])
-    if "extrapolation" in extras:
-        extrapolated = extras.pop("extrapolation")
-        extras["RS incl. extrapolation"] = _sorted_by_lambda(rs, extrapolated)
-    experts = [trained.runs[index] for index in trained.expert_indices]
-    extras["prediction ensembling (N passes)"] = _ensemble_evaluation(
-        config, task, experts, rs.weights, eval_key
-    )
-    summary = experiment.write_results(
-        run_dir,
-        reward_names=task.spec.reward_names,
-        expert_names=task.spec.expert_names,
-        rs=rs,
-        morl=morl,
-        init=init,
-        extra_soups=extras,
-        config=run_config,
-        lmc_tolerance=2.0 * float(rs.stderrs.max()),
-    )
-    _write_samples(
-        run_dir,
-        config,
-        task,
-        experiment.figure_soups(trained, config.rewards, (0.0, 0.5, 1.0, *config.extrapolation)),
-        eval_key,
-    )
-    return summary
-
-
-def _sorted_by_lambda(rs: experiment.Evaluation, extra: experiment.Evaluation) -> experiment.Evaluation:
-    """RS points and extrapolated points together, ordered by the last expert's λ (2 experts)."""
-    weights = np.vstack([rs.weights, extra.weights])
-    order = np.argsort(weights[:, -1], kind="stable")
-    return experiment.Evaluation(
-        weights[order],
-        np.vstack([rs.means, extra.means])[order],
-        np.vstack([rs.stderrs, extra.stderrs])[order],
-    )
+    texts["reference"] = [vocabulary.decode(row) for row in np.asarray(data.eval_references[:count, 0])]
+    plots.plot_captioned_images(path, np.asarray(images), texts, title="Greedy captions per λ")
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return cli.run_task(
-        argv,
-        prog="python -m tasks.captioning",
-        description=__doc__,
-        configs=captioning_config,
-        run=run,
-        default_out="runs/captioning",
-    )
+    return cli.run_task(argv, name="captioning", description=__doc__, configs=captioning_config, build=build)
 
 
 if __name__ == "__main__":

@@ -23,19 +23,15 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 from configs import diffusion as diffusion_config
-from rs_jax import checkpoint, cli, experiment, plots
-from rs_jax import config as config_lib
+from rs_jax import cli, experiment, pipeline, plots
 from rs_jax.data import scenes
 from rs_jax.models import diffusion
 from rs_jax.rewards import images as image_rewards
@@ -90,23 +86,6 @@ def make_prompts(model: diffusion.DiffusionModel, scene_tokens: Any, noise_key: 
     return Prompts(scene_tokens, jnp.asarray(tokens), jnp.asarray(mask), keys)
 
 
-@dataclasses.dataclass(frozen=True)
-class Diffusion:
-    """Everything ``run`` needs: the RL declaration, budget, model, prompt sets and reward function."""
-
-    spec: experiment.RLExperiment
-    budget: experiment.Budget
-    model: diffusion.DiffusionModel
-    score: Callable[[jax.Array], jax.Array]
-    eval_prompts: Prompts
-    offline_prompts: Prompts
-    reference_images: jax.Array
-    feature_params: Any
-    trainable_fraction: float
-    generate: Callable[..., tuple[jax.Array, jax.Array]]
-    offline_cache: dict[str, dict[str, Any]]
-
-
 def _run_mus(n_rewards: int, morl: bool) -> np.ndarray:
     """Experts (one-hot μ), then MORL at ½ of every pair and (N ≥ 3) at the uniform μ."""
     mus = list(np.eye(n_rewards))
@@ -136,25 +115,26 @@ def _scorer(
     return image_rewards.LearnedScorer(features, head)
 
 
-def build(config: diffusion_config.DiffusionConfig) -> Diffusion:
+def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
     """The task's declaration: scenes, model, learners, rewards, runs and budgets."""
     if len(config.rewards) < 2:
         raise ValueError(
             f"rewards must name at least two of {image_rewards.REWARD_NAMES}; got {config.rewards}."
         )
-    if config.pretrain_updates == 0 and not config.model:
+    if config.budget.pretrain_updates == 0 and not config.model:
         raise ValueError(
-            "Nothing pre-trains the model: give --set model=<Stable Diffusion dir> or pretrain_updates>0."
+            "Nothing pre-trains the model: give --set model=<Stable Diffusion dir> or "
+            "budget.pretrain_updates>0."
         )
-    if config.model and config.pretrain_updates:
+    if config.model and config.budget.pretrain_updates:
         raise ValueError(
-            "A Stable Diffusion model is fine-tuned as given: set pretrain_updates=0 with model=…."
+            "A Stable Diffusion model is fine-tuned as given: set budget.pretrain_updates=0 with model=…."
         )
     if config.eval_prompts < 2 or config.reference_images < 2:
         raise ValueError(
             "eval_prompts and reference_images must be >= 2 (the Fréchet distance needs covariances)."
         )
-    _, finetune_key, eval_key = experiment.phase_keys(config.seed)
+    _, finetune_key, eval_key = pipeline.phase_keys(config.seed)
     scorer = _scorer(config, jax.random.fold_in(eval_key, 5))
     score = image_rewards.reward_components(config.rewards, scorer)
     world = scene_config(config)
@@ -235,74 +215,77 @@ def build(config: diffusion_config.DiffusionConfig) -> Diffusion:
             guidance_scale=config.guidance_scale,
         )
 
-    offline_cache: dict[str, dict[str, Any]] = {}
-
-    def offline_set(params):
-        """The offline set of the pre-trained params, generated once per params (cached)."""
-        fingerprint = checkpoint.fingerprint(params)
-        if fingerprint not in offline_cache:
-            samples, images = _generate_in_batches(generate, params, offline_prompts, config.generation_batch)
-            components = jnp.concatenate(
-                [
-                    score(images[i : i + config.generation_batch])
-                    for i in range(0, len(images), config.generation_batch)
-                ]
-            )
-            examples = {"samples": samples, "tokens": offline_prompts.tokens, "mask": offline_prompts.mask}
-            offline_cache[fingerprint] = rwr.offline_set(examples, components)
-        return offline_cache[fingerprint]
-
-    def evaluate(params, carry, key):
-        del carry, key  # fixed prompts and noise keys
-        _, generated = generate(params, eval_prompts.tokens, eval_prompts.mask, eval_prompts.keys)
-        return score(generated)
-
     run_mus = _run_mus(len(config.rewards), config.morl)
-    spec = experiment.RLExperiment(
-        reward_names=tuple(config.rewards),
-        expert_names=tuple(config.rewards),
-        pretrain_learner=pretrain_learner,
-        finetune_learner=finetune_learner,
-        init_params=(
-            (lambda key: diffusion.init_params(model, key))
-            if pretrained is None
-            else (lambda key: pretrained)
-        ),
-        init_carry=lambda learner, key: None,
-        finetune_start=lambda params, carry, key: (params, offline_set(params)),
-        soup_part=lambda params: params,
-        evaluate=evaluate,
-        pretrain_weights=np.zeros(len(config.rewards)),
-        run_weights=run_mus,
+    names = list(config.rewards)
+
+    def finetuning(params, carry) -> pipeline.FineTuning:
+        """RWR on the offline set the pre-trained params generate (once, before the runs start)."""
+        del carry
+        samples, images = _generate_in_batches(generate, params, offline_prompts, config.generation_batch)
+        components = jnp.concatenate(
+            [
+                score(images[i : i + config.generation_batch])
+                for i in range(0, len(images), config.generation_batch)
+            ]
+        )
+        examples = {"samples": samples, "tokens": offline_prompts.tokens, "mask": offline_prompts.mask}
+        offline = rwr.offline_set(examples, components)
+
+        def report(outcome: pipeline.Outcome) -> pipeline.Report:
+            distances = {
+                name: _frechet(reference_gaussian, evaluation.samples, len(names))
+                for name, evaluation in (("rs", outcome.rs), ("runs", outcome.runs), ("init", outcome.init))
+            }
+            quality_numbers, quality_section = _quality(config, fraction, outcome, distances)
+            comparisons, comparison_section = _pairwise_morl(names, outcome.rs, outcome.runs)
+            offline_numbers = _offline_numbers(config, finetune_learner, components, outcome.trained.mus)
+            members = _figure_members(outcome.trained, names)
+            return pipeline.Report(
+                sections=[quality_section, comparison_section],
+                results={
+                    "quality": quality_numbers,
+                    "morl_vs_rs_pairs": comparisons,
+                    "offline": offline_numbers,
+                },
+                json_files={"quality.json": quality_numbers, "offline.json": offline_numbers},
+                figures={
+                    "quality.png": lambda path: _draw_quality(path, quality_numbers),
+                    "samples.png": lambda path: _draw_samples(
+                        path, config, generate, score, eval_prompts, members
+                    ),
+                },
+            )
+
+        return pipeline.FineTuning(
+            learner=finetune_learner,
+            start=lambda key: (params, offline),
+            evaluate=jax.tree_util.Partial(
+                _rewards_and_moments, generate, score, feature_params, eval_prompts
+            ),
+            optimizer=diffusion.masked_optimizer,
+            report=report,
+        )
+
+    reference_gaussian = quality.gaussian_from_features(quality.random_features(feature_params, reference))
+    return pipeline.Task(
+        name="diffusion",
+        reward_names=tuple(names),
+        expert_names=tuple(names),
         run_mus=run_mus,
-    )
-
-    def optimizer(learning_rate: float) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(learning_rate))
-
-    budget = experiment.Budget(
-        pretrain_updates=config.pretrain_updates,
-        finetune_updates=config.finetune_updates,
-        pretrain_optimizer=optimizer(config.pretrain_learning_rate),
-        finetune_optimizer=diffusion.masked_optimizer(optimizer(config.finetune_learning_rate)),
-        num_epochs=config.num_epochs,
-        num_minibatches=config.num_minibatches,
-        checkpoint_every=config.checkpoint_every,
-        rs_points=config.rs_points,
+        run_weights=run_mus,
+        pretraining=(
+            pipeline.Pretrained(pretrained)
+            if pretrained is not None
+            else pipeline.Pretraining(
+                learner=pretrain_learner,
+                init=lambda key: (diffusion.init_params(model, key), None),
+                reward_weights=np.zeros(len(names)),
+            )
+        ),
+        finetuning=finetuning,
+        budget=config.budget,
         seed=config.seed,
-    )
-    return Diffusion(
-        spec,
-        budget,
-        model,
-        score,
-        eval_prompts,
-        offline_prompts,
-        reference,
-        feature_params,
-        fraction,
-        generate,
-        offline_cache,
+        rs_points=config.rs_points,
     )
 
 
@@ -324,34 +307,27 @@ def _generate_in_batches(generate, params, prompts: Prompts, batch_size: int) ->
 # --------------------------------------------------------------------------- evaluation
 
 
-def _eval_with_features(task: Diffusion) -> Callable[[Any], jax.Array]:
-    """params -> (S, R + F + F²): each eval image's rewards, then its feature moments (one sweep
-    yields both the rewards and the Fréchet distance of every λ)."""
-    prompts = task.eval_prompts
-
-    def eval_fn(params):
-        _, generated = task.generate(params, prompts.tokens, prompts.mask, prompts.keys)
-        features = quality.random_features(task.feature_params, generated)
-        return jnp.concatenate([task.score(generated), quality.feature_moments(features)], axis=-1)
-
-    return eval_fn
+def _rewards_and_moments(
+    generate: Callable, score: Callable, feature_params: Any, prompts: Prompts, params, key
+) -> jax.Array:
+    """(S, R + F + F²): each eval image's rewards, then its feature moments (one sweep yields both
+    the rewards and the Fréchet distance of every λ). Fixed prompts and noise keys: ``key`` unused."""
+    del key
+    _, generated = generate(params, prompts.tokens, prompts.mask, prompts.keys)
+    features = quality.random_features(feature_params, generated)
+    return jnp.concatenate([score(generated), quality.feature_moments(features)], axis=-1)
 
 
-def _split(evaluation: experiment.Evaluation, n_rewards: int) -> tuple[experiment.Evaluation, np.ndarray]:
-    """Rewards (first R columns) as an Evaluation, and the feature moments' means (P, F + F²)."""
-    return (
-        experiment.Evaluation(
-            evaluation.weights, evaluation.means[:, :n_rewards], evaluation.stderrs[:, :n_rewards]
-        ),
-        evaluation.means[:, n_rewards:],
-    )
+def _frechet(reference: tuple[np.ndarray, np.ndarray], samples: np.ndarray, n_rewards: int) -> list[float]:
+    """Fréchet distance of each point's images to the reference Gaussian (mean, covariance).
 
-
-def _frechet(reference: tuple[np.ndarray, np.ndarray], moments: np.ndarray, count: int) -> list[float]:
-    """Fréchet distance of each row of mean feature moments (``count`` samples) to the reference
-    Gaussian (mean, covariance)."""
+    Args:
+      samples: (P, S, R + F + F²) per-image columns of ``_rewards_and_moments``.
+    """
+    moments = samples[..., n_rewards:].mean(axis=1)
     return [
-        quality.frechet_distance(*quality.gaussian_from_moments(row, count), *reference) for row in moments
+        quality.frechet_distance(*quality.gaussian_from_moments(row, samples.shape[1]), *reference)
+        for row in moments
     ]
 
 
@@ -359,19 +335,19 @@ def _label(weights: np.ndarray) -> str:
     return "(" + ", ".join(f"{w:.2g}" for w in weights) + ")"
 
 
-def _write_quality(
-    run_dir: str,
+def _quality(
     config: diffusion_config.DiffusionConfig,
-    task: Diffusion,
-    rs: experiment.Evaluation,
-    runs: experiment.Evaluation,
-    init: experiment.Evaluation,
+    trainable_fraction: float,
+    outcome: pipeline.Outcome,
     distances: dict[str, list[float]],
-) -> dict[str, Any]:
-    """quality.json, quality.png and the quality/reward table in summary.md; returns the numbers."""
+) -> tuple[dict[str, Any], str]:
+    """The rewards and realism of every model: quality.json's numbers and a summary.md section."""
     names = list(config.rewards)
-    rows = [("pre-trained init", "init", init.means[0], distances["init"][0])]
-    rows += [(f"RS λ={_label(w)}", "rs", m, d) for w, m, d in zip(rs.weights, rs.means, distances["rs"])]
+    rows = [("pre-trained init", "init", outcome.init.means[0], distances["init"][0])]
+    rows += [
+        (f"RS λ={_label(w)}", "rs", m, d)
+        for w, m, d in zip(outcome.rs.weights, outcome.rs.means, distances["rs"])
+    ]
     rows += [
         (
             ("expert " + names[int(np.argmax(mu))]) if np.isclose(mu.max(), 1.0) else f"MORL μ={_label(mu)}",
@@ -379,12 +355,12 @@ def _write_quality(
             m,
             d,
         )
-        for mu, m, d in zip(runs.weights, runs.means, distances["runs"])
+        for mu, m, d in zip(outcome.runs.weights, outcome.runs.means, distances["runs"])
     ]
     numbers = {
         "metric": f"Fréchet distance in a fixed random-feature space ({config.feature_dim} features) of "
         f"{config.eval_prompts} samples vs {config.reference_images} scene images (lower is more realistic)",
-        "trainable_fraction": task.trainable_fraction,
+        "trainable_fraction": trainable_fraction,
         "points": [
             {
                 "label": label,
@@ -395,22 +371,10 @@ def _write_quality(
             for label, family, m, d in rows
         ],
     }
-    with open(os.path.join(run_dir, "quality.json"), "w") as handle:
-        json.dump(numbers, handle, indent=2)
-    colours = {"init": "tab:gray", "rs": "tab:blue", "morl": "tab:red"}
-    plots.plot_bars(
-        os.path.join(run_dir, "quality.png"),
-        [label for label, *_ in rows],
-        [d for *_, d in rows],
-        ylabel="Fréchet distance to scene images ↓",
-        colors=[colours[family] for _, family, *_ in rows],
-        title="Realism per model: init (grey), rewarded soups (blue), experts and MORL (red)",
-    )
     lines = [
-        "",
         "## Rewards and realism per model",
         "",
-        f"Fine-tuned parameters: {100 * task.trainable_fraction:.1f}% (UNet cross-attention + bias/scale).",
+        f"Fine-tuned parameters: {100 * trainable_fraction:.1f}% (UNet cross-attention + bias/scale).",
         "",
         "| model | " + " | ".join(names) + " | Fréchet distance ↓ |",
         "|---" * (len(names) + 2) + "|",
@@ -419,14 +383,25 @@ def _write_quality(
         f"| {label} | " + " | ".join(f"{v:.4f}" for v in means) + f" | {d:.4g} |"
         for label, _, means, d in rows
     ]
-    with open(os.path.join(run_dir, "summary.md"), "a") as handle:
-        handle.write("\n".join(lines) + "\n")
-    return numbers
+    return numbers, "\n".join(lines)
+
+
+def _draw_quality(path: str, numbers: dict[str, Any]) -> None:
+    colours = {"init": "tab:gray", "rs": "tab:blue", "morl": "tab:red"}
+    points = numbers["points"]
+    plots.plot_bars(
+        path,
+        [point["label"] for point in points],
+        [point["frechet_distance"] for point in points],
+        ylabel="Fréchet distance to scene images ↓",
+        colors=[colours[point["family"]] for point in points],
+        title="Realism per model: init (grey), rewarded soups (blue), experts and MORL (red)",
+    )
 
 
 def _pairwise_morl(
-    run_dir: str, names: list[str], rs: experiment.Evaluation, runs: experiment.Evaluation
-) -> list[dict[str, Any]]:
+    names: list[str], rs: experiment.Evaluation, runs: experiment.Evaluation
+) -> tuple[list[dict[str, Any]], str]:
     """For every MORL run at μ = ½ of a pair (i, j): its ½(R_i + R_j) against the best RS soup on the
     edge between experts i and j, and whether an RS soup of that edge dominates it (Fig. 11)."""
     comparisons = []
@@ -448,33 +423,28 @@ def _pairwise_morl(
                 "rs_dominates_morl": bool(np.any(np.all(edge >= morl_means[[i, j]], axis=1))),
             }
         )
-    if comparisons:
-        lines = [
-            "",
-            "## MORL at μ = ½ of a pair vs the soups of that pair's experts",
-            "",
-            "| pair | MORL ½(Rᵢ+Rⱼ) | best RS ½(Rᵢ+Rⱼ) on the edge | an RS soup dominates MORL |",
-            "|---|---|---|---|",
-        ]
-        lines += [
-            f"| {' + '.join(c['pair'])} | {c['morl_score']:.4f} | {c['best_rs_score']:.4f} | "
-            f"{'yes' if c['rs_dominates_morl'] else 'no'} |"
-            for c in comparisons
-        ]
-        with open(os.path.join(run_dir, "summary.md"), "a") as handle:
-            handle.write("\n".join(lines) + "\n")
-    return comparisons
+    if not comparisons:
+        return comparisons, ""
+    lines = [
+        "## MORL at μ = ½ of a pair vs the soups of that pair's experts",
+        "",
+        "| pair | MORL ½(Rᵢ+Rⱼ) | best RS ½(Rᵢ+Rⱼ) on the edge | an RS soup dominates MORL |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {' + '.join(c['pair'])} | {c['morl_score']:.4f} | {c['best_rs_score']:.4f} | "
+        f"{'yes' if c['rs_dominates_morl'] else 'no'} |"
+        for c in comparisons
+    ]
+    return comparisons, "\n".join(lines)
 
 
-def _write_offline(
-    run_dir: str, config: diffusion_config.DiffusionConfig, task: Diffusion, trained: experiment.TrainedRuns
+def _offline_numbers(
+    config: diffusion_config.DiffusionConfig, learner: rwr.RWRLearner, components: jax.Array, mus: np.ndarray
 ) -> dict[str, Any]:
-    """offline.json: the offline set's mean rewards and the mean rewards of each run's kept half."""
-    carry = next(iter(task.offline_cache.values()))
-    components = carry["components"]
-    learner = task.spec.finetune_learner
+    """The offline set's mean rewards and the mean rewards of each run's kept half."""
     runs = []
-    for mu in trained.mus:
+    for mu in mus:
         kept, _ = rwr.filter_and_rescale(
             learner.scalarized(components, jnp.asarray(mu, jnp.float32)), config.keep_fraction
         )
@@ -484,7 +454,7 @@ def _write_offline(
                 "kept_mean": dict(zip(config.rewards, np.asarray(components[kept].mean(0)).tolist())),
             }
         )
-    numbers = {
+    return {
         "images": int(components.shape[0]),
         "keep_fraction": config.keep_fraction,
         "mean": dict(zip(config.rewards, np.asarray(components.mean(0)).tolist())),
@@ -492,31 +462,38 @@ def _write_offline(
         "correlation": np.corrcoef(np.asarray(components).T).tolist(),
         "runs": runs,
     }
-    with open(os.path.join(run_dir, "offline.json"), "w") as handle:
-        json.dump(numbers, handle, indent=2)
-    return numbers
 
 
-def _write_samples(
-    run_dir: str, config: diffusion_config.DiffusionConfig, task: Diffusion, trained: experiment.TrainedRuns
-) -> None:
-    """samples.png: the same prompts and noise drawn by the init, the soups between the first two
-    experts, the other experts, the uniform soup and MORL (paper Fig. 12)."""
-    names = list(config.rewards)
-    members = experiment.figure_soups(trained, names, (0.0, 0.25, 0.5, 0.75, 1.0))
+def _figure_members(trained: pipeline.TrainedRuns, names: list[str]) -> dict[str, Any]:
+    """The init, the soups between the first two experts, the other experts, the uniform soup and
+    the uniform MORL run (paper Fig. 12)."""
+    members = pipeline.figure_soups(trained, names, (0.0, 0.25, 0.5, 0.75, 1.0))
     uniform = [i for i, mu in enumerate(trained.mus) if np.allclose(mu, 1.0 / len(names))]
     if uniform:
         members["MORL uniform μ"] = trained.runs[uniform[0]]
-    prompts = task.eval_prompts.take(slice(0, min(config.figure_prompts, task.eval_prompts.tokens.shape[0])))
+    return members
+
+
+def _draw_samples(
+    path: str,
+    config: diffusion_config.DiffusionConfig,
+    generate: Callable,
+    score: Callable,
+    eval_prompts: Prompts,
+    members: dict[str, Any],
+) -> None:
+    """The same prompts and noise drawn by each member, one row per member."""
+    names = list(config.rewards)
+    prompts = eval_prompts.take(slice(0, min(config.figure_prompts, eval_prompts.tokens.shape[0])))
     rows, notes = [], []
     for params in members.values():
-        _, generated = task.generate(params, prompts.tokens, prompts.mask, prompts.keys)
+        _, generated = generate(params, prompts.tokens, prompts.mask, prompts.keys)
         rows.append(np.asarray(generated))
-        scores = np.asarray(task.score(generated)).mean(axis=0)
+        scores = np.asarray(score(generated)).mean(axis=0)
         notes.append(" ".join(f"{name[:4]} {value:.2f}" for name, value in zip(names, scores)))
     vocabulary = scenes.scene_vocabulary()
     plots.plot_image_grid(
-        os.path.join(run_dir, "samples.png"),
+        path,
         np.stack(rows),
         list(members),
         column_titles=[vocabulary.decode(row) for row in prompts.scene_tokens],
@@ -525,64 +502,8 @@ def _write_samples(
     )
 
 
-def run(
-    run_dir: str, config: diffusion_config.DiffusionConfig, *, resume: bool = False, shard: bool = False
-) -> dict[str, Any]:
-    """The whole experiment; writes the run directory and returns the summary numbers."""
-    task = build(config)
-    run_config = config_lib.to_dict(config)
-    trained = experiment.train_runs(
-        run_dir, task.spec, task.budget, config=run_config, resume=resume, shard=shard
-    )
-    names = list(config.rewards)
-    rs_all, runs_all, init_all, _ = experiment.evaluate_runs(
-        trained, _eval_with_features(task), config.rs_points
-    )
-    (rs, rs_moments), (runs, run_moments), (init, init_moments) = (
-        _split(evaluation, len(names)) for evaluation in (rs_all, runs_all, init_all)
-    )
-    summary = experiment.write_results(
-        run_dir,
-        reward_names=task.spec.reward_names,
-        expert_names=task.spec.expert_names,
-        rs=rs,
-        morl=runs,
-        init=init,
-        config=run_config,
-        lmc_tolerance=2.0 * float(rs.stderrs.max()),
-    )
-    reference = quality.gaussian_from_features(
-        quality.random_features(task.feature_params, task.reference_images)
-    )
-    distances = {
-        name: _frechet(reference, moments, config.eval_prompts)
-        for name, moments in (("rs", rs_moments), ("runs", run_moments), ("init", init_moments))
-    }
-    quality_numbers = _write_quality(run_dir, config, task, rs, runs, init, distances)
-    comparisons = _pairwise_morl(run_dir, names, rs, runs)
-    offline = _write_offline(run_dir, config, task, trained)
-    _write_samples(run_dir, config, task, trained)
-    if jax.process_index() == 0:
-        results_path = os.path.join(run_dir, "results.json")
-        with open(results_path) as handle:
-            results = json.load(handle)
-        results["quality"] = quality_numbers
-        results["morl_vs_rs_pairs"] = comparisons
-        results["offline"] = offline
-        with open(results_path, "w") as handle:
-            json.dump(results, handle, indent=2)
-    return summary
-
-
 def main(argv: list[str] | None = None) -> dict:
-    return cli.run_task(
-        argv,
-        prog="python -m tasks.diffusion",
-        description=__doc__,
-        configs=diffusion_config,
-        run=run,
-        default_out="runs/diffusion",
-    )
+    return cli.run_task(argv, name="diffusion", description=__doc__, configs=diffusion_config, build=build)
 
 
 if __name__ == "__main__":

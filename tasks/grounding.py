@@ -13,16 +13,16 @@ the runs, the init) is scored by its accuracy (IoU > 0.5) on each size bucket of
 set: results.json, spider.png, and boxes.png with the true (green) and predicted (red) boxes
 of each expert and of the uniform soup. See configs/grounding.py.
 
-Evaluation: per-sample reward k is 1[IoU > 0.5] · 1[bucket = k] / (fraction of the
-evaluation set in bucket k), so its mean over the set is exactly the accuracy on bucket k
-(the scene world's evaluation set is balanced, one third per bucket); the standard errors
-computed from these rows slightly overestimate the per-bucket ones.
+Evaluation: reward k of an expression is 1[IoU > 0.5], counted only for objects of bucket k
+(the pipeline's reward mask), so each reward's mean is the accuracy on its bucket and its
+standard error comes from that bucket's objects alone. Every model is scored on the same
+expressions, so results.json also holds paired differences between each expert and its rivals.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import grounding as grounding_config
-from rs_jax import cli, experiment, plots, soup
-from rs_jax import config as config_lib
+from rs_jax import cli, experiment, pipeline, plots, soup
 from rs_jax.data import refcoco, scenes
 from rs_jax.data.vocab import Vocabulary
 from rs_jax.models import backbones
@@ -49,25 +48,23 @@ class GroundingData:
     Attributes:
       sample: (key, batch_size) -> {"images" (B, H, W, 3), "prompts" (B, Lp), "boxes" (B, 4)}, jit-able.
       eval_set: the same dict for the fixed evaluation set (S rows).
-      eval_fractions: (3,) fraction of the evaluation set in each size bucket (all > 0).
       vocabulary: words then ``num_bins`` location tokens.
       first_location_id: id of ``<loc_0>``.
     """
 
     sample: Callable[[jax.Array, int], dict[str, jax.Array]]
     eval_set: dict[str, jax.Array]
-    eval_fractions: np.ndarray
     vocabulary: Vocabulary
     first_location_id: int
 
 
-def _bucket_fractions(target_boxes: Any) -> np.ndarray:
+def _check_buckets(target_boxes: Any) -> None:
+    """ValueError unless the evaluation set has objects of every size bucket."""
     buckets = np.asarray(boxes.size_bucket(jnp.asarray(target_boxes)))
-    fractions = np.bincount(buckets, minlength=len(boxes.SIZE_BUCKETS)) / max(len(buckets), 1)
-    empty = [name for name, fraction in zip(boxes.SIZE_BUCKETS, fractions) if fraction == 0]
+    counts = np.bincount(buckets, minlength=len(boxes.SIZE_BUCKETS))
+    empty = [name for name, count in zip(boxes.SIZE_BUCKETS, counts) if count == 0]
     if empty:
         raise ValueError(f"The evaluation set has no {' or '.join(empty)} objects; use a bigger one.")
-    return fractions
 
 
 def _take_slot(array: jax.Array, slot: jax.Array) -> jax.Array:
@@ -120,9 +117,8 @@ def scene_data(config: grounding_config.GroundingConfig, eval_key: jax.Array) ->
         "prompts": pool.referring[scene_rows, slot_rows],
         "boxes": pool.boxes[scene_rows, slot_rows],
     }
-    return GroundingData(
-        sample, eval_set, _bucket_fractions(eval_set["boxes"]), vocabulary, first_location_id
-    )
+    _check_buckets(eval_set["boxes"])
+    return GroundingData(sample, eval_set, vocabulary, first_location_id)
 
 
 def refcoco_data(config: grounding_config.GroundingConfig) -> GroundingData:
@@ -153,29 +149,33 @@ def refcoco_data(config: grounding_config.GroundingConfig) -> GroundingData:
         "prompts": jnp.asarray(held_out.expressions[:count]),
         "boxes": jnp.asarray(held_out.boxes[:count]),
     }
-    return GroundingData(
-        sample, eval_set, _bucket_fractions(eval_set["boxes"]), vocabulary, first_location_id
-    )
+    _check_buckets(eval_set["boxes"])
+    return GroundingData(sample, eval_set, vocabulary, first_location_id)
 
 
-@dataclasses.dataclass(frozen=True)
-class Grounding:
-    """Everything ``run`` needs: the RL declaration, budget, model, data and greedy predictor."""
-
-    spec: experiment.RLExperiment
-    budget: experiment.Budget
-    model: Any
-    data: GroundingData
-    predict: Callable[[Any, dict[str, jax.Array]], jax.Array]
+def _greedy_boxes(sample_boxes: Callable, first: int, num_bins: int, params, batch) -> jax.Array:
+    """(B, 4) greedy box predictions on the 1000×1000 grid for ``batch``."""
+    tokens = sample_boxes(params, batch, jax.random.PRNGKey(0), greedy=True)
+    return boxes.location_tokens_to_boxes(tokens, first, num_bins)
 
 
-def build(config: grounding_config.GroundingConfig) -> Grounding:
+def _hits(
+    predict: Callable, eval_set: dict[str, jax.Array], iou_threshold: float, n_buckets: int, params, key
+) -> jax.Array:
+    """(S, n_buckets) 1[IoU > threshold] of each evaluation expression, repeated for every size
+    reward (the task's reward mask keeps each object for its own bucket only); greedy: no key."""
+    del key
+    hits = boxes.grounding_hits(predict(params, eval_set), eval_set["boxes"], iou_threshold)
+    return jnp.repeat(hits[:, None].astype(jnp.float32), n_buckets, axis=1)
+
+
+def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
-    if config.pretrain_updates == 0 and not config.model:
+    if config.budget.pretrain_updates == 0 and not config.model:
         raise ValueError(
-            "Nothing pre-trains the model: give --set model=<HF directory> or pretrain_updates>0."
+            "Nothing pre-trains the model: give --set model=<HF directory> or budget.pretrain_updates>0."
         )
-    _, _, eval_key = experiment.phase_keys(config.seed)
+    _, _, eval_key = pipeline.phase_keys(config.seed)
     data = refcoco_data(config) if config.refs else scene_data(config, jax.random.fold_in(eval_key, 7))
     first, num_bins = data.first_location_id, config.num_bins
     backbone, model, pretrained = backbones.build_model(
@@ -234,41 +234,45 @@ def build(config: grounding_config.GroundingConfig) -> Grounding:
     )
 
     n_buckets = len(boxes.SIZE_BUCKETS)
-    run_mus = [*np.eye(n_buckets)] + ([np.full(n_buckets, 1.0 / n_buckets)] if config.morl else [])
-    eval_buckets = jax.nn.one_hot(boxes.size_bucket(data.eval_set["boxes"]), n_buckets)
-    scale = jnp.asarray(1.0 / data.eval_fractions, jnp.float32)
+    run_mus = pipeline.experts_and_morl(n_buckets, (1.0 / n_buckets,) if config.morl else ())
+    predict = functools.partial(_greedy_boxes, sample_boxes, first, num_bins)
+    eval_buckets = np.asarray(jax.nn.one_hot(boxes.size_bucket(data.eval_set["boxes"]), n_buckets))
 
-    def predict(params, batch):
-        tokens = sample_boxes(params, batch, jax.random.PRNGKey(0), greedy=True)
-        return boxes.location_tokens_to_boxes(tokens, first, num_bins)
+    def report(outcome: pipeline.Outcome) -> pipeline.Report:
+        return pipeline.Report(
+            sections=[_accuracy_table(outcome)],
+            figures={"boxes.png": lambda path: _draw_boxes(path, config, data, predict, outcome.trained)},
+        )
 
-    def evaluate(params, carry, key):
-        del carry, key  # greedy decoding
-        predicted = predict(params, data.eval_set)
-        hits = boxes.grounding_hits(predicted, data.eval_set["boxes"], config.iou_threshold)
-        return hits[:, None] * eval_buckets * scale[None, :]
-
-    spec = experiment.RLExperiment(
+    return pipeline.Task(
+        name="grounding",
         reward_names=boxes.SIZE_BUCKETS,
         expert_names=boxes.SIZE_BUCKETS,
-        pretrain_learner=pretrain_learner,
-        finetune_learner=finetune_learner,
-        init_params=(
-            (lambda key: backbone.init_params(model, key, first_location_id=first, num_bins=num_bins))
-            if pretrained is None
-            else (lambda key: pretrained)
+        run_mus=run_mus,
+        run_weights=run_mus,
+        pretraining=(
+            pipeline.Pretrained(pretrained)
+            if pretrained is not None
+            else pipeline.Pretraining(
+                learner=pretrain_learner,
+                init=lambda key: (
+                    backbone.init_params(model, key, first_location_id=first, num_bins=num_bins),
+                    None,
+                ),
+                reward_weights=np.zeros(n_buckets),
+            )
         ),
-        init_carry=lambda learner, key: None,
-        finetune_start=lambda params, carry, key: (params, carry),
-        soup_part=lambda params: params,
-        evaluate=evaluate,
-        pretrain_weights=np.zeros(n_buckets),
-        run_weights=np.asarray(run_mus),
-        run_mus=np.asarray(run_mus),
+        finetuning=lambda params, carry: pipeline.FineTuning(
+            learner=finetune_learner,
+            start=lambda key: (params, carry),
+            evaluate=jax.tree_util.Partial(_hits, predict, data.eval_set, config.iou_threshold, n_buckets),
+            reward_mask=eval_buckets,
+            report=report,
+        ),
+        budget=config.budget,
+        seed=config.seed,
+        rs_points=config.rs_points,
     )
-
-    budget = experiment.Budget.from_config(config)
-    return Grounding(spec, budget, model, data, predict)
 
 
 def _figure_rows(count: int, eval_boxes: np.ndarray) -> np.ndarray:
@@ -281,37 +285,39 @@ def _figure_rows(count: int, eval_boxes: np.ndarray) -> np.ndarray:
     return np.sort(np.array(rows[:count]))
 
 
-def _figure_members(
-    trained: experiment.TrainedRuns, config: grounding_config.GroundingConfig
-) -> dict[str, Any]:
-    experts = [trained.runs[index] for index in trained.expert_indices]
+def _figure_members(trained: pipeline.TrainedRuns, morl: bool) -> dict[str, Any]:
+    experts = trained.experts
     members = {"init": trained.init}
     members |= {f"expert {name}": expert for name, expert in zip(boxes.SIZE_BUCKETS, experts)}
     members["uniform soup"] = soup.interpolate(experts, np.full(len(experts), 1.0 / len(experts)))
-    if config.morl:
+    if morl:
         members["MORL uniform μ"] = trained.runs[-1]
     return members
 
 
-def _write_boxes_figure(
-    run_dir: str, config: grounding_config.GroundingConfig, task: Grounding, trained: experiment.TrainedRuns
+def _draw_boxes(
+    path: str,
+    config: grounding_config.GroundingConfig,
+    data: GroundingData,
+    predict: Callable,
+    trained: pipeline.TrainedRuns,
 ) -> None:
-    """boxes.png: evaluation scenes of every size with the true and predicted box per model."""
-    eval_set = task.data.eval_set
+    """Evaluation scenes of every size with the true and predicted box per model."""
+    eval_set = data.eval_set
     rows = _figure_rows(min(config.figure_scenes, eval_set["boxes"].shape[0]), np.asarray(eval_set["boxes"]))
     batch = {name: value[rows] for name, value in eval_set.items()}
-    predict = jax.jit(task.predict)
+    predict = jax.jit(predict)
     predictions = {
         label: np.asarray(predict(params, batch))
-        for label, params in _figure_members(trained, config).items()
+        for label, params in _figure_members(trained, config.morl).items()
     }
     sizes = np.asarray(boxes.size_bucket(batch["boxes"]))
     texts = [
-        f"{task.data.vocabulary.decode(prompt)} ({boxes.SIZE_BUCKETS[size]})"
+        f"{data.vocabulary.decode(prompt)} ({boxes.SIZE_BUCKETS[size]})"
         for prompt, size in zip(np.asarray(batch["prompts"]), sizes)
     ]
     plots.plot_grounding(
-        os.path.join(run_dir, "boxes.png"),
+        path,
         np.asarray(batch["images"]),
         np.asarray(batch["boxes"]),
         predictions,
@@ -321,80 +327,29 @@ def _write_boxes_figure(
     )
 
 
-def _with_bucket_stderrs(evaluation: experiment.Evaluation, counts: np.ndarray) -> experiment.Evaluation:
-    """The standard error of each bucket's accuracy a from its own n objects, √(a(1−a)/(n−1)).
-
-    (The rescaled rows of ``evaluate`` have the right means but spread over all S objects, so
-    the standard errors computed from them overstate the per-bucket ones.)
-    """
-    accuracy = np.clip(evaluation.means, 0.0, 1.0)
-    stderrs = np.sqrt(accuracy * (1.0 - accuracy) / np.maximum(np.round(counts) - 1.0, 1.0))
-    return experiment.Evaluation(evaluation.weights, evaluation.means, stderrs)
-
-
-def _append_accuracy_table(
-    run_dir: str, rs: experiment.Evaluation, runs: experiment.Evaluation, init
-) -> None:
-    """Per-bucket accuracies of the experts, the uniform soup, MORL and the init, in summary.md."""
-    names = boxes.SIZE_BUCKETS
-    lines = ["", "## Accuracy (IoU > 0.5) per object size", "", "| model | " + " | ".join(names) + " |"]
+def _accuracy_table(outcome: pipeline.Outcome) -> str:
+    """Per-bucket accuracies of the init, the experts, the uniform soup and MORL (Markdown)."""
+    rs, names = outcome.rs, boxes.SIZE_BUCKETS
+    lines = ["## Accuracy (IoU > 0.5) per object size", "", "| model | " + " | ".join(names) + " |"]
     lines.append("|---" * (len(names) + 1) + "|")
 
     def row(label, means, stderrs):
         cells = [f"{m:.3f} ± {s:.3f}" for m, s in zip(means, stderrs)]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
 
-    row("pre-trained init", init.means[0], init.stderrs[0])
+    row("pre-trained init", outcome.init.means[0], outcome.init.stderrs[0])
     for name, index in zip(names, experiment.expert_rows(rs.weights)):
         row(f"expert {name}", rs.means[index], rs.stderrs[index])
     uniform = int(np.argmin(np.abs(rs.weights - 1.0 / rs.weights.shape[1]).sum(axis=1)))
     row(f"soup λ={np.round(rs.weights[uniform], 2).tolist()}", rs.means[uniform], rs.stderrs[uniform])
-    for mu, means, stderrs in zip(runs.weights, runs.means, runs.stderrs):
+    for mu, means, stderrs in zip(outcome.runs.weights, outcome.runs.means, outcome.runs.stderrs):
         if not np.any(np.isclose(mu, 1.0)):
             row(f"MORL μ={np.round(mu, 2).tolist()}", means, stderrs)
-    with open(os.path.join(run_dir, "summary.md"), "a") as handle:
-        handle.write("\n".join(lines) + "\n")
-
-
-def run(
-    run_dir: str, config: grounding_config.GroundingConfig, *, resume: bool = False, shard: bool = False
-) -> dict[str, Any]:
-    """The whole experiment; writes the run directory and returns the summary numbers."""
-    task = build(config)
-    run_config = config_lib.to_dict(config)
-    trained = experiment.train_runs(
-        run_dir, task.spec, task.budget, config=run_config, resume=resume, shard=shard
-    )
-    _, _, eval_key = experiment.phase_keys(config.seed)
-    evaluations = experiment.evaluate_runs(
-        trained, lambda params: task.spec.evaluate(params, None, eval_key), config.rs_points
-    )
-    counts = task.data.eval_fractions * task.data.eval_set["boxes"].shape[0]
-    rs, runs, init = (_with_bucket_stderrs(evaluation, counts) for evaluation in evaluations[:3])
-    summary = experiment.write_results(
-        run_dir,
-        reward_names=task.spec.reward_names,
-        expert_names=task.spec.expert_names,
-        rs=rs,
-        morl=runs,  # the experts are MORL's one-hot μ; the uniform μ is its own run
-        init=init,
-        config=run_config,
-        lmc_tolerance=2.0 * float(rs.stderrs.max()),
-    )
-    _append_accuracy_table(run_dir, rs, runs, init)
-    _write_boxes_figure(run_dir, config, task, trained)
-    return summary
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return cli.run_task(
-        argv,
-        prog="python -m tasks.grounding",
-        description=__doc__,
-        configs=grounding_config,
-        run=run,
-        default_out="runs/grounding",
-    )
+    return cli.run_task(argv, name="grounding", description=__doc__, configs=grounding_config, build=build)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,6 @@ own tokenizer; its samples reach the reward models through the text bridge
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,8 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import text as text_config
-from rs_jax import cli, experiment, operands, soup
-from rs_jax import config as config_lib
+from rs_jax import checkpoint, cli, operands, pipeline, soup
 from rs_jax.data import corpus as corpus_lib
 from rs_jax.data import prompts as prompts_lib
 from rs_jax.models import causal_lm, lora
@@ -37,25 +34,21 @@ from rs_jax.train import lm_ppo, supervised
 
 
 @dataclasses.dataclass(frozen=True)
-class Text:
-    """The task's pieces: the LM, its prompts, the rewards and the pre-training declaration.
+class Policy:
+    """The policy LM, its prompts and its tokens.
 
     Attributes:
-      corpus: the generated corpus (None with a loaded ``config.model``).
-      pretrained: the loaded model's params (None: the task pre-trains its own LM).
-      prompts: (M, P) left-padded RL prompt ids and mask.
-      eval_prompts: (E, P) prompt ids and mask of the evaluations.
+      model: the Flax causal LM.
+      pretraining: how its params come about (pre-trained here or loaded).
+      rewards: the reward models, reading the policy's ids.
+      prompts / eval_prompts: (M, P) and (E, P) left-padded prompt ids and mask.
       eos_id, pad_id: the policy's special tokens.
-      decode: (N, L) ids, (N, L) mask -> N texts (the policy's own decoding).
+      decode: (N, L) ids, (N, L) mask -> N texts.
     """
 
-    config: text_config.TextConfig
-    corpus: corpus_lib.Corpus | None
     model: Any
-    pretrained: Any
+    pretraining: pipeline.Pretraining | pipeline.Pretrained
     rewards: reward_models.TextRewards
-    spec: experiment.RLExperiment
-    budget: experiment.Budget
     prompts: tuple[jax.Array, jax.Array]
     eval_prompts: tuple[jax.Array, jax.Array]
     eos_id: int | None
@@ -80,30 +73,7 @@ def _repeat_rows(prompts: tuple[jax.Array, jax.Array], count: int) -> tuple[jax.
     return tuple(jnp.tile(array, (repeats, 1))[:count] for array in prompts)
 
 
-def _spec(config: text_config.TextConfig, pretrain_learner: Any, init_params: Any) -> experiment.RLExperiment:
-    """The experiment declaration shared by both policies (``finetune_spec`` adds PPO)."""
-    mus = np.array([[1.0 - mu, mu] for mu in config.morl_mus])
-    return experiment.RLExperiment(
-        reward_names=tuple(config.rewards),
-        expert_names=tuple(config.rewards),
-        pretrain_learner=pretrain_learner,
-        finetune_learner=None,  # set by finetune_spec: PPO needs the pre-trained base
-        init_params=init_params,
-        init_carry=lambda learner, key: None,
-        finetune_start=None,
-        soup_part=lambda params: params["lora"],
-        evaluate=None,
-        pretrain_weights=np.zeros(2),
-        run_weights=mus,
-        run_mus=mus,
-    )
-
-
-def _budget(config: text_config.TextConfig) -> experiment.Budget:
-    return experiment.Budget.from_config(config, pretrain_num_epochs=1, pretrain_num_minibatches=1)
-
-
-def build_pretrained(config: text_config.TextConfig) -> Text:
+def loaded_policy(config: text_config.TextConfig) -> Policy:
     """A pre-trained causal LM of a local HF directory (``config.model``) with its own tokenizer,
     prompted with ``config.prompts``; the rewards read its samples through the text bridge.
 
@@ -124,19 +94,14 @@ def build_pretrained(config: text_config.TextConfig) -> Text:
     eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
     if isinstance(eos_id, list | tuple):  # some configs list several EOS ids
         eos_id = eos_id[0]
-    rewards = reward_models.text_rewards(config.rewards, tokenizer)
 
     def decode(ids: np.ndarray, mask: np.ndarray) -> list[str]:
         return tokenizer_bridge.decode_texts(tokenizer, ids, mask)
 
-    return Text(
-        config=config,
-        corpus=None,
+    return Policy(
         model=model,
-        pretrained=params,
-        rewards=rewards,
-        spec=_spec(config, None, lambda key: params),
-        budget=_budget(config),
+        pretraining=pipeline.Pretrained(params),
+        rewards=reward_models.text_rewards(config.rewards, tokenizer),
         prompts=prompt_arrays,
         eval_prompts=_repeat_rows(prompt_arrays, config.eval_prompts),
         eos_id=None if eos_id is None else int(eos_id),
@@ -145,24 +110,14 @@ def build_pretrained(config: text_config.TextConfig) -> Text:
     )
 
 
-def build(config: text_config.TextConfig) -> Text:
-    """Policy, prompts, rewards and the pre-training phase; ``finetune_spec`` adds PPO once the base
-    exists. With ``config.model`` the policy is loaded (``build_pretrained``), else generated."""
-    if config.lora_mode not in ("delta", "factors"):
-        raise ValueError(f"lora_mode must be 'delta' or 'factors', got {config.lora_mode!r}.")
-    if len(config.rewards) != 2:
-        raise ValueError(f"tasks.text compares two rewards; got {list(config.rewards)}.")
-    if config.model:
-        return build_pretrained(config)
-    if config.prompts:
-        raise ValueError("--set prompts=… needs --set model=…: the generated corpus brings its own prompts.")
+def generated_policy(config: text_config.TextConfig) -> Policy:
+    """A tiny LLaMA that the task pre-trains on a generated review corpus, prompted with its openings."""
     corpus = corpus_lib.generate_corpus(config.corpus_size, config.seed)
-    rewards = reward_models.text_rewards(config.rewards, corpus.vocab)
-    pretrain_key, _, _ = experiment.phase_keys(config.seed)
+    vocabulary = corpus.vocab
 
     def make_lm(key):
         return causal_lm.tiny_llama(
-            corpus.vocab.size,
+            vocabulary.size,
             key,
             hidden_size=config.hidden_size,
             num_layers=config.num_layers,
@@ -172,34 +127,32 @@ def build(config: text_config.TextConfig) -> Text:
             max_position_embeddings=max(
                 config.sentence_length, config.prompt_length + config.ppo.max_new_tokens
             ),
-            eos_token_id=corpus.vocab.eos_id,
-            bos_token_id=corpus.vocab.bos_id,
-            pad_token_id=corpus.vocab.pad_id,
+            eos_token_id=vocabulary.eos_id,
+            bos_token_id=vocabulary.bos_id,
+            pad_token_id=vocabulary.pad_id,
         )
 
+    pretrain_key, _, _ = pipeline.phase_keys(config.seed)
     model, _ = make_lm(pretrain_key)
     sentences = jnp.asarray(corpus.token_ids(config.sentence_length))
 
     def pretrain_batch(key):
         return sentences[jax.random.randint(key, (config.pretrain_batch,), 0, sentences.shape[0])]
 
-    pretrain_learner = supervised.SupervisedLearner(
+    learner = supervised.SupervisedLearner(
         pretrain_batch, lambda params, batch, key: language_model_loss(model, params, batch)
     )
     prompts = tuple(jnp.asarray(array) for array in corpus.prompt_ids(config.prompt_length))
-    vocabulary = corpus.vocab
 
     def decode(ids: np.ndarray, mask: np.ndarray) -> list[str]:
         return [vocabulary.decode(row[keep.astype(bool)]) for row, keep in zip(ids, mask)]
 
-    return Text(
-        config=config,
-        corpus=corpus,
+    return Policy(
         model=model,
-        pretrained=None,
-        rewards=rewards,
-        spec=_spec(config, pretrain_learner, lambda key: make_lm(key)[1]),
-        budget=_budget(config),
+        pretraining=pipeline.Pretraining(
+            learner=learner, init=lambda key: (make_lm(key)[1], None), reward_weights=np.zeros(2)
+        ),
+        rewards=reward_models.text_rewards(config.rewards, vocabulary),
         prompts=prompts,
         eval_prompts=_repeat_rows(prompts, config.eval_prompts),
         eos_id=vocabulary.eos_id,
@@ -231,58 +184,11 @@ def _score_responses(
 
 
 def _evaluate_responses(
-    learner: lm_ppo.LMPPOLearner, eval_prompts: tuple[jax.Array, jax.Array], lora_params, carry, key
+    learner: lm_ppo.LMPPOLearner, eval_prompts: tuple[jax.Array, jax.Array], lora_params, key
 ) -> jax.Array:
     """(E, C) rewards of the policy's sampled responses to the E evaluation prompts."""
-    del carry
     sample = learner.generate(lora_params, *eval_prompts, key)
     return learner.reward_components(*eval_prompts, sample.tokens, sample.mask)
-
-
-def finetune_spec(task: Text, base_params: Any) -> tuple[experiment.RLExperiment, lm_ppo.LMPPOLearner]:
-    """The PPO phase on top of the pre-trained base: learner, shared LoRA start, evaluation.
-
-    The base params, the reward model's params and the prompts are leaves of the learner (its
-    callables are ``jax.tree_util.Partial``), so the compiled update and sweep take them as
-    operands, never as constants.
-    """
-    config = task.config
-    learner = lm_ppo.LMPPOLearner(
-        model=task.model,
-        base_params=base_params,
-        lora_config=lora_config(config),
-        sample_prompts=jax.tree_util.Partial(_sample_prompt_rows, task.prompts, config.prompts_per_update),
-        reward_components=jax.tree_util.Partial(_score_responses, task.rewards.apply, task.rewards.params),
-        config=config.ppo,
-        eos_id=task.eos_id,
-        pad_id=task.pad_id,
-    )
-    # Every run starts from the same LoRA factors (A shared, B = 0), so soups average experts
-    # fine-tuned from one initialization; only the runs' sampling keys differ.
-    shared_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 11)
-    spec = dataclasses.replace(
-        task.spec,
-        finetune_learner=learner,
-        finetune_start=lambda params, carry, key: (learner.init_params(shared_key), learner.init_carry()),
-        evaluate=jax.tree_util.Partial(_evaluate_responses, learner, task.eval_prompts),
-    )
-    return spec, learner
-
-
-def lora_config(config: text_config.TextConfig) -> lora.LoraConfig:
-    return lora.LoraConfig(rank=config.lora_rank, alpha=config.lora_alpha, target_modules=config.lora_targets)
-
-
-def _delta_rs(task: Text, spec, trained, eval_key) -> experiment.Evaluation:
-    """RS in the exact LoRA delta mode (ranks concatenated), one compile for every λ."""
-    experts = [trained.runs[index] for index in trained.expert_indices]
-    evaluate = operands.jit(experiment.bind_evaluation(spec.evaluate, None, eval_key))
-    grid = soup.simplex_grid(len(experts), task.config.rs_points)
-    samples = [
-        np.asarray(evaluate(lora.interpolate_lora(experts, row, lora_config(task.config), mode="delta")))
-        for row in grid
-    ]
-    return experiment.Evaluation.from_samples(grid, np.stack(samples))
 
 
 def _responses(learner: lm_ppo.LMPPOLearner, prompts, masks, key, lora_params) -> tuple[jax.Array, jax.Array]:
@@ -291,75 +197,106 @@ def _responses(learner: lm_ppo.LMPPOLearner, prompts, masks, key, lora_params) -
     return sample.tokens, sample.mask
 
 
-def _write_samples(run_dir: str, task: Text, learner: lm_ppo.LMPPOLearner, trained, key) -> None:
-    """samples.json: generations for the first prompts at λ = 0, 0.25, …, 1 (delta soups) and the init."""
-    experts = [trained.runs[index] for index in trained.expert_indices]
-    count = task.config.sample_prompts
-    prompts, masks = (array[:count] for array in task.eval_prompts)
+def lora_config(config: text_config.TextConfig) -> lora.LoraConfig:
+    return lora.LoraConfig(rank=config.lora_rank, alpha=config.lora_alpha, target_modules=config.lora_targets)
 
-    generate = operands.jit(jax.tree_util.Partial(_responses, learner, prompts, masks, key))
+
+def _samples(
+    config: text_config.TextConfig, policy: Policy, learner: lm_ppo.LMPPOLearner, outcome: pipeline.Outcome
+) -> dict[str, Any]:
+    """Generations for the first prompts at λ = 0, 0.25, …, 1 (delta soups) and the init."""
+    trained = outcome.trained
+    prompts, masks = (array[: config.sample_prompts] for array in policy.eval_prompts)
+    generate = operands.jit(jax.tree_util.Partial(_responses, learner, prompts, masks, outcome.eval_key))
     # The init as a rank-2r delta soup of itself (= the base), so every member has one shape: one compile.
-    members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], lora_config(task.config))}
+    members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], lora_config(config))}
     for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
-        members[f"λ={lam:g}"] = lora.interpolate_lora(experts, [1.0 - lam, lam], lora_config(task.config))
-    prompt_texts = task.decode(np.asarray(prompts), np.asarray(masks))
+        members[f"λ={lam:g}"] = lora.interpolate_lora(trained.experts, [1.0 - lam, lam], lora_config(config))
+    prompt_texts = policy.decode(np.asarray(prompts), np.asarray(masks))
     texts = {}
     for label, lora_params in members.items():
         responses, response_masks = (np.asarray(array) for array in generate(lora_params))
         texts[label] = [
             f"{prompt} | {response}"
-            for prompt, response in zip(prompt_texts, task.decode(responses, response_masks))
+            for prompt, response in zip(prompt_texts, policy.decode(responses, response_masks))
         ]
-    with open(os.path.join(run_dir, "samples.json"), "w") as handle:
-        json.dump({"reward_names": list(task.config.rewards), "samples": texts}, handle, indent=2)
+    return {"reward_names": list(config.rewards), "samples": texts}
 
 
-def run(
-    run_dir: str, config: text_config.TextConfig, *, resume: bool = False, shard: bool = False
-) -> dict[str, Any]:
-    """The whole experiment; writes the run directory and returns the summary numbers."""
-    task = build(config)
-    run_config = config_lib.to_dict(config)
-    experiment.start_run(run_dir, run_config, resume=resume)
-    if task.pretrained is None:
-        base_params, _ = experiment.pretrain(run_dir, task.spec, task.budget, resume=resume, shard=shard)
-    else:  # a loaded pre-trained LM: no pre-training phase
-        base_params = task.pretrained
-    spec, learner = finetune_spec(task, base_params)
-    trained = experiment.finetune(run_dir, spec, task.budget, base_params, None, resume=resume, shard=shard)
-    _, _, eval_key = experiment.phase_keys(config.seed)
-    eval_fn = experiment.bind_evaluation(spec.evaluate, None, eval_key)
-    factors_rs, morl, init, _ = experiment.evaluate_runs(trained, eval_fn, config.rs_points)
-    delta_rs = _delta_rs(task, spec, trained, eval_key)
-    rs, other, other_name = (
-        (delta_rs, factors_rs, "RS with LoRA factors averaged")
-        if config.lora_mode == "delta"
-        else (factors_rs, delta_rs, "RS with exact LoRA deltas")
+def build(config: text_config.TextConfig) -> pipeline.Task:
+    """The task's declaration: policy (loaded with ``config.model``, else generated and pre-trained),
+    rewards, and PPO on top of the pre-trained base."""
+    if config.lora_mode not in ("delta", "factors"):
+        raise ValueError(f"lora_mode must be 'delta' or 'factors', got {config.lora_mode!r}.")
+    if len(config.rewards) != 2:
+        raise ValueError(f"tasks.text compares two rewards; got {list(config.rewards)}.")
+    if config.prompts and not config.model:
+        raise ValueError("--set prompts=… needs --set model=…: the generated corpus brings its own prompts.")
+    policy = loaded_policy(config) if config.model else generated_policy(config)
+    lora_settings = lora_config(config)
+    delta = jax.tree_util.Partial(lora.interpolate_stacked_lora, config=lora_settings, mode="delta")
+
+    def finetuning(base_params, carry) -> pipeline.FineTuning:
+        """LoRA PPO on the frozen base. The base params, the reward model's params and the prompts
+        are leaves of the learner (its callables are ``jax.tree_util.Partial``), so the compiled
+        update and sweep take them as operands, never as constants."""
+        del carry
+        learner = lm_ppo.LMPPOLearner(
+            model=policy.model,
+            base_params=base_params,
+            lora_config=lora_settings,
+            sample_prompts=jax.tree_util.Partial(
+                _sample_prompt_rows, policy.prompts, config.prompts_per_update
+            ),
+            reward_components=jax.tree_util.Partial(
+                _score_responses, policy.rewards.apply, policy.rewards.params
+            ),
+            config=config.ppo,
+            eos_id=policy.eos_id,
+            pad_id=policy.pad_id,
+        )
+        # Every run starts from the same LoRA factors (A shared, B = 0), so soups average experts
+        # fine-tuned from one initialization; only the runs' sampling keys differ.
+        shared_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), 11)
+
+        def extra_soups(trained: pipeline.TrainedRuns) -> dict[str, pipeline.SoupFamily]:
+            grid = soup.simplex_grid(len(trained.expert_indices), config.rs_points)
+            members = np.zeros((len(grid), len(trained.runs) + 1))
+            members[:, trained.expert_indices] = grid
+            if config.lora_mode == "delta":
+                return {"RS with LoRA factors averaged": pipeline.SoupFamily(grid, members)}
+            return {"RS with exact LoRA deltas": pipeline.SoupFamily(grid, members, delta)}
+
+        return pipeline.FineTuning(
+            learner=learner,
+            start=lambda key: (learner.init_params(shared_key), learner.init_carry(key)),
+            evaluate=jax.tree_util.Partial(_evaluate_responses, learner, policy.eval_prompts),
+            soup_part=lambda params: params["lora"],
+            merge=delta if config.lora_mode == "delta" else None,
+            base_fingerprint=checkpoint.fingerprint(base_params),
+            extra_soups=extra_soups,
+            report=lambda outcome: pipeline.Report(
+                json_files={"samples.json": _samples(config, policy, learner, outcome)}
+            ),
+        )
+
+    mus = np.array([[1.0 - mu, mu] for mu in config.morl_mus])
+    return pipeline.Task(
+        name="text",
+        reward_names=tuple(config.rewards),
+        expert_names=tuple(config.rewards),
+        run_mus=mus,
+        run_weights=mus,
+        pretraining=policy.pretraining,
+        finetuning=finetuning,
+        budget=config.budget,
+        seed=config.seed,
+        rs_points=config.rs_points,
     )
-    summary = experiment.write_results(
-        run_dir,
-        reward_names=spec.reward_names,
-        expert_names=spec.expert_names,
-        rs=rs,
-        morl=morl,
-        init=init,
-        extra_soups={other_name: other},
-        config=run_config,
-        lmc_tolerance=2.0 * float(rs.stderrs.max()),
-    )
-    _write_samples(run_dir, task, learner, trained, eval_key)
-    return summary
 
 
 def main(argv: list[str] | None = None) -> dict:
-    return cli.run_task(
-        argv,
-        prog="python -m tasks.text",
-        description=__doc__,
-        configs=text_config,
-        run=run,
-        default_out="runs/text",
-    )
+    return cli.run_task(argv, name="text", description=__doc__, configs=text_config, build=build)
 
 
 if __name__ == "__main__":

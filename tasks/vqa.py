@@ -15,7 +15,7 @@ See configs/vqa.py.
 from __future__ import annotations
 
 import dataclasses
-import os
+import functools
 from collections.abc import Callable
 from typing import Any
 
@@ -24,8 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import vqa as vqa_config
-from rs_jax import cli, experiment, plots
-from rs_jax import config as config_lib
+from rs_jax import cli, pipeline, plots
 from rs_jax.data import scenes, vqa
 from rs_jax.data.vocab import Vocabulary
 from rs_jax.models import backbones
@@ -132,19 +131,20 @@ def one_reference(references: jax.Array, key: jax.Array, pad_id: int) -> jax.Arr
     return jnp.take_along_axis(references, choice[:, None, None], axis=1)[:, 0]
 
 
-@dataclasses.dataclass(frozen=True)
-class VQATask:
-    """Everything ``run`` needs: the RL declaration, budget, model, data, answer function and scorer."""
-
-    spec: experiment.RLExperiment
-    budget: experiment.Budget
-    model: Any
-    data: VQAData
-    answer: Callable[[Any, dict[str, jax.Array]], jax.Array]
-    score: Callable[[jax.Array, jax.Array], jax.Array]
+def _greedy_answers(sample_answers: Callable, params, batch: dict[str, jax.Array]) -> jax.Array:
+    """(B, L) greedy answer ids to the questions of ``batch``."""
+    return sample_answers(params, batch, jax.random.PRNGKey(0), greedy=True)
 
 
-def build(config: vqa_config.VQAConfig) -> VQATask:
+def _answer_rewards(
+    sample_answers: Callable, score: Callable, eval_set: dict[str, jax.Array], params, key
+) -> jax.Array:
+    """(S, R) rewards of the greedy answers to the evaluation set (``key`` unused: greedy)."""
+    del key
+    return score(_greedy_answers(sample_answers, params, eval_set), eval_set["references"])
+
+
+def build(config: vqa_config.VQAConfig) -> pipeline.Task:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
     unknown = [name for name in config.rewards if name not in answers.ANSWER_REWARD_NAMES]
     if len(config.rewards) < 2 or unknown:
@@ -152,11 +152,11 @@ def build(config: vqa_config.VQAConfig) -> VQATask:
             f"rewards must name at least two of {', '.join(answers.ANSWER_REWARD_NAMES)}; got "
             f"{list(config.rewards)}" + (f" (unknown: {unknown})." if unknown else ".")
         )
-    if config.pretrain_updates == 0 and not config.model:
+    if config.budget.pretrain_updates == 0 and not config.model:
         raise ValueError(
-            "Nothing pre-trains the model: give --set model=<HF directory> or pretrain_updates>0."
+            "Nothing pre-trains the model: give --set model=<HF directory> or budget.pretrain_updates>0."
         )
-    _, _, eval_key = experiment.phase_keys(config.seed)
+    _, _, eval_key = pipeline.phase_keys(config.seed)
     data = vqav2_data(config) if config.questions else scene_data(config, jax.random.fold_in(eval_key, 7))
     backbone, model, pretrained = backbones.build_model(
         config, data.vocabulary, prompt_length=config.question_length, output_length=config.answer_length
@@ -199,101 +199,69 @@ def build(config: vqa_config.VQAConfig) -> VQATask:
         baseline="others",
     )
 
-    n_rewards = len(config.rewards)
-    experts = np.eye(n_rewards)
-    morl_mus = (
-        [np.array([1.0 - mu, mu]) for mu in config.morl_mus]
-        if n_rewards == 2
-        else [np.full(n_rewards, 1.0 / n_rewards)]
-    )
-    run_mus = [*experts] + [mu for mu in morl_mus if not np.any(np.all(np.isclose(experts, mu), axis=1))]
+    run_mus = pipeline.experts_and_morl(len(config.rewards), config.morl_mus)
 
-    def answer(params, batch):
-        return sample_answers(params, batch, jax.random.PRNGKey(0), greedy=True)
+    def report(outcome: pipeline.Outcome) -> pipeline.Report:
+        members = pipeline.figure_soups(outcome.trained, config.rewards)
+        return pipeline.Report(
+            figures={"samples.png": lambda path: _draw_samples(path, config, data, sample_answers, members)}
+        )
 
-    def evaluate(params, carry, key):
-        del carry, key  # greedy decoding
-        return score(answer(params, data.eval_set), data.eval_set["references"])
-
-    spec = experiment.RLExperiment(
+    return pipeline.Task(
+        name="vqa",
         reward_names=tuple(config.rewards),
         expert_names=tuple(config.rewards),
-        pretrain_learner=pretrain_learner,
-        finetune_learner=finetune_learner,
-        init_params=(
-            (lambda key: backbone.init_params(model, key)) if pretrained is None else (lambda key: pretrained)
+        run_mus=run_mus,
+        run_weights=run_mus,
+        pretraining=(
+            pipeline.Pretrained(pretrained)
+            if pretrained is not None
+            else pipeline.Pretraining(
+                learner=pretrain_learner,
+                init=lambda key: (backbone.init_params(model, key), None),
+                reward_weights=np.zeros(len(config.rewards)),
+            )
         ),
-        init_carry=lambda learner, key: None,
-        finetune_start=lambda params, carry, key: (params, carry),
-        soup_part=lambda params: params,
-        evaluate=evaluate,
-        pretrain_weights=np.zeros(n_rewards),
-        run_weights=np.asarray(run_mus),
-        run_mus=np.asarray(run_mus),
+        finetuning=lambda params, carry: pipeline.FineTuning(
+            learner=finetune_learner,
+            start=lambda key: (params, carry),
+            evaluate=jax.tree_util.Partial(_answer_rewards, sample_answers, score, data.eval_set),
+            report=report,
+        ),
+        budget=config.budget,
+        seed=config.seed,
+        rs_points=config.rs_points,
     )
 
-    budget = experiment.Budget.from_config(config)
-    return VQATask(spec, budget, model, data, answer, score)
 
-
-def _write_samples(
-    run_dir: str, config: vqa_config.VQAConfig, task: VQATask, trained: experiment.TrainedRuns
+def _draw_samples(
+    path: str,
+    config: vqa_config.VQAConfig,
+    data: VQAData,
+    sample_answers: Callable,
+    members: dict[str, Any],
 ) -> None:
-    """samples.png (and samples.json): evaluation questions with the answer of every soup."""
-    count = min(config.figure_questions, task.data.eval_set["prompts"].shape[0])
-    batch = {name: value[:count] for name, value in task.data.eval_set.items()}
-    answer = jax.jit(task.answer)
-    vocabulary = task.data.vocabulary
+    """Evaluation questions with the greedy answer of every soup under their images."""
+    count = min(config.figure_questions, data.eval_set["prompts"].shape[0])
+    batch = {name: value[:count] for name, value in data.eval_set.items()}
+    answer = jax.jit(functools.partial(_greedy_answers, sample_answers))
+    vocabulary = data.vocabulary
     texts = {
         "question": [vocabulary.decode(row) for row in np.asarray(batch["prompts"])],
         "reference": [vocabulary.decode(row) for row in np.asarray(batch["references"][:, 0])],
     }
-    for label, params in experiment.figure_soups(trained, config.rewards).items():
+    for label, params in members.items():
         texts[label] = [vocabulary.decode(row) for row in np.asarray(answer(params, batch))]
     plots.plot_captioned_images(
-        os.path.join(run_dir, "samples.png"),
+        path,
         np.asarray(batch["images"]),
         texts,
         title=f"Greedy answers per soup (λ = weight of the {config.rewards[-1]} expert)",
     )
 
 
-def run(
-    run_dir: str, config: vqa_config.VQAConfig, *, resume: bool = False, shard: bool = False
-) -> dict[str, Any]:
-    """The whole experiment; writes the run directory and returns the summary numbers."""
-    task = build(config)
-    run_config = config_lib.to_dict(config)
-    trained = experiment.train_runs(
-        run_dir, task.spec, task.budget, config=run_config, resume=resume, shard=shard
-    )
-    _, _, eval_key = experiment.phase_keys(config.seed)
-    rs, runs, init, _ = experiment.evaluate_runs(
-        trained, lambda params: task.spec.evaluate(params, None, eval_key), config.rs_points
-    )
-    summary = experiment.write_results(
-        run_dir,
-        reward_names=task.spec.reward_names,
-        expert_names=task.spec.expert_names,
-        rs=rs,
-        morl=runs,
-        init=init,
-        config=run_config,
-        lmc_tolerance=2.0 * float(rs.stderrs.max()),
-    )
-    _write_samples(run_dir, config, task, trained)
-    return summary
-
-
 def main(argv: list[str] | None = None) -> dict:
-    return cli.run_task(
-        argv,
-        prog="python -m tasks.vqa",
-        description=__doc__,
-        configs=vqa_config,
-        run=run,
-        default_out="runs/vqa",
-    )
+    return cli.run_task(argv, name="vqa", description=__doc__, configs=vqa_config, build=build)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import threading
 import time
@@ -22,6 +23,28 @@ import time
 import numpy as np
 
 from rs_jax import checkpoint, soup
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def run_probe(script: str, *args: str) -> dict:
+    """Runs ``python tests/<script> ARGS`` from the repository root; returns its last JSON line.
+
+    Two malloc arenas: glibc otherwise keeps one arena per thread, which makes RssAnon noisy.
+    """
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
+    probe = subprocess.run(
+        [sys.executable, os.path.join("tests", script), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(f"tests/{script} failed:\n{probe.stderr[-3000:]}")
+    return json.loads(probe.stdout.strip().splitlines()[-1])
 
 
 def rss_anon() -> int:

@@ -12,6 +12,7 @@ import optax
 import pytest
 from flax.traverse_util import flatten_dict
 
+from rs_jax import pipeline
 from rs_jax.models import bart_unified
 
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
@@ -180,24 +181,26 @@ def test_grounding_task_builds_and_trains_the_bart_backbone():
     from configs import grounding as grounding_config
     from tasks import grounding
 
-    task = grounding.build(dataclasses.replace(grounding_config.get_config("smoke"), backbone="bart"))
-    assert isinstance(task.model, bart_unified.BartUnified)
-    params = task.spec.init_params(jax.random.PRNGKey(0))
-    batch = task.data.eval_set
-    optimizer = task.budget.pretrain_optimizer
+    config = dataclasses.replace(grounding_config.get_config("smoke"), backbone="bart")
+    task = grounding.build(config)
+    params, _ = task.pretraining.init(jax.random.PRNGKey(0))
+    assert {"bart", "vision", "projection"} <= set(params)
+    evaluate = task.finetuning(params, None).evaluate
+    batch = evaluate.args[1]  # the evaluation set the Partial holds as operands
+    optimizer = pipeline.clipped_adam(config.budget.pretrain_learning_rate, config.budget.max_grad_norm)
 
     @jax.jit
-    def step_and_predict(params, key):
-        grads, metrics = jax.grad(task.spec.pretrain_learner.loss, has_aux=True)(params, batch, key)
+    def step_and_score(params, key):
+        grads, metrics = jax.grad(task.pretraining.learner.loss, has_aux=True)(params, batch, key)
         updates, _ = optimizer.update(grads, optimizer.init(params), params)
-        return optax.apply_updates(params, updates), metrics, task.predict(params, batch)
+        return optax.apply_updates(params, updates), metrics, evaluate(params, key)
 
-    stepped, metrics, predicted = step_and_predict(params, jax.random.PRNGKey(1))
+    stepped, metrics, hits = step_and_score(params, jax.random.PRNGKey(1))
     assert all(np.isfinite(value).all() for value in jax.tree.leaves(metrics))
     for part in ("bart", "vision", "projection"):
         moved = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), params[part], stepped[part])
         assert any(jax.tree.leaves(moved)), part
-    assert predicted.shape == batch["boxes"].shape and ((predicted >= 0) & (predicted <= 1000)).all()
+    assert hits.shape == (batch["boxes"].shape[0], 3) and ((hits == 0) | (hits == 1)).all()
 
 
 def test_task_backbone_settings_are_checked():

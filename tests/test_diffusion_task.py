@@ -1,5 +1,6 @@
 """The text-to-image task end to end on the smoke preset, and its refusals of bad input."""
 
+import dataclasses
 import json
 
 import pytest
@@ -41,7 +42,11 @@ def test_bad_input_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="sharpness"):
         diffusion.build(diffusion_config.DiffusionConfig(rewards=("colourfulness", "sharpness")))
     with pytest.raises(ValueError, match="not a Stable Diffusion directory"):
-        diffusion.build(diffusion_config.DiffusionConfig(model=str(tmp_path), pretrain_updates=0))
+        diffusion.build(
+            diffusion_config.DiffusionConfig(
+                model=str(tmp_path), budget=dataclasses.replace(diffusion_config.BUDGET, pretrain_updates=0)
+            )
+        )
     with pytest.raises(ValueError, match="scorer"):
         diffusion.build(diffusion_config.DiffusionConfig(rewards=("learned", "skin")))
     with pytest.raises(ValueError, match="Unknown preset"):

@@ -3,7 +3,6 @@
 conftest.py gives this process 4 CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count=4).
 """
 
-import json
 import os
 import socket
 import subprocess
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 import multiprocess_run
 import numpy as np
 import pytest
+import stream_memory
 from jax.sharding import PartitionSpec as P
 
 from rs_jax import checkpoint, distributed, merge, soup
@@ -270,21 +270,9 @@ def test_streaming_stays_under_a_memory_cap_that_loading_every_expert_exceeds(tm
         checkpoint.save_expert(directories[-1], params, reward=f"r{index}", base_model="big")
         del params
     cap = 96 * MB
-    # Two malloc arenas: glibc otherwise keeps one arena per thread, which makes RssAnon noisy.
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [crash.REPO, os.environ.get("PYTHONPATH")]))
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    probe = subprocess.run(
-        [sys.executable, "tests/stream_memory.py", str(scratch), str(2 * MB), *directories],
-        cwd=crash.REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert probe.returncode == 0, probe.stderr[-3000:]
-    peaks = json.loads(probe.stdout.strip().splitlines()[-1])
+    peaks = stream_memory.run_probe("stream_memory.py", str(scratch), str(2 * MB), *directories)
     print(
         f"peak RssAnon growth: streamed {peaks['streamed'] / MB:.0f} MB, loaded {peaks['loaded'] / MB:.0f} MB"
     )

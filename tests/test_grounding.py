@@ -1,5 +1,6 @@
 """The grounding task end to end on the smoke preset: every output of the run directory."""
 
+import dataclasses
 import json
 
 import pytest
@@ -32,6 +33,8 @@ def test_smoke_run_writes_the_whole_run_directory(tmp_path):
 
 
 def test_nothing_to_pretrain_is_a_clear_error():
-    config = grounding_config.GroundingConfig(pretrain_updates=0)
+    config = grounding_config.GroundingConfig(
+        budget=dataclasses.replace(grounding_config.BUDGET, pretrain_updates=0)
+    )
     with pytest.raises(ValueError, match="Nothing pre-trains"):
         grounding.build(config)

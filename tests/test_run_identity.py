@@ -1,9 +1,9 @@
-import dataclasses
 import json
 
 import pytest
 
 from configs import captioning, text
+from rs_jax import config as config_lib
 from rs_jax import run_identity
 
 CONFIG = text.get_config("smoke")
@@ -22,7 +22,8 @@ def test_a_fresh_or_empty_out_is_accepted_with_or_without_resume(tmp_path):
 def test_resume_accepts_the_same_run_and_a_larger_budget(tmp_path):
     run_identity.write_identity(tmp_path, identity())
     run_identity.check_run_dir(tmp_path, identity(), resume=True)
-    bigger = dataclasses.replace(CONFIG, finetune_updates=CONFIG.finetune_updates + 2, rs_points=5)
+    more = CONFIG.budget.finetune_updates + 2
+    bigger = config_lib.override(CONFIG, [f"budget.finetune_updates={more}", "rs_points=5", "eval_prompts=3"])
     run_identity.check_run_dir(tmp_path, identity(bigger), resume=True)
 
 
@@ -34,16 +35,15 @@ def test_an_existing_run_without_resume_is_refused(tmp_path):
 
 def test_resume_with_another_seed_or_base_names_every_difference(tmp_path):
     run_identity.write_identity(tmp_path, identity(base="ab" * 32))
-    other = dataclasses.replace(CONFIG, seed=1, pretrain_learning_rate=1e10)
+    other = config_lib.override(CONFIG, ["seed=1", "budget.pretrain_learning_rate=1e10"])
     with pytest.raises(ValueError) as error:
         run_identity.check_run_dir(tmp_path, identity(other, base="cd" * 32), resume=True)
     message = str(error.value)
     assert len(message.splitlines()) == 1
     assert "base model fingerprint: abababababababab in the run, cdcdcdcdcdcdcdcd now" in message
     assert "seed: 0 in the run, 1 now" in message
-    assert (
-        f"pretrain_learning_rate: {CONFIG.pretrain_learning_rate!r} in the run, 10000000000.0 now" in message
-    )
+    learning_rate = CONFIG.budget.pretrain_learning_rate
+    assert f"budget.pretrain_learning_rate: {learning_rate!r} in the run, 10000000000.0 now" in message
     assert "finetune_updates" not in message
 
 
@@ -79,9 +79,9 @@ def test_a_file_or_a_garbled_identity_is_refused(tmp_path):
 def test_identity_json_records_the_weights_defining_fields():
     recorded = identity()
     assert "seed" in recorded.config and "ppo.kl_coef" in recorded.config
-    assert not {"finetune_updates", "pretrain_updates", "checkpoint_every", "rs_points"} & set(
-        recorded.config
-    )
+    assert "budget.finetune_learning_rate" in recorded.config
+    budget = {"budget.finetune_updates", "budget.pretrain_updates", "budget.checkpoint_every", "rs_points"}
+    assert not budget & set(recorded.config)
     assert json.loads(json.dumps(recorded.config)) == recorded.config
     assert run_identity.is_budget_field("budget.finetune_updates")
     assert not run_identity.is_budget_field("budget.finetune_learning_rate")

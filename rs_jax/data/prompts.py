@@ -12,6 +12,10 @@ Blank lines are skipped. ``tokenize_prompts`` tokenizes them with the policy's t
 (the beginning of a review is the prompt) and left-pads them: the layout
 ``rs_jax.models.causal_lm.generate`` expects (every prompt ends at column P-1).
 
+``movie_review_prompts`` builds the paper's movie-review prompts (Table 1: "Generate a movie
+review.") through a chat model's template, each continued by the first words of a real
+Rotten Tomatoes snippet (``rs_jax.data.rated_text``).
+
 >>> texts = read_prompts("imdb_prompts.jsonl")  # doctest: +SKIP
 >>> ids, mask = tokenize_prompts(texts, tokenizer, length=8)  # doctest: +SKIP
 >>> ids.shape, mask[:, -1].all()  # doctest: +SKIP
@@ -28,6 +32,7 @@ from typing import Any, Literal
 import numpy as np
 
 TEXT_FIELDS = ("prompt", "text")
+MOVIE_REVIEW_INSTRUCTION = "Generate a movie review."
 
 
 def read_prompts(path: str | os.PathLike) -> list[str]:
@@ -128,3 +133,54 @@ def tokenize_prompts(texts: Sequence[str], tokenizer: Any, length: int) -> tuple
     if empty:
         raise ValueError(f"Prompt {empty[0]} ({texts[empty[0]]!r}) tokenizes to no token.")
     return pad_rows(rows, length, pad_id_of(tokenizer), side="left")
+
+
+def movie_review_prompts(
+    tokenizer: Any,
+    *,
+    num_words: int = 4,
+    count: int | None = None,
+    seed: int = 0,
+    instruction: str = MOVIE_REVIEW_INSTRUCTION,
+    beginnings: Sequence[str] | None = None,
+) -> list[str]:
+    """Chat prompts asking for a movie review, the answer started with a real snippet's first words.
+
+    Each prompt is ``tokenizer.apply_chat_template([user: instruction], add_generation_prompt=True)``
+    (the template's special tokens as text, which the tokenizer maps back to their ids) followed by
+    the first ``num_words`` whitespace-separated words of a movie-review snippet. Tokenize them
+    with ``tokenize_prompts`` (a template that starts with the BOS text needs a tokenizer that
+    does not add another, as SmolLM2's).
+
+    Args:
+      tokenizer: the policy's HF tokenizer, with a chat template.
+      num_words: words of each snippet kept as the beginning of the answer (0: none).
+      count: how many prompts; None: one per snippet.
+      seed: ``numpy`` seed of the random choice of ``count`` snippets (without replacement).
+      instruction: the user message.
+      beginnings: the texts whose beginnings are used; None: the 10,605 movie-review snippets
+        of the ``vader`` asset (fetched on first use).
+
+    Returns:
+      ``count`` prompt strings, in snippet order.
+
+    Raises:
+      ValueError: if the tokenizer has no chat template, or on a bad ``num_words``/``count``.
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{type(tokenizer).__name__} has no chat template; load a chat model's tokenizer.")
+    if num_words < 0:
+        raise ValueError(f"num_words must be >= 0, got {num_words}.")
+    if beginnings is None:
+        from rs_jax.data.rated_text import read_rated_texts
+
+        beginnings = read_rated_texts("movie_reviews").texts
+    if count is not None:
+        if not 1 <= count <= len(beginnings):
+            raise ValueError(f"count must be in 1..{len(beginnings)}, got {count}.")
+        chosen = np.sort(np.random.default_rng(seed).choice(len(beginnings), count, replace=False))
+        beginnings = [beginnings[i] for i in chosen]
+    header = tokenizer.apply_chat_template(
+        [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
+    )
+    return [header + " ".join(text.split()[:num_words]) for text in beginnings]

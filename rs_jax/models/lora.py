@@ -342,9 +342,40 @@ def interpolate_lora(
     weights = jnp.asarray(soup.check_weights(lambdas, len(experts), allow_extrapolation=allow_extrapolation))
     flat = {}
     for path in modules[0]:
-        a_blocks = [w * m[path][LORA_A].astype(jnp.float32) for w, m in zip(weights, modules)]
-        b_blocks = [m[path][LORA_B].astype(jnp.float32) for m in modules]
+        lora_a, lora_b = concatenate_ranks(
+            [m[path][LORA_A] for m in modules], [m[path][LORA_B] for m in modules], weights
+        )
         dtype = modules[0][path][LORA_A].dtype
-        flat[(*path, LORA_A)] = jnp.concatenate(a_blocks, axis=-1).astype(dtype)
-        flat[(*path, LORA_B)] = jnp.concatenate(b_blocks, axis=-2).astype(dtype)
+        flat[(*path, LORA_A)] = lora_a.astype(dtype)
+        flat[(*path, LORA_B)] = lora_b.astype(dtype)
     return _nest(flat)
+
+
+def interpolate_stacked_lora(
+    stacked_experts: PyTree, lambdas: jax.Array, config: LoraConfig, mode: Literal["factors", "delta"]
+) -> dict:
+    """``interpolate_lora`` of N experts stacked along a leading axis (``soup.stack_experts``);
+    jit-able with traced λ (N from the stack), the merge rule of a LoRA sweep. λ may extrapolate."""
+    experts = [jax.tree.map(lambda leaf, i=i: leaf[i], stacked_experts) for i in range(lambdas.shape[0])]
+    return interpolate_lora(experts, lambdas, config, mode=mode, allow_extrapolation=True)
+
+
+def concatenate_ranks(
+    lora_as: Sequence[jax.Array], lora_bs: Sequence[jax.Array], coefficients: Any
+) -> tuple[jax.Array, jax.Array]:
+    """One low-rank factor pair whose product is Σᵢ cᵢ·AᵢBᵢ, exactly: ranks are concatenated.
+
+    Args:
+      lora_as: N factors ``(..., d_in, rᵢ)`` (ranks may differ).
+      lora_bs: N factors ``(..., rᵢ, d_out)``.
+      coefficients: (N,) cᵢ, folded into the A blocks.
+
+    Returns:
+      ``A = [c₁A₁ | … | cₙAₙ]`` of shape ``(..., d_in, Σrᵢ)`` and ``B = [B₁; …; Bₙ]`` of shape
+      ``(..., Σrᵢ, d_out)``, in float32 (float64 for float64 factors).
+    """
+    dtype = jnp.promote_types(jnp.result_type(*lora_as, *lora_bs), jnp.float32)
+    coefficients = jnp.asarray(coefficients, dtype)
+    a_blocks = [c * jnp.asarray(a, dtype) for c, a in zip(coefficients, lora_as)]
+    b_blocks = [jnp.asarray(b, dtype) for b in lora_bs]
+    return jnp.concatenate(a_blocks, axis=-1), jnp.concatenate(b_blocks, axis=-2)

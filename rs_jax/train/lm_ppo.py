@@ -134,7 +134,9 @@ class LMPPOLearner:
             "value_head": causal_lm.ValueHead().init(value_key, jnp.zeros((1, 1, hidden))),
         }
 
-    def init_carry(self) -> dict[str, jax.Array]:
+    def init_carry(self, key: jax.Array) -> dict[str, jax.Array]:
+        """The adaptive KL coefficient's start (``key`` unused: the learners' shared signature)."""
+        del key
         return {"kl_coef": jnp.asarray(self.config.kl_coef, jnp.float32)}
 
     def policy_params(self, params: dict[str, PyTree]) -> PyTree:

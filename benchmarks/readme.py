@@ -1,0 +1,151 @@
+"""The README's per-task result blocks, generated from benchmarks/results/tasks/<task>.json.
+
+    python benchmarks/readme.py           # rewrite the blocks in README.md
+    python benchmarks/readme.py --check   # exit 1 if README.md and the files disagree
+
+A block sits between ``<!-- results:<task> -->`` and ``<!-- /results:<task> -->``: the reference
+run's command, wall time, memory and machine, a table of the init, the experts, a few soups, the
+MORL runs and the extra soups, the front-quality numbers of every family, the RS efficiency, the
+linear-mode-connectivity check and whether each expert beats its rivals on its own reward
+(paired differences). ``tests/test_readme.py`` runs the check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results", "tasks")
+README = os.path.join(ROOT, "README.md")
+
+
+def _cell(reward: dict[str, Any]) -> str:
+    mean, stderr = reward["mean"], reward.get("stderr")
+    return f"{mean:.4g}" if not stderr else f"{mean:.4g} ± {stderr:.2g}"
+
+
+def _weights(values: list[float]) -> str:
+    return "(" + ", ".join(f"{v:.2g}" for v in values) + ")"
+
+
+def _uniform_soup(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The point whose λ is closest to uniform."""
+    n = len(points[0]["lambda"])
+    return min(points, key=lambda p: sum(abs(w - 1.0 / n) for w in p["lambda"]))
+
+
+def _shown_soups(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The RS points of the table: λ = 0.3, 0.5, 0.7 for two experts, else the most uniform soup."""
+    if len(points[0]["lambda"]) == 2:
+        return [p for p in points if any(abs(p["lambda"][1] - lam) < 1e-6 for lam in (0.3, 0.5, 0.7))]
+    return [_uniform_soup(points)]
+
+
+def task_block(results: dict[str, Any]) -> str:
+    """The Markdown block of one task's reference results."""
+    names = results["reward_names"]
+    experts = results["expert_names"]
+    run = results["reference_run"]
+    machine = run["machine"]
+    lines = [
+        f"Reference run: `{run['command']}`, {run['wall_seconds'] / 60:.1f} min wall, "
+        f"{run['peak_memory_gb']:.1f} GB peak, on {machine['cpu_count']} CPU cores ({machine['processor']}, "
+        f"jax {machine['jax']}; load average {machine['load_average_1m_at_start']:.1f} at the start), "
+        f"{run['date']}.",
+        "",
+        "| point | " + " | ".join(names) + " |",
+        "|---" * (len(names) + 1) + "|",
+    ]
+
+    def row(label: str, rewards: dict[str, Any]) -> None:
+        lines.append(f"| {label} | " + " | ".join(_cell(rewards[name]) for name in names) + " |")
+
+    if results.get("init"):
+        row("pre-trained init", results["init"])
+    for index, name in enumerate(experts):
+        vertex = [1.0 if i == index else 0.0 for i in range(len(experts))]
+        row(f"expert {name}", next(p for p in results["rs"] if p["lambda"] == vertex)["rewards"])
+    for point in _shown_soups(results["rs"]):
+        row(f"RS λ = {_weights(point['lambda'])}", point["rewards"])
+    for point in results.get("morl") or []:
+        if max(point["mu"]) < 1.0:
+            row(f"MORL μ = {_weights(point['mu'])}", point["rewards"])
+    for family, points in (results.get("extra_soups") or {}).items():
+        point = _uniform_soup(points)
+        row(f"{family}, λ = {_weights(point['lambda'])}", point["rewards"])
+
+    summary = results["summary"]
+    lines += ["", "| family | trainings | expected utility ↑ | hypervolume ↑ |", "|---|---|---|---|"]
+    lines.append(
+        f"| rewarded soups | {summary['rs_trainings']} | {summary['rs_expected_utility']:.4g} | "
+        f"{summary['rs_hypervolume']:.4g} |"
+    )
+    if "morl_trainings" in summary:
+        lines.append(
+            f"| MORL | {summary['morl_trainings']} | {summary['morl_expected_utility']:.4g} | "
+            f"{summary['morl_hypervolume']:.4g} |"
+        )
+    for family in results.get("extra_soups") or {}:
+        lines.append(
+            f"| {family} | {summary['rs_trainings']} (same experts) | "
+            f"{summary[family + '_expected_utility']:.4g} | {summary[family + '_hypervolume']:.4g} |"
+        )
+    facts = []
+    if summary.get("rs_efficiency") is not None:
+        facts.append(f"RS efficiency (EU_RS − EU_init)/(EU_MORL − EU_init) = {summary['rs_efficiency']:.3f}")
+    facts.append(
+        "LMC holds at every λ" if summary["lmc_holds_everywhere"] else "LMC fails at some λ (lmc.json)"
+    )
+    specialization = results.get("specialization") or []
+    losses = [e for e in specialization if not e["beyond_2_stderr"]]
+    if specialization:
+        facts.append(
+            "every expert beats the init and the other experts on its own reward by > 2 paired s.e."
+            if not losses
+            else "experts that do not beat a rival on their own reward by > 2 paired s.e.: "
+            + "; ".join(
+                f"{e['expert']} vs {e['rival']} ({e['difference']:.3g} ± {e['stderr']:.2g})" for e in losses
+            )
+        )
+    lines += ["", ". ".join(facts) + "."]
+    return "\n".join(lines)
+
+
+def render(readme: str) -> str:
+    """README text with every results block regenerated from its task's file."""
+
+    def replace(match: re.Match) -> str:
+        task = match.group(1)
+        with open(os.path.join(RESULTS_DIR, f"{task}.json")) as handle:
+            block = task_block(json.load(handle))
+        return f"<!-- results:{task} -->\n{block}\n<!-- /results:{task} -->"
+
+    return re.sub(r"<!-- results:(\w+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--check", action="store_true", help="fail if README.md is not up to date")
+    args = parser.parse_args()
+    with open(README) as handle:
+        current = handle.read()
+    generated = render(current)
+    if args.check:
+        if generated != current:
+            sys.exit(
+                "README.md's result blocks differ from benchmarks/results/tasks/: run benchmarks/readme.py"
+            )
+        return
+    with open(README, "w") as handle:
+        handle.write(generated)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The README's result blocks are those generated from benchmarks/results/tasks/*.json."""
+
+import importlib.util
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _readme_module():
+    spec = importlib.util.spec_from_file_location("readme", os.path.join(ROOT, "benchmarks", "readme.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_result_blocks_match_the_reference_runs():
+    readme = _readme_module()
+    with open(readme.README) as handle:
+        current = handle.read()
+    tasks = sorted(
+        name.removesuffix(".json") for name in os.listdir(readme.RESULTS_DIR) if name.endswith(".json")
+    )
+    for task in tasks:
+        if "-" not in task:  # the reference of each task (not its other seeds) has a block
+            assert f"<!-- results:{task} -->" in current, f"README has no results block for {task}"
+    assert readme.render(current) == current, "README is stale: run python benchmarks/readme.py"
+
+
+def test_a_block_is_regenerated_from_its_file():
+    readme = _readme_module()
+    stale = "<!-- results:text -->\nold numbers\n<!-- /results:text -->"
+    rendered = readme.render(stale)
+    assert "old numbers" not in rendered and "| pre-trained init |" in rendered
