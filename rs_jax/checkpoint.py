@@ -130,7 +130,7 @@ def leaf_checksum(leaf: Any) -> str:
     """SHA-256 of a leaf's dtype, shape and C-order bytes."""
     array = np.asarray(leaf)
     digest = hashlib.sha256(f"{array.dtype}|{array.shape}|".encode())
-    digest.update(np.ascontiguousarray(array).data)
+    digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # any dtype, bfloat16 too
     return digest.hexdigest()
 
 

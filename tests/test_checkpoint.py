@@ -234,3 +234,10 @@ def test_a_version_1_manifest_is_read_without_checksums(tmp_path):
     restored, manifest = checkpoint.restore_expert(tmp_path / "old")
     assert (manifest.version, manifest.checksums, manifest.base_fingerprint) == (1, {}, "")
     np.testing.assert_array_equal(np.asarray(restored["head"]), np.full(4, -1.0))
+
+
+def test_bfloat16_and_scalar_leaves_are_checksummed():
+    leaves = {"b": jnp.ones((3,), jnp.bfloat16), "s": np.float32(2.0), "i": np.arange(3, dtype=np.int8)}
+    sums = checkpoint.leaf_checksums(leaves)
+    assert sums == checkpoint.leaf_checksums(jax.tree.map(np.asarray, leaves))
+    assert sums["b"] != checkpoint.leaf_checksum(jnp.ones((3,), jnp.float16))
