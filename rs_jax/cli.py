@@ -2,8 +2,8 @@
 
 A task module declares its config module and ``build(config) -> pipeline.Task`` and calls
 ``run_task`` from its ``main``; ``rs_jax.pipeline.run`` does the rest. A bad override is a usage
-error (exit 2), a refused run (an existing run directory, an unsupported option, a reward that
-became NaN) is one line on stderr with exit 2.
+error (exit 2), a refused run (an existing run directory, an unsupported option, a diverged
+update) is one line on stderr with exit 2.
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def run_task(
         summary = pipeline.run(
             build(config), args.out, config=config_lib.to_dict(config), resume=args.resume, shard=args.shard
         )
-    except (ValueError, trainer.NonFiniteError) as error:
+    except (ValueError, trainer.DivergenceError) as error:
         parser.exit(2, f"error: {error}\n")
     with open(os.path.join(args.out, "summary.md")) as handle:
         print(handle.read())

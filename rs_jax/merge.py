@@ -6,11 +6,16 @@
 Experts are either rs_jax expert checkpoints (orbax + manifest; the output is
 one too) or Hugging Face Flax model directories (the output is a
 ``save_pretrained`` directory loadable by transformers). ``--out`` must not
-exist yet or be empty: nothing on disk is overwritten.
+exist yet or be empty, must lie outside the experts, and must be writable:
+nothing on disk is overwritten. Every error is one line (exit code 2) ending with
+the path of a log in the system's temporary folder that holds the full report
+(traceback, orbax's log records); a merge that fails removes what it wrote.
 
 rs_jax checkpoints too big to hold together in memory are streamed a few leaves
 at a time (``--stream``; chosen automatically when the experts together exceed
-half the available memory): the result is the same, bit for bit.
+half the available memory): the result is the same, bit for bit. A streamed
+merge stages the soup in a hidden folder beside ``--out``; if it is killed, the
+next merge into the same folder removes it.
 
 Hugging Face directories in PyTorch format (``config.json`` + ``model.safetensors``, or
 shards with ``model.safetensors.index.json``) are merged tensor by tensor in bounded
@@ -42,12 +47,16 @@ The same merge from a file (``rs_jax.merge_config`` lists its fields)::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
+import signal
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 
-from rs_jax import checkpoint, hf_merge, merge_config, merge_rules, peft_merge, soup
+from rs_jax import checkpoint, failures, hf_merge, merge_config, merge_rules, peft_merge, soup
 from rs_jax.models import hf
 
 
@@ -91,6 +100,7 @@ def merge_orbax(
     """
     if stream is None:
         stream = should_stream(experts)
+    checkpoint.remove_stale_staging(os.path.dirname(os.path.abspath(out)))
     if stream:
         manifest = checkpoint.interpolate_checkpoints(
             experts,
@@ -107,6 +117,7 @@ def merge_orbax(
         merged,
         reward=f"soup({_format(weights)} of {'+'.join(rewards)})",
         base_model=manifests[0].base_model,
+        base_fingerprint=manifests[0].base_fingerprint,
         config={
             "experts": [os.path.abspath(path) for path in experts],
             "rewards": rewards,
@@ -191,11 +202,17 @@ def merge(
     ``stream``: for rs_jax checkpoints, True streams leaf groups, False loads every
     expert, None decides by size (``should_stream``). ``rule``, ``base``, ``dtype`` and
     ``lora_mode`` apply to safetensors directories and PEFT adapters (``merge_safetensors``).
+
+    Raises:
+      ValueError: bad λ or options; ``out`` existing and not empty, inside an expert or not
+        writable (checked before any expert is read); a problem with the experts.
     """
     if len(experts) < 2:
         raise ValueError(f"Give at least two experts; got {len(experts)}.")
     if len(weights) != len(experts):
         raise ValueError(f"Got {len(experts)} experts but {len(weights)} weights.")
+    checkpoint.check_fresh_output(out, experts)
+    failures.check_writable(out)
     if any(hf_merge.is_safetensors_model(path) or peft_merge.is_peft_adapter(path) for path in experts):
         if stream is False:
             raise ValueError("Safetensors directories and PEFT adapters are always merged tensor by tensor.")
@@ -206,7 +223,6 @@ def merge(
             "rs_jax checkpoints and Flax directories merge linearly."
         )
     soup.check_weights(weights, len(experts), allow_extrapolation=allow_extrapolation)
-    checkpoint.check_fresh_output(out)
     for path in experts:
         if not os.path.isdir(path):
             raise ValueError(f"Expert {path} is not a directory.")
@@ -218,6 +234,24 @@ def merge(
             raise ValueError("--stream works on rs_jax expert checkpoints, not Hugging Face directories.")
         return merge_hf(experts, weights, out, allow_extrapolation)
     return merge_orbax(experts, weights, out, allow_extrapolation, stream)
+
+
+@contextlib.contextmanager
+def _removed_on_failure(out: str) -> Iterator[None]:
+    """If the block raises, removes what it wrote to ``out``: ``out`` itself if it was absent, its
+    contents if it was an empty folder; anything else (a refused, non-empty ``out``) is left alone."""
+    was_empty = os.path.isdir(out) and not os.listdir(out)
+    was_absent = not os.path.lexists(out)
+    try:
+        yield
+    except BaseException:
+        if was_absent and os.path.isdir(out):
+            shutil.rmtree(out, ignore_errors=True)
+        elif was_empty:
+            for name in os.listdir(out):
+                path = os.path.join(out, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+        raise
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -258,6 +292,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    log_path = os.path.join(tempfile.gettempdir(), f"rs_jax-merge-{os.getpid()}.log")
+    # SIGTERM unwinds like Ctrl-C while merging, so a streamed merge removes its staging folder.
+    previous_handler = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     try:
         if args.config:
             if len(argv) != 2:
@@ -265,26 +302,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             args = parser.parse_args(merge_config.to_argv(args.config))
         if not (args.experts and args.weights and args.out):
             parser.error("give --experts, --weights and --out, or --config")
-        written = merge(
-            args.experts,
-            args.weights,
-            args.out,
-            allow_extrapolation=args.allow_extrapolation,
-            stream=args.stream,
-            rule=hf_merge.RuleOptions(
-                method=args.method,
-                density=args.density,
-                drop_probability=args.drop_probability,
-                scale=args.scale,
-                seed=args.seed,
-            ),
-            base=args.base,
-            dtype=args.dtype,
-            lora_mode=args.lora_mode,
-        )
+        with failures.quiet_failures(log_path), _removed_on_failure(args.out):
+            written = merge(
+                args.experts,
+                args.weights,
+                args.out,
+                allow_extrapolation=args.allow_extrapolation,
+                stream=args.stream,
+                rule=hf_merge.RuleOptions(
+                    method=args.method,
+                    density=args.density,
+                    drop_probability=args.drop_probability,
+                    scale=args.scale,
+                    seed=args.seed,
+                ),
+                base=args.base,
+                dtype=args.dtype,
+                lora_mode=args.lora_mode,
+            )
     except (ValueError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous_handler)
     print(f"wrote {written} to {args.out} (λ = {_format(args.weights)})")
     return 0
 

@@ -7,10 +7,12 @@ manifest removed or params truncated at ``restore_expert`` and a crash mid ``sav
 (test_config, test_locomotion), a reward turning NaN mid-training (test_train).
 """
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import socket
 
 import crash
 import jax
@@ -245,3 +247,95 @@ def test_task_cli_refuses_a_wrongly_typed_override(capsys):
         locomotion.main(["--preset", "smoke", "--set", "seed=many"])
     assert exit_info.value.code == 2
     assert "Config key 'seed': cannot parse 'many' as int" in capsys.readouterr().err
+
+
+def merge_args(experts_root, out, *extra) -> list[str]:
+    experts = [str(experts_root / "a"), str(experts_root / "b")]
+    return ["--experts", *experts, "--weights", "0.5", "0.5", "--out", str(out), *extra]
+
+
+def assert_one_line_error(code: int, err: str, message: str) -> None:
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert message in err, err
+
+
+@pytest.mark.parametrize(
+    "out, message",
+    [
+        (lambda d: d / "experts" / "a" / "7", "lies inside expert directory"),
+        (lambda d: d / "experts" / "b", "already exists and is not empty"),
+        (lambda d: d / "a-file" / "merged", "is a file, not a directory"),
+        (lambda d: "/proc/rs_jax-merged", "cannot be written (No such file or directory in /proc)"),
+    ],
+    ids=["inside-an-expert", "an-expert", "under-a-file", "under-proc"],
+)
+def test_merge_cli_refuses_an_unusable_out_and_changes_nothing(
+    pristine_experts, tmp_path, capsys, out, message
+):
+    shutil.copytree(pristine_experts, tmp_path / "experts")
+    (tmp_path / "a-file").write_text("mine")
+    before = tree_digest(tmp_path)
+    code = merge.main(merge_args(tmp_path / "experts", out(tmp_path)))
+    assert_one_line_error(code, capsys.readouterr().err, message)
+    assert tree_digest(tmp_path) == before
+    checkpoint.restore_expert(tmp_path / "experts" / "a")
+
+
+FULL_DISK_MERGE = """
+import resource, signal, sys
+from rs_jax import merge
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG, like ENOSPC
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[1]), int(sys.argv[1])))
+sys.exit(merge.main(sys.argv[2:]))
+"""
+
+
+def test_merge_cli_on_a_full_disk_is_one_line_with_a_log(tmp_path):
+    big = {"w": np.random.default_rng(0).normal(size=(256, 256)).astype(np.float32)}
+    for name in ("a", "b"):
+        save(tmp_path / name, big)
+    # 100 kB: the 4 kB probe of --out passes, orbax's ~250 kB data file does not.
+    args = ["-c", FULL_DISK_MERGE, "100000", *merge_args(tmp_path, tmp_path / "out")]
+    run = crash.Process(args, tmp_path)
+    code = run.wait()
+    err = run.stderr()
+    assert_one_line_error(code, err, "File too large (full report: ")
+    assert "Traceback" not in err and "tensorstore_spec" not in err
+    assert not (tmp_path / "out").exists(), "a failed merge removes what it wrote"
+    log = err.split("(full report: ")[1].rstrip().rstrip(")")
+    with open(log) as handle:
+        report = handle.read()
+    assert "Traceback" in report and "ERROR:absl:" in report, "orbax's traceback and records are in the log"
+    os.remove(log)
+
+
+def test_merge_cli_refuses_an_out_on_a_full_disk_before_reading_experts(
+    pristine_experts, tmp_path, capsys, monkeypatch
+):
+    def no_space(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", no_space)
+    code = merge.main(merge_args(pristine_experts, tmp_path / "out"))
+    assert_one_line_error(code, capsys.readouterr().err, "cannot be written (No space left on device in")
+    assert not (tmp_path / "out").exists()
+
+
+def test_merge_removes_the_staging_folder_of_a_killed_merge_and_nothing_else(pristine_experts, tmp_path):
+    finished = crash.Process(["-c", "pass"], tmp_path / "logs")
+    finished.wait()
+    stale = tmp_path / ".merged.staging-dead"
+    live = tmp_path / ".other.staging-live"
+    unmarked = tmp_path / ".mine.staging-x"
+    for folder, pid in [(stale, finished.popen.pid), (live, os.getpid()), (unmarked, None)]:
+        folder.mkdir()
+        (folder / "soup.bin").write_bytes(b"\0" * 64)
+        if pid is not None:
+            marker = {"pid": pid, "host": socket.gethostname(), "target": str(tmp_path / "merged")}
+            (folder / checkpoint.STAGING_MARKER).write_text(json.dumps(marker))
+    code = merge.main(merge_args(pristine_experts, tmp_path / "merged2", "--stream"))
+    assert code == 0
+    assert not stale.exists(), "the killed merge's staging folder is removed"
+    assert live.exists() and unmarked.exists(), "a running merge's or a foreign folder is kept"
+    assert not [name for name in os.listdir(tmp_path) if name.startswith(".merged2.staging-")]
