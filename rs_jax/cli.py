@@ -57,9 +57,7 @@ def run_task(
     except ValueError as error:
         parser.error(str(error))
     try:
-        summary = pipeline.run(
-            build(config), args.out, config=config_lib.to_dict(config), resume=args.resume, shard=args.shard
-        )
+        summary = pipeline.run(build(config), args.out, config=config, resume=args.resume, shard=args.shard)
     except (ValueError, trainer.DivergenceError) as error:
         parser.exit(2, f"error: {error}\n")
     with open(os.path.join(args.out, "summary.md")) as handle:

@@ -31,7 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rs_jax import checkpoint, distributed, experiment, soup
+from rs_jax import checkpoint, distributed, experiment, failures, run_identity, soup
+from rs_jax import config as config_lib
 from rs_jax.config import BudgetConfig
 from rs_jax.experiment import Evaluation
 from rs_jax.train import trainer
@@ -230,18 +231,20 @@ class Task:
 # --------------------------------------------------------------------------- phases
 
 
-def start_run(run_dir: str, config: Mapping[str, Any], *, resume: bool = False) -> None:
-    """Creates ``run_dir`` with its config.json; refuses one that already holds a run unless resuming.
+def start_run(task_name: str, run_dir: str, config: Any, *, resume: bool = False) -> None:
+    """Checks ``run_dir`` before anything is written, then records the run's identity and config.
 
-    Raises:
-      ValueError: ``run_dir`` already holds a run and ``resume`` is False.
+    Refused with a one-line ValueError, with nothing on disk changed: an ``--out`` that cannot be
+    written, a non-empty folder that holds no run or another task's run, an existing run without
+    ``resume``, and a ``resume`` whose weights-defining config differs (``rs_jax.run_identity``;
+    only budget fields may change).
     """
-    if not resume and any(os.path.exists(os.path.join(run_dir, phase)) for phase in ("pretrain", "finetune")):
-        raise ValueError(
-            f"{run_dir} already holds a run; pass --resume to continue it or choose a new --out."
-        )
-    os.makedirs(run_dir, exist_ok=True)
-    _write_json(os.path.join(run_dir, "config.json"), dict(config))
+    failures.check_writable(run_dir)
+    identity = run_identity.identify(task_name, config)
+    run_identity.check_run_dir(run_dir, identity, resume=resume)
+    if jax.process_index() == 0:
+        run_identity.write_identity(run_dir, identity)
+    _write_json(os.path.join(run_dir, "config.json"), config_lib.to_dict(config))
 
 
 def pretrain(run_dir: str, task: Task, *, resume: bool = False, shard: bool = False) -> tuple[PyTree, PyTree]:
@@ -350,14 +353,16 @@ def finetune(
     base_id = "pretrained@" + checkpoint.fingerprint(init)[:16]
     for name, index, vertex in zip(task.expert_names, indices, np.eye(len(indices))):
         directory = os.path.join(run_dir, "experts", name)
-        if checkpoint.latest_step(directory) is None:
+        # A resume with a larger budget saves the experts again at the new step.
+        if checkpoint.latest_step(directory) != budget.finetune_updates:
             checkpoint.save_expert(
                 directory,
                 runs[index],
                 reward=name,
                 base_model=base_id,
                 step=budget.finetune_updates,
-                config={"mu": vertex.tolist(), "base_fingerprint": phase.base_fingerprint},
+                config={"mu": vertex.tolist()},
+                base_fingerprint=phase.base_fingerprint,
             )
     return TrainedRuns(runs, mus, indices, init)
 
@@ -503,10 +508,22 @@ def write_report(run_dir: str, report: Report) -> None:
 
 
 def run(
-    task: Task, run_dir: str, *, config: Mapping[str, Any], resume: bool = False, shard: bool = False
+    task: Task, run_dir: str, *, config: Any, resume: bool = False, shard: bool = False
 ) -> dict[str, Any]:
-    """The whole experiment of ``task``; writes ``run_dir`` and returns the summary numbers."""
-    start_run(run_dir, config, resume=resume)
+    """The whole experiment of ``task`` with its (dataclass) ``config``; writes ``run_dir`` and
+    returns the summary numbers.
+
+    Failures after the run directory's checks are one line; the full report (third-party
+    tracebacks and log records) goes to ``run_dir/error.log``.
+    """
+    start_run(task.name, run_dir, config, resume=resume)
+    with failures.quiet_failures(os.path.join(run_dir, "error.log")):
+        return _train_evaluate_report(task, run_dir, config_lib.to_dict(config), resume=resume, shard=shard)
+
+
+def _train_evaluate_report(
+    task: Task, run_dir: str, config: Mapping[str, Any], *, resume: bool, shard: bool
+) -> dict[str, Any]:
     params, carry = pretrain(run_dir, task, resume=resume, shard=shard)
     phase = task.finetuning(params, carry)
     trained = finetune(run_dir, task, phase, resume=resume, shard=shard)

@@ -23,3 +23,28 @@ def test_smoke_run_writes_results_samples_and_both_lora_modes(tmp_path):
     assert all(" | " in line for lines in samples.values() for line in lines)
     for name in ("front.png", "summary.md", "lmc.json"):
         assert (run_dir / name).exists(), name
+
+
+def test_resume_with_a_larger_budget_resaves_the_experts_and_other_changes_are_refused(tmp_path, capsys):
+    from rs_jax import checkpoint
+
+    run_dir = tmp_path / "run"
+    text.main(["--preset", "smoke", "--out", str(run_dir)])
+    assert checkpoint.latest_step(run_dir / "experts" / "positive") == 2
+    before = (run_dir / "config.json").read_text()
+    with pytest.raises(SystemExit) as refused:  # another seed defines other weights
+        text.main(["--preset", "smoke", "--out", str(run_dir), "--resume", "--set", "seed=1"])
+    assert refused.value.code == 2 and "seed: 0 in the run, 1 now" in capsys.readouterr().err
+    assert (run_dir / "config.json").read_text() == before
+    text.main(["--preset", "smoke", "--out", str(run_dir), "--resume", "--set", "budget.finetune_updates=3"])
+    assert checkpoint.latest_step(run_dir / "experts" / "positive") == 3
+    assert json.loads((run_dir / "results.json").read_text())["config"]["budget"]["finetune_updates"] == 3
+
+
+def test_an_out_folder_of_other_files_is_refused_and_kept(tmp_path, capsys):
+    (tmp_path / "results.json").write_text("mine")
+    with pytest.raises(SystemExit) as refused:
+        text.main(["--preset", "smoke", "--out", str(tmp_path)])
+    assert refused.value.code == 2 and "holds no rs_jax run" in capsys.readouterr().err
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["results.json"]
+    assert (tmp_path / "results.json").read_text() == "mine"
