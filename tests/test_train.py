@@ -65,6 +65,8 @@ def test_reward_components_from_brax_metrics():
     risky, cautious = np.asarray(locomotion.risky_cautious(components)).T
     np.testing.assert_allclose(risky, [0.5, -1.0, 0.2], rtol=1e-6)
     np.testing.assert_allclose(cautious, [0.25, -2.0, 0.16], rtol=1e-6)
+    own = locomotion.env_reward(state, actions, next_state)  # Cart's reward: vx - 0.1·a²
+    np.testing.assert_allclose(np.asarray(own), [[0.475], [-1.1], [0.196]], rtol=1e-6)
 
 
 def test_ppo_learns_the_known_optimum():
