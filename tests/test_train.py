@@ -8,8 +8,10 @@ import numpy as np
 import optax
 import pytest
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
+from jax.sharding import PartitionSpec as P
 from toy_env import Cart
 
+from rs_jax import distributed
 from rs_jax.rewards import locomotion
 from rs_jax.train import normalizer, ppo, trainer
 
@@ -130,6 +132,23 @@ def test_vmapped_fit_uses_collect_runs_and_equals_a_vmap_of_the_update():
     for _ in range(2):
         state, _ = per_run(state, weights)
     chex.assert_trees_all_close(folded, state, rtol=1e-5, atol=1e-6)
+
+
+def test_folded_runs_on_an_expert_by_data_mesh_equal_the_single_device_runs():
+    learner = make_learner()
+    optimizer = optax.adam(1e-3)
+    weights = jnp.array([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS])
+
+    def stacked():
+        return trainer.stack_states([make_state(learner, optimizer, seed) for seed in (0, 1)])
+
+    mesh = distributed.make_mesh(expert=2, data=2)
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2, mesh=mesh)
+    sharded, _ = trainer.fit(update, stacked(), weights, 2, vmapped=True, mesh=mesh)
+    assert sharded.params["policy"]["log_std"].sharding.spec == P("expert")
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
+    single, _ = trainer.fit(update, stacked(), weights, 2, vmapped=True)
+    chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
