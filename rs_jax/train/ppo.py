@@ -185,8 +185,10 @@ class PPOLearner:
         """M runs' rollouts, equal to ``jax.vmap(collect)``, with the physics of all runs in one batch.
 
         The networks, the sampling and the advantages are vmapped over the runs; the env steps
-        one batch of M·E environments, whose physics XLA compiles to faster code than a vmap
-        over (M, E).
+        one batch of M·E environments. Measured on a shared 2-core CPU (jax 0.9.2, brax 0.14.2,
+        positional backend, 10 steps of 2 × 256 envs, process CPU seconds, median of 5):
+        halfcheetah 1.40 s folded vs 1.43 s vmapped over (M, E) vs 0.79 s for one run of 256;
+        ant 0.754 vs 0.767 vs 0.387 s.
 
         Args:
           params, carry: every leaf with a leading axis M (env states: (M, E, ...)).
