@@ -1,13 +1,17 @@
+import dataclasses
 import json
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
+from jax.sharding import PartitionSpec as P
 from toy_env import Cart
 
+from rs_jax import distributed
 from rs_jax.rewards import locomotion
 from rs_jax.train import normalizer, ppo, trainer
 
@@ -63,6 +67,8 @@ def test_reward_components_from_brax_metrics():
     risky, cautious = np.asarray(locomotion.risky_cautious(components)).T
     np.testing.assert_allclose(risky, [0.5, -1.0, 0.2], rtol=1e-6)
     np.testing.assert_allclose(cautious, [0.25, -2.0, 0.16], rtol=1e-6)
+    own = locomotion.env_reward(state, actions, next_state)  # Cart's reward: vx - 0.1·a²
+    np.testing.assert_allclose(np.asarray(own), [[0.475], [-1.1], [0.196]], rtol=1e-6)
 
 
 def test_ppo_learns_the_known_optimum():
@@ -87,6 +93,62 @@ def test_vmapped_reward_weights_equal_separate_runs():
         alone, _ = trainer.fit(update, states[index], weights[index], 3)
         for got, want in zip(jax.tree.leaves(together.params), jax.tree.leaves(alone.params)):
             np.testing.assert_allclose(np.asarray(got[index]), np.asarray(want), rtol=1e-5, atol=1e-6)
+
+
+def test_collect_runs_folds_the_runs_into_one_env_batch_and_equals_vmapped_collect():
+    learner = make_learner()
+    states = trainer.stack_states([make_state(learner, optax.adam(1e-3), seed) for seed in (0, 1, 2)])
+    weights = jnp.array([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS, locomotion.PRETRAIN_WEIGHTS])
+    keys = jax.random.split(jax.random.PRNGKey(3), 3)
+    stepped_batches = []
+
+    class RecordingEnv:
+        def __getattr__(self, name):
+            return getattr(learner.env, name)
+
+        def step(self, state, actions):
+            stepped_batches.append(actions.shape)
+            return learner.env.step(state, actions)
+
+    folded = dataclasses.replace(learner, env=RecordingEnv())
+    got = jax.jit(folded.collect_runs)(states.params, states.carry, weights, keys)
+    assert stepped_batches == [(3 * CONFIG.num_envs, 1)], "one physics batch of M·E envs"
+    want = jax.jit(jax.vmap(learner.collect))(states.params, states.carry, weights, keys)
+    chex.assert_trees_all_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_vmapped_fit_uses_collect_runs_and_equals_a_vmap_of_the_update():
+    learner = make_learner()
+    optimizer = optax.adam(1e-3)
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
+    weights = jnp.array([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS])
+
+    def stacked():
+        return trainer.stack_states([make_state(learner, optimizer, seed) for seed in (0, 1)])
+
+    folded, _ = trainer.fit(update, stacked(), weights, 2, vmapped=True)
+    per_run = jax.jit(jax.vmap(update))
+    state = stacked()
+    for _ in range(2):
+        state, _ = per_run(state, weights)
+    chex.assert_trees_all_close(folded, state, rtol=1e-5, atol=1e-6)
+
+
+def test_folded_runs_on_an_expert_by_data_mesh_equal_the_single_device_runs():
+    learner = make_learner()
+    optimizer = optax.adam(1e-3)
+    weights = jnp.array([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS])
+
+    def stacked():
+        return trainer.stack_states([make_state(learner, optimizer, seed) for seed in (0, 1)])
+
+    mesh = distributed.make_mesh(expert=2, data=2)
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2, mesh=mesh)
+    sharded, _ = trainer.fit(update, stacked(), weights, 2, vmapped=True, mesh=mesh)
+    assert sharded.params["policy"]["log_std"].sharding.spec == P("expert")
+    update = trainer.make_update(learner, optimizer, num_epochs=2, num_minibatches=2)
+    single, _ = trainer.fit(update, stacked(), weights, 2, vmapped=True)
+    chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):

@@ -6,6 +6,9 @@ Components c = [x_velocity, -Σa²] per env step; a reward is w · c:
 * risky expert R₁:                  w = (1, 0)    ->  vx
 * cautious expert R₂:               w = (1, 1)    ->  vx - Σa²
 * MORL (1-μ)R₁ + μR₂:               w = (1, μ)
+
+``env_reward`` instead makes the env's own reward (e.g. ant's forward + healthy - costs) the
+single component, to train PPO on exactly what brax's ``ppo.train`` optimizes.
 """
 
 from __future__ import annotations
@@ -37,3 +40,9 @@ def risky_cautious(component_returns: jax.Array) -> jax.Array:
     return jnp.stack(
         [component_returns[..., 0], component_returns[..., 0] + component_returns[..., 1]], axis=-1
     )
+
+
+def env_reward(state: Any, action: jax.Array, next_state: Any) -> jax.Array:
+    """(E, 1) the environment's own reward of a batched brax step as the one component (weights (1,))."""
+    del state, action
+    return next_state.reward[..., None]

@@ -9,6 +9,12 @@ A learner supplies two pure functions:
   keeps between updates (environment states, observation statistics).
 * ``loss(params, minibatch, key) -> (loss, metrics)``.
 
+A learner may also supply ``collect_runs(params, carry, reward_weights, keys)``: the same
+as ``jax.vmap(collect)`` over M runs (every argument and result with a leading axis M),
+computed its own way; ``fit(..., vmapped=True)`` then runs it instead of vmapping
+``collect`` (PPO steps the M runs' environments as one batch of M·E envs, see
+``ppo.PPOLearner.collect_runs``). The epochs of optax steps stay vmapped over the runs.
+
 ``make_update`` turns them into ``update(state, reward_weights) -> (state,
 metrics)`` — collect, then epochs × shuffled minibatches of optax steps, all
 one ``lax.scan`` program — so ``jax.vmap(update)`` over a batch of states and
@@ -67,6 +73,8 @@ class TrainState(NamedTuple):
 
 
 class Learner(Protocol):
+    """``collect`` and ``loss`` (see the module docstring); ``collect_runs`` is optional."""
+
     def collect(
         self, params: PyTree, carry: PyTree, reward_weights: jax.Array, key: jax.Array
     ) -> tuple[PyTree, PyTree, Metrics]: ...
@@ -198,14 +206,19 @@ def make_update(
             (minibatches, jax.random.split(loss_key, num_minibatches)),
         )
 
-    def update(
-        frozen: list[jax.Array], state: TrainState, reward_weights: jax.Array
+    def update_keys(state: TrainState) -> jax.Array:
+        """(2, key) the collect and epochs keys of the state's next update."""
+        return jax.random.split(jax.random.fold_in(state.rng, state.step))
+
+    def optimize(
+        learner: Learner,
+        state: TrainState,
+        batch: PyTree,
+        carry: PyTree,
+        collect_metrics: Metrics,
+        epochs_key: jax.Array,
     ) -> tuple[TrainState, Metrics]:
-        learner = skeleton.merge(frozen)
-        collect_key, epochs_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
-        batch, carry, collect_metrics = learner.collect(
-            state.params, state.carry, reward_weights, collect_key
-        )
+        """The epochs of minibatch steps on one run's collected ``batch``."""
         size = jax.tree.leaves(batch)[0].shape[0]
         if size == 0:
             raise ValueError(
@@ -223,7 +236,47 @@ def make_update(
         metrics = {**jax.tree.map(jnp.mean, loss_metrics), **collect_metrics}
         return TrainState(params, opt_state, carry, state.rng, state.step + 1), metrics
 
-    return jax.tree_util.Partial(update, frozen)
+    def update(
+        frozen: list[jax.Array], state: TrainState, reward_weights: jax.Array
+    ) -> tuple[TrainState, Metrics]:
+        learner = skeleton.merge(frozen)
+        collect_key, epochs_key = update_keys(state)
+        batch, carry, collect_metrics = learner.collect(
+            state.params, state.carry, reward_weights, collect_key
+        )
+        return optimize(learner, state, batch, carry, collect_metrics, epochs_key)
+
+    def update_runs(
+        frozen: list[jax.Array], states: TrainState, reward_weights: jax.Array, expert_axis: str | None
+    ) -> tuple[TrainState, Metrics]:
+        learner = skeleton.merge(frozen)
+        keys = jax.vmap(update_keys)(states)
+        batch, carry, collect_metrics = learner.collect_runs(
+            states.params, states.carry, reward_weights, keys[:, 0]
+        )
+        return jax.vmap(functools.partial(optimize, learner), spmd_axis_name=expert_axis)(
+            states, batch, carry, collect_metrics, keys[:, 1]
+        )
+
+    runs = update_runs if callable(getattr(learner, "collect_runs", None)) else None
+    return jax.tree_util.Partial(_Update(update, runs), frozen)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _Update:
+    """The function of ``make_update``'s Partial: one run, and M runs when the learner has ``collect_runs``.
+
+    Attributes:
+      one: ``(frozen, state, reward_weights) -> (state, metrics)``.
+      runs: ``(frozen, states, reward_weights, expert_axis) -> (states, metrics)`` over a leading
+        axis M, or None (``fit`` then vmaps ``one``).
+    """
+
+    one: Callable[..., tuple[TrainState, Metrics]]
+    runs: Callable[..., tuple[TrainState, Metrics]] | None
+
+    def __call__(self, *args: Any) -> tuple[TrainState, Metrics]:
+        return self.one(*args)
 
 
 def _apply_update(
@@ -233,19 +286,32 @@ def _apply_update(
     return update(state, reward_weights)
 
 
+def _apply_update_runs(
+    update: jax.tree_util.Partial, states: TrainState, reward_weights: jax.Array, expert_axis: str | None
+) -> tuple[TrainState, Metrics]:
+    """M runs of ``update``: its learner's ``collect_runs`` path if it has one, else a vmap of ``update``."""
+    runs = getattr(update.func, "runs", None)
+    if runs is None:
+        return jax.vmap(_apply_update, in_axes=(None, 0, 0), spmd_axis_name=expert_axis)(
+            update, states, reward_weights
+        )
+    return runs(*update.args, states, reward_weights, expert_axis)
+
+
 @functools.lru_cache(maxsize=4)
 def step_function(vmapped: bool = False, expert_axis: str | None = None) -> Callable:
     """The compiled ``(update, state, reward_weights) -> (state, metrics)`` that ``fit`` runs.
 
     ``update``'s arrays (the learner's frozen weights) are operands, shared by the M runs when
     ``vmapped`` (state leaves and reward weights then have a leading axis M, split over the
-    mesh axis ``expert_axis`` if given). The state is donated. jit caches one program per
+    mesh axis ``expert_axis`` if given; a learner's ``collect_runs`` replaces the vmapped
+    ``collect``). The state is donated. jit caches one program per
     ``update``, so fitting the same update again (e.g. resuming in the same process) does not
     recompile.
     """
     step = _apply_update
     if vmapped:
-        step = jax.vmap(_apply_update, in_axes=(None, 0, 0), spmd_axis_name=expert_axis)
+        step = functools.partial(_apply_update_runs, expert_axis=expert_axis)
     return jax.jit(step, donate_argnums=1)
 
 
