@@ -99,7 +99,9 @@ def task_block(results: dict[str, Any]) -> str:
     if summary.get("rs_efficiency") is not None:
         facts.append(f"RS efficiency (EU_RS − EU_init)/(EU_MORL − EU_init) = {summary['rs_efficiency']:.3f}")
     facts.append(
-        "LMC holds at every λ" if summary["lmc_holds_everywhere"] else "LMC fails at some λ (lmc.json)"
+        "Linear mode connectivity holds at every λ"
+        if summary["lmc_holds_everywhere"]
+        else "Linear mode connectivity fails at some λ (the run's lmc.json)"
     )
     specialization = results.get("specialization") or []
     losses = [e for e in specialization if not e["beyond_2_stderr"]]
@@ -112,7 +114,7 @@ def task_block(results: dict[str, Any]) -> str:
                 f"{e['expert']} vs {e['rival']} ({e['difference']:.3g} ± {e['stderr']:.2g})" for e in losses
             )
         )
-    lines += ["", ". ".join(facts) + "."]
+    lines += ["", " ".join(fact.rstrip(".") + "." for fact in facts)]
     return "\n".join(lines)
 
 
