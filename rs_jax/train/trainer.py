@@ -145,8 +145,9 @@ def stack_states(states: list[TrainState]) -> TrainState:
 def _scan(body: Callable, carry: Any, inputs: Any) -> tuple[Any, Any]:
     """``jax.lax.scan(body, carry, inputs)``, but a length-1 scan is one direct call of ``body``.
 
-    Even unrolled, a scan stays a while loop, and XLA:CPU computes a convolution's kernel gradient
-    ~35× slower inside one (jax 0.9.2): a whole diffusion UNet update took 1.9 s instead of 0.16 s.
+    Even unrolled, a scan stays a while loop, and XLA:CPU computes convolution gradients far slower
+    inside one (jax-ml/jax#12868): a whole diffusion UNet update took 1.9 s instead of 0.16 s
+    (jax 0.9.2, 2 CPU cores).
     """
     if jax.tree.leaves(inputs)[0].shape[0] != 1:
         return jax.lax.scan(body, carry, inputs)
