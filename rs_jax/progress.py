@@ -42,12 +42,25 @@ def bar(description: str, total: int) -> Iterator[np.ndarray]:
         _OPEN_BARS.pop(bar_id).close()
 
 
+MAX_SHOWN = 4  # columns of a ticked value shown on the bar
+
+
+def summary(value: np.ndarray) -> str:
+    """A short text of a ticked value: per-sample rows (..., C) averaged to their C column means,
+    at most ``MAX_SHOWN`` of them."""
+    array = np.asarray(value, np.float64)
+    means = array.reshape(-1, array.shape[-1]).mean(axis=0) if array.ndim > 1 else array.reshape(-1)
+    shown = np.array2string(means[:MAX_SHOWN], precision=3, separator=" ")
+    return shown[:-1] + " …]" if means.size > MAX_SHOWN else shown
+
+
 def advance(bar_id: np.ndarray | int, value: np.ndarray, steps: int = 1) -> None:
-    """Host side: moves bar ``bar_id`` by ``steps`` and shows ``value`` (a no-op once it is closed)."""
+    """Host side: moves bar ``bar_id`` by ``steps`` and shows ``value``'s summary (a no-op once
+    it is closed)."""
     progress = _OPEN_BARS.get(int(bar_id))
     if progress is None:
         return
-    progress.set_postfix_str(np.array2string(np.asarray(value), precision=3), refresh=False)
+    progress.set_postfix_str(summary(value), refresh=False)
     progress.update(steps)
 
 

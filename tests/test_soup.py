@@ -254,3 +254,11 @@ def test_progress_bar_ticks_every_point_without_changing_results_or_recompiling(
     assert len(traces) == 1
     bar = capsys.readouterr().err.strip().split("\r")[-1]
     assert bar.startswith("λ grid: 100%") and f"{len(grid)}/{len(grid)}" in bar
+
+
+def test_the_progress_bar_shows_column_means_of_per_sample_rewards():
+    from rs_jax import progress
+
+    per_sample = np.array([[1.0, 10.0, 0.0, 0.0, 5.0], [3.0, 20.0, 0.0, 0.0, 5.0]])
+    assert progress.summary(per_sample) == "[ 2. 15.  0.  0. …]"
+    assert progress.summary(np.array([0.5, 0.25])) == "[0.5  0.25]"
