@@ -24,6 +24,11 @@ RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results", "tasks")
 README = os.path.join(ROOT, "README.md")
 
 
+def _escape(text: str) -> str:
+    """Text safe inside a Markdown table cell (reward names such as ``vx - |a|^2``)."""
+    return text.replace("|", "\\|")
+
+
 def _cell(reward: dict[str, Any]) -> str:
     mean, stderr = reward["mean"], reward.get("stderr")
     return f"{mean:.4g}" if not stderr else f"{mean:.4g} ± {stderr:.2g}"
@@ -58,12 +63,12 @@ def task_block(results: dict[str, Any]) -> str:
         f"jax {machine['jax']}; load average {machine['load_average_1m_at_start']:.1f} at the start), "
         f"{run['date']}.",
         "",
-        "| point | " + " | ".join(names) + " |",
+        "| point | " + " | ".join(map(_escape, names)) + " |",
         "|---" * (len(names) + 1) + "|",
     ]
 
     def row(label: str, rewards: dict[str, Any]) -> None:
-        lines.append(f"| {label} | " + " | ".join(_cell(rewards[name]) for name in names) + " |")
+        lines.append(f"| {_escape(label)} | " + " | ".join(_cell(rewards[name]) for name in names) + " |")
 
     if results.get("init"):
         row("pre-trained init", results["init"])
@@ -92,7 +97,7 @@ def task_block(results: dict[str, Any]) -> str:
         )
     for family in results.get("extra_soups") or {}:
         lines.append(
-            f"| {family} | {summary['rs_trainings']} (same experts) | "
+            f"| {_escape(family)} | {summary['rs_trainings']} (same experts) | "
             f"{summary[family + '_expected_utility']:.4g} | {summary[family + '_hypervolume']:.4g} |"
         )
     facts = []
