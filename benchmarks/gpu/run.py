@@ -1,4 +1,4 @@
-"""One GPU lease, one command: four paper-scale measurements into gpu.json (≤ 8 minutes on an H200).
+"""One GPU lease, one command: four paper-scale measurements into gpu.json, sized for 8 minutes on an H200.
 
     bash benchmarks/gpu/wheels.sh                        # on a machine with PyPI: fills .whl/
     python3 benchmarks/gpu/run.py --out "$OUT/gpu.json"   # on the GPU machine, .whl/ carried
@@ -25,8 +25,9 @@ d. ``lora_ppo``: one LoRA PPO iteration (rollout + update) on SmolLM2-135M; the 
    only where the project's asset loader and its cached asset are there (the 98 MB GGUF does
    not fit the 64 MiB a GPU call carries), else random weights of its shape, saying why.
 
-``--parts`` selects parts; ``--deadline`` skips (and records) the parts that would start after
-that many seconds.
+``--parts`` selects parts; ``--deadline`` (default 420 s) skips, and records as skipped, the parts
+that would start after that many seconds, so that a slow compile costs the last parts, not the
+whole lease.
 """
 
 from __future__ import annotations
