@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 
 
 def machine_info() -> dict[str, Any]:
@@ -42,3 +43,26 @@ def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
         jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def perturbed_copies(base: Any, count: int, key: jax.Array, scale: float) -> list[Any]:
+    """``count`` experts near one init: ``base`` + ``scale`` · N(0, 1) per leaf, in each leaf's dtype."""
+    leaves, treedef = jax.tree.flatten(base)
+    experts = []
+    for index in range(count):
+        keys = jax.random.split(jax.random.fold_in(key, index), len(leaves))
+        noisy = [leaf + scale * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)]
+        experts.append(jax.tree.unflatten(treedef, noisy))
+    return experts
+
+
+def likelihood_and_entropy(module: Any, tokens: jax.Array, params: Any) -> jax.Array:
+    """(2,) [mean next-token log-likelihood, mean predictive entropy] (nats) of ``tokens`` (B, T)
+    under a transformers Flax causal LM's ``module`` with ``params``; logits upcast to float32."""
+    attention_mask = jnp.ones_like(tokens)
+    positions = jnp.broadcast_to(jnp.arange(tokens.shape[1])[None, :], tokens.shape)
+    logits = module.apply({"params": params}, tokens, attention_mask, positions).logits[:, :-1]
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+    targets = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)
+    entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
+    return jnp.stack([targets.mean(), entropy.mean()])

@@ -21,6 +21,14 @@ program, the updates alternate — one update of the pair, then one of each
 single run — so a change of the machine's load hits both alike; wall and
 process CPU seconds are summed per side. Each env's result is one entry of
 the JSON under ``envs``.
+
+Environment: brax 0.14.2's ``ppo.train`` calls ``jax.device_put_replicated``, which jax 0.10
+removed (google/brax#671), so this comparison runs in an environment of its own with jax<0.10
+(``import_brax_ppo`` refuses newer jax with that message)::
+
+    python -m venv .venv-brax
+    .venv-brax/bin/pip install -e . "jax==0.9.2" "jaxlib==0.9.2" "flax==0.12.6"
+    .venv-brax/bin/python benchmarks/ppo_throughput.py
 """
 
 from __future__ import annotations
@@ -30,17 +38,17 @@ import functools
 import json
 import os
 import time
+import types
 from collections.abc import Callable
 from typing import Any
 
+import brax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 from brax import envs
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
-from brax.training.agents.ppo import networks as brax_networks
-from brax.training.agents.ppo import train as brax_ppo
 from common import machine_info, write_result
 
 from rs_jax.rewards import locomotion
@@ -58,38 +66,60 @@ HYPER = {
     "clip_epsilon": 0.3,
     "reward_scaling": 1.0,
     "hidden": (64, 64),
+    "value_hidden": (64, 64),
     "episode_length": 1000,
     "eval_episodes": 128,
 }
 
 
-def run_brax(env, steps: int) -> dict:
+def import_brax_ppo() -> tuple[types.ModuleType, types.ModuleType]:
+    """brax's PPO ``(networks, train)`` modules.
+
+    Raises:
+      ImportError: on a jax without ``device_put_replicated`` (removed in jax 0.10), which brax
+        0.14.2's ``ppo.train`` calls (google/brax#671); the message names the environment to use.
+    """
+    if not hasattr(jax, "device_put_replicated"):
+        raise ImportError(
+            f"brax {brax.__version__}'s ppo.train calls jax.device_put_replicated, which jax "
+            f"{jax.__version__} no longer has (google/brax#671): run the brax side in an environment "
+            'with jax<0.10 (pip install -e . "jax==0.9.2" "jaxlib==0.9.2" "flax==0.12.6"; see '
+            "benchmarks/ppo_throughput.py)."
+        )
+    from brax.training.agents.ppo import networks, train
+
+    return networks, train
+
+
+def run_brax(env, steps: int, hyper: dict = HYPER) -> dict:
+    """brax's ``ppo.train`` for ``steps`` env steps with ``hyper`` (the keys of ``HYPER``)."""
+    brax_networks, brax_ppo = import_brax_ppo()
     reports = []
     network_factory = functools.partial(
         brax_networks.make_ppo_networks,
-        policy_hidden_layer_sizes=HYPER["hidden"],
-        value_hidden_layer_sizes=HYPER["hidden"],
+        policy_hidden_layer_sizes=hyper["hidden"],
+        value_hidden_layer_sizes=hyper["value_hidden"],
     )
     start = time.perf_counter()
     brax_ppo.train(
         environment=env,
         num_timesteps=steps,
-        episode_length=HYPER["episode_length"],
-        num_envs=HYPER["num_envs"],
-        batch_size=HYPER["num_envs"] // HYPER["num_minibatches"],
-        num_minibatches=HYPER["num_minibatches"],
-        unroll_length=HYPER["unroll_length"],
-        num_updates_per_batch=HYPER["num_epochs"],
-        learning_rate=HYPER["learning_rate"],
-        entropy_cost=HYPER["entropy_cost"],
-        discounting=HYPER["discount"],
-        gae_lambda=HYPER["gae_lambda"],
-        clipping_epsilon=HYPER["clip_epsilon"],
-        reward_scaling=HYPER["reward_scaling"],
+        episode_length=hyper["episode_length"],
+        num_envs=hyper["num_envs"],
+        batch_size=hyper["num_envs"] // hyper["num_minibatches"],
+        num_minibatches=hyper["num_minibatches"],
+        unroll_length=hyper["unroll_length"],
+        num_updates_per_batch=hyper["num_epochs"],
+        learning_rate=hyper["learning_rate"],
+        entropy_cost=hyper["entropy_cost"],
+        discounting=hyper["discount"],
+        gae_lambda=hyper["gae_lambda"],
+        clipping_epsilon=hyper["clip_epsilon"],
+        reward_scaling=hyper["reward_scaling"],
         normalize_observations=True,
         network_factory=network_factory,
         num_evals=3,
-        num_eval_envs=HYPER["eval_episodes"],
+        num_eval_envs=hyper["eval_episodes"],
         deterministic_eval=True,
         seed=0,
         progress_fn=lambda step, metrics: reports.append((step, dict(metrics))),
@@ -115,7 +145,7 @@ def make_learner(env) -> ppo.PPOLearner:
         entropy_coef=HYPER["entropy_cost"],
         reward_scaling=HYPER["reward_scaling"],
         policy_layers=HYPER["hidden"],
-        value_layers=HYPER["hidden"],
+        value_layers=HYPER["value_hidden"],
     )
     train_env = wrap(env, episode_length=HYPER["episode_length"])
     return ppo.PPOLearner(train_env, locomotion.env_reward, env.observation_size, env.action_size, config)
@@ -169,14 +199,13 @@ def run_ours(env, steps: int) -> dict:
     }
 
 
-def together_vs_one_after_another(ours: dict, updates: int) -> dict:
-    """Wall and CPU seconds of ``updates - 1`` updates of 2 runs together vs one after another.
+def together_vs_one_after_another(learner, optimizer, update, weights: jax.Array, updates: int) -> dict:
+    """Wall and CPU seconds of ``updates - 1`` updates of M runs, one per row of ``weights`` (M, C)
+    (seeds 1..M), trained together vs one after another.
 
     Both sides' first update (which compiles) is excluded; the rest alternate update by update.
     """
-    learner, optimizer, update = ours["learner"], ours["optimizer"], ours["update"]
-    weights = jnp.asarray([[1.0], [0.5]])
-    singles = [initial_state(learner, optimizer, seed) for seed in (1, 2)]
+    singles = [initial_state(learner, optimizer, seed) for seed in range(1, len(weights) + 1)]
     pair = trainer.stack_states(singles)
     seconds = {"together": [0.0, 0.0], "one_after_another": [0.0, 0.0]}
 
@@ -239,7 +268,11 @@ def main() -> None:
     ours_public = {k: v for k, v in ours.items() if k not in ("learner", "optimizer", "update", "updates")}
     print("ours ", ours_public)
     pair = together_vs_one_after_another(
-        ours, args.pair_steps // (HYPER["num_envs"] * HYPER["unroll_length"])
+        ours["learner"],
+        ours["optimizer"],
+        ours["update"],
+        jnp.asarray([[1.0], [0.5]]),
+        args.pair_steps // (HYPER["num_envs"] * HYPER["unroll_length"]),
     )
     print("pair ", pair)
     entry = {

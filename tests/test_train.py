@@ -151,6 +151,26 @@ def test_folded_runs_on_an_expert_by_data_mesh_equal_the_single_device_runs():
     chex.assert_trees_all_close(sharded, single, rtol=1e-5, atol=1e-6)
 
 
+class WeakCart(Cart):
+    """Cart whose reset gives weakly typed reward and done (Python floats), as brax's ``fast`` env does;
+    its step and brax's wrappers then return them and the ``info`` fields with other weak types."""
+
+    def reset(self, rng):
+        return super().reset(rng).replace(reward=jnp.asarray(0.0), done=jnp.asarray(0.0))
+
+
+def test_fit_compiles_the_update_once():
+    env = wrap(WeakCart(), episode_length=20)
+    learner = ppo.PPOLearner(env, locomotion.velocity_and_control, 2, 1, CONFIG)
+    optimizer = optax.adam(1e-3)
+    update = trainer.make_update(learner, optimizer, num_epochs=1, num_minibatches=2)
+    compiled = trainer.step_function()
+    before = compiled._cache_size()
+    state, _ = trainer.fit(update, make_state(learner, optimizer), jnp.array(locomotion.RISKY_WEIGHTS), 3)
+    trainer.fit(update, state, jnp.array(locomotion.RISKY_WEIGHTS), 5)
+    assert compiled._cache_size() == before + 1
+
+
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     learner = make_learner()
     optimizer = optax.adam(1e-3)

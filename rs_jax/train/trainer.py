@@ -142,6 +142,16 @@ def stack_states(states: list[TrainState]) -> TrainState:
     return jax.tree.map(lambda *leaves: jnp.stack(leaves), *states)
 
 
+def _strongly_typed(tree: PyTree) -> PyTree:
+    """``tree`` with each weakly typed array leaf made strongly typed (same dtype).
+
+    A state fed back into the compiled update must keep its signature: brax's training wrappers
+    return some ``info`` fields weakly typed from ``step`` but not from ``reset`` (and the reward
+    the other way round), which compiled the update a second time at the second update.
+    """
+    return jax.tree.map(lambda leaf: leaf.astype(leaf.dtype) if jax.typeof(leaf).weak_type else leaf, tree)
+
+
 def _scan(body: Callable, carry: Any, inputs: Any) -> tuple[Any, Any]:
     """``jax.lax.scan(body, carry, inputs)``, but a length-1 scan is one direct call of ``body``.
 
@@ -235,7 +245,7 @@ def make_update(
             jax.random.split(epochs_key, num_epochs),
         )
         metrics = {**jax.tree.map(jnp.mean, loss_metrics), **collect_metrics}
-        return TrainState(params, opt_state, carry, state.rng, state.step + 1), metrics
+        return _strongly_typed(TrainState(params, opt_state, carry, state.rng, state.step + 1)), metrics
 
     def update(
         frozen: list[jax.Array], state: TrainState, reward_weights: jax.Array
@@ -418,7 +428,7 @@ def fit(
             state, reward_weights = distributed.replicate((state, reward_weights), mesh)
     if manager is not None and resume and manager.latest_step() is not None:
         state = _restore(manager, state, os.path.join(run_dir, "checkpoints"))
-    state = jax.tree.map(jnp.array, state)  # own every buffer: donation fails on leaves that share one
+    state = _strongly_typed(jax.tree.map(jnp.array, state))  # own every buffer: donation fails on shared ones
     start = int(np.max(distributed.to_host(state.step)))
     if metrics_path is not None:
         _truncate_metrics(metrics_path, start)
