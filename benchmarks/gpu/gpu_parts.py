@@ -316,7 +316,9 @@ def lora_ppo_part(sizes: Sizes) -> dict[str, Any]:
     )
     optimizer = optax.adam(1e-4)
     update = operands.jit(trainer.make_update(learner, optimizer, epochs, minibatches))
-    state = trainer.init_state(learner.init_params(jax.random.key(2)), optimizer, learner.init_carry(), 0)
+    state = trainer.init_state(
+        learner.init_params(jax.random.key(2)), optimizer, learner.init_carry(jax.random.key(0)), 0
+    )
     reward_weights = jnp.array([1.0, 0.1])
     compile_s = _first_call_seconds(lambda: update(state, reward_weights))
     iteration_s = median_seconds(lambda: update(state, reward_weights), sizes.repeats)
