@@ -10,7 +10,7 @@ Python pickle of a list of refs::
 and ``instances.json``, COCO-style ``{"images": [{"id", "file_name", "width", "height"}],
 "annotations": [{"id", "image_id", "bbox": [x, y, w, h]}, ...]}``. Each sentence is one
 example: (image, expression, box). Boxes are converted from pixels to the 1000×1000 grid of
-``rs_jax.rewards.boxes`` with the image's width and height, so they stay right when images are
+``rs_jax.models.locations`` with the image's width and height, so they stay right when images are
 resized (``coco.load_images`` does not keep the aspect ratio either).
 
 The pickle is read with an unpickler that refuses every class (refs hold only dicts, lists,
@@ -264,7 +264,7 @@ def load_refcoco_arrays(
 
     Returns:
       (vocabulary of the words only — add location tokens with
-      ``rs_jax.rewards.boxes.with_location_tokens`` —, train arrays, evaluation arrays).
+      ``rs_jax.data.vocab.with_location_tokens`` —, train arrays, evaluation arrays).
     """
     splits = load_refcoco(refs_path, instances_path, image_root, splits=(train_split, eval_split))
     vocabulary = Vocabulary.build(splits[train_split].expressions, min_count)

@@ -20,6 +20,77 @@ from rs_jax.models import hf, sampling
 PyTree = Any
 
 
+def tiny_vit_config(
+    *,
+    image_size: int,
+    patch_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    initializer_range: float = 0.02,
+) -> Any:
+    """A ``transformers.ViTConfig`` of a small ViT (MLP width 4 × ``hidden_size``).
+
+    Raises:
+      ValueError: if ``image_size`` is not a multiple of ``patch_size``.
+    """
+    if image_size % patch_size:
+        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
+    import transformers
+
+    return transformers.ViTConfig(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        intermediate_size=4 * hidden_size,
+        initializer_range=initializer_range,
+    )
+
+
+def tiny_vit_gpt2_config(
+    vocab_size: int,
+    *,
+    image_size: int,
+    patch_size: int,
+    hidden_size: int,
+    num_layers: int,
+    num_heads: int,
+    positions: int,
+    bos_id: int,
+    eos_id: int,
+    pad_id: int,
+    encoder_init_scale: float = 0.02,
+) -> Any:
+    """The ``VisionEncoderDecoderConfig`` of a small ViT + GPT-2 with ``positions`` decoder positions;
+    ``encoder_init_scale`` is the ViT's ``initializer_range`` (the GPT-2 keeps 0.02)."""
+    import transformers
+
+    encoder = tiny_vit_config(
+        image_size=image_size,
+        patch_size=patch_size,
+        hidden_size=hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        initializer_range=encoder_init_scale,
+    )
+    decoder = transformers.GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=positions,
+        n_embd=hidden_size,
+        n_layer=num_layers,
+        n_head=num_heads,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        add_cross_attention=True,
+    )
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos_id, pad_id, eos_id
+    return config
+
+
 def tiny_captioner(
     vocab_size: int,
     *,
@@ -35,31 +106,20 @@ def tiny_captioner(
 ) -> Any:
     """A small ViT + GPT-2 ``FlaxVisionEncoderDecoderModel`` (its own params are discarded: use
     ``init_params`` with an explicit key)."""
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
     import transformers
 
-    encoder = transformers.ViTConfig(
+    config = tiny_vit_gpt2_config(
+        vocab_size,
         image_size=image_size,
         patch_size=patch_size,
         hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size,
+        num_layers=num_layers,
+        num_heads=num_heads,
+        positions=max_length,
+        bos_id=bos_id,
+        eos_id=eos_id,
+        pad_id=pad_id,
     )
-    decoder = transformers.GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=max_length,
-        n_embd=hidden_size,
-        n_layer=num_layers,
-        n_head=num_heads,
-        bos_token_id=bos_id,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        add_cross_attention=True,
-    )
-    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos_id, pad_id, eos_id
     return transformers.FlaxVisionEncoderDecoderModel(config, input_shape=_input_shape(config))
 
 
