@@ -12,6 +12,7 @@ of --repeats runs after one compile run.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -40,6 +41,22 @@ def build_experts(layers: int, width: int, vocab: int, seq: int) -> tuple[object
     return model, experts
 
 
+def lm_eval_fn(model, batch: int, seq: int, vocab: int) -> Callable[[object], jax.Array]:
+    """params -> (2,) [mean log-likelihood, mean entropy] of a fixed (batch, seq) random token batch."""
+    tokens = jax.random.randint(jax.random.key(2), (batch, seq), 0, vocab)
+    attention_mask = jnp.ones_like(tokens)
+    positions = jnp.broadcast_to(jnp.arange(seq)[None, :], tokens.shape)
+
+    def eval_fn(params):
+        logits = model.module.apply({"params": params}, tokens, attention_mask, positions).logits[:, :-1]
+        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
+        targets = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)
+        entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
+        return jnp.stack([targets.mean(), entropy.mean()])
+
+    return eval_fn
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -55,17 +72,7 @@ def main() -> None:
     args = parser.parse_args()
 
     model, experts = build_experts(args.layers, args.width, args.vocab, args.seq)
-    tokens = jax.random.randint(jax.random.key(2), (args.batch, args.seq), 0, args.vocab)
-    attention_mask = jnp.ones_like(tokens)
-    positions = jnp.broadcast_to(jnp.arange(args.seq)[None, :], tokens.shape)
-
-    def eval_fn(params):
-        logits = model.module.apply({"params": params}, tokens, attention_mask, positions).logits[:, :-1]
-        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-        targets = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)
-        entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
-        return jnp.stack([targets.mean(), entropy.mean()])
-
+    eval_fn = lm_eval_fn(model, args.batch, args.seq, args.vocab)
     grid = soup.simplex_grid(2, args.points)
     stacked = soup.stack_experts(experts)
     single = jax.jit(eval_fn)
