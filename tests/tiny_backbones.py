@@ -5,7 +5,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from rs_jax.models import backbones
+from rs_jax.models import backbones, captioner
 
 WORDS, BINS, PROMPT, OUTPUT, IMAGE = 20, 10, 5, 4, 16
 PROMPTS = jnp.array([[5, 6, 2, 0, 0], [7, 2, 0, 0, 0], [8, 9, 10, 11, 2]] * 2)  # (6, PROMPT)
@@ -17,14 +17,9 @@ def model_and_params(name: str):
     ``WORDS`` words (call it under the ``fast_compile`` fixture)."""
     backbone = backbones.BACKBONES[name]
     with jax.numpy_rank_promotion("allow"):  # module-scoped callers run before the third_party fixture
+        size = captioner.ModelSize(image_size=IMAGE, hidden_size=16, num_layers=1, num_heads=2)
         model = backbone.tiny(
-            WORDS + BINS,
-            prompt_length=PROMPT,
-            output_length=OUTPUT,
-            image_size=IMAGE,
-            hidden_size=16,
-            num_layers=1,
-            num_heads=2,
+            WORDS + BINS, size, prompt_length=PROMPT, output_length=OUTPUT, special_ids=(1, 2, 0)
         )
         params = backbone.init_params(model, jax.random.PRNGKey(0), first_location_id=WORDS, num_bins=BINS)
     return backbone, model, params

@@ -39,9 +39,9 @@ class Backbone(Generic[ModelT]):
 
     Attributes:
       name: the configs' ``backbone`` value.
-      tiny: ``(vocab_size, *, prompt_length, output_length, image_size, patch_size, hidden_size,
-        num_layers, num_heads, encoder_init_scale, bos_id, eos_id, pad_id) -> model`` of a small
-        config, without params.
+      tiny: ``(vocab_size, size: captioner.ModelSize, *, prompt_length, output_length,
+        special_ids: (bos, eos, pad), encoder_init_scale) -> model`` of a small config, without
+        params.
       load: ``(model_dir, vision_dir, *, key) -> (model, params)`` from local HF directories
         (``key`` draws what a directory lacks).
       init_params: ``(model, key, *, first_location_id=None, num_bins, location_scale) -> params``,
@@ -235,51 +235,27 @@ BACKBONES = {backbone.name: backbone for backbone in (VIT_GPT2, BART)}
 class TokenIds(Protocol):
     """What a backbone needs of a task's vocabulary (``rs_jax.data.vocab.Vocabulary`` has it)."""
 
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def bos_id(self) -> int: ...
-
-    @property
-    def eos_id(self) -> int: ...
-
-    @property
-    def pad_id(self) -> int: ...
+    size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
 
 
 class BackboneSettings(Protocol):
-    """The backbone fields of a task config (``configs/grounding.py``, ``configs/vqa.py``)."""
+    """The backbone fields of a task config (``configs/grounding.py``, ``configs/vqa.py``): the
+    backbone's name, local HF directories ("" builds a tiny model), the seed that draws what a
+    directory lacks, and the tiny model's sizes."""
 
-    @property
-    def backbone(self) -> str: ...
-
-    @property
-    def model(self) -> str: ...
-
-    @property
-    def vision_model(self) -> str: ...
-
-    @property
-    def seed(self) -> int: ...
-
-    @property
-    def image_size(self) -> int: ...
-
-    @property
-    def patch_size(self) -> int: ...
-
-    @property
-    def hidden_size(self) -> int: ...
-
-    @property
-    def num_layers(self) -> int: ...
-
-    @property
-    def num_heads(self) -> int: ...
-
-    @property
-    def encoder_init_scale(self) -> float: ...
+    backbone: str
+    model: str
+    vision_model: str
+    seed: int
+    image_size: int
+    patch_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    encoder_init_scale: float
 
 
 def select(name: str, model_dir: str = "", vision_dir: str = "") -> Backbone:
@@ -303,9 +279,7 @@ def build_model(
     """The backbone, its model and pre-trained params (None for a fresh tiny model).
 
     Args:
-      config: a task config's backbone fields: ``backbone``, ``model`` and ``vision_model`` (local
-        HF directories; "" builds a tiny model), ``seed`` (draws what a directory lacks) and the
-        tiny model's sizes.
+      config: a task config's backbone fields (``BackboneSettings``).
       vocabulary: the task's tokens (a loaded model must have exactly this many).
       prompt_length / output_length: token budget of the tiny model's positions.
 
@@ -323,18 +297,15 @@ def build_model(
                 f"{vocabulary.size}."
             )
         return backbone, model, pretrained
+    size = captioner.ModelSize(
+        config.image_size, config.patch_size, config.hidden_size, config.num_layers, config.num_heads
+    )
     model = backbone.tiny(
         vocabulary.size,
+        size,
         prompt_length=prompt_length,
         output_length=output_length,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
+        special_ids=(vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id),
         encoder_init_scale=config.encoder_init_scale,
-        bos_id=vocabulary.bos_id,
-        eos_id=vocabulary.eos_id,
-        pad_id=vocabulary.pad_id,
     )
     return backbone, model, None

@@ -75,28 +75,25 @@ class BartUnified:
 
 def tiny_bart_unified(
     vocab_size: int,
+    size: captioner.ModelSize,
     *,
     prompt_length: int,
     output_length: int,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
+    special_ids: tuple[int, int, int],
     encoder_init_scale: float = 1.0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    pad_id: int = 0,
 ) -> BartUnified:
     """A small ViT + BART with positions for ``prompt_length`` prompt and ``output_length`` output
-    tokens; no params are drawn (use ``init_params`` with an explicit key).
+    tokens and (bos, eos, pad) ``special_ids``; no params are drawn (use ``init_params`` with an
+    explicit key).
 
-    ``num_layers`` is the depth of the ViT, the BART encoder and the BART decoder each;
+    ``size.num_layers`` is the depth of the ViT, the BART encoder and the BART decoder each;
     ``encoder_init_scale`` is the ViT's ``initializer_range`` (see ``unified.tiny_unified_model``).
     ``<bos>`` is the decoder's start token.
     """
     import transformers
 
+    bos_id, eos_id, pad_id = special_ids
+    hidden_size, num_layers, num_heads = size.hidden_size, size.num_layers, size.num_heads
     bart_config = transformers.BartConfig(
         vocab_size=vocab_size,
         max_position_embeddings=max(prompt_length, output_length),
@@ -113,14 +110,7 @@ def tiny_bart_unified(
         decoder_start_token_id=bos_id,
         forced_eos_token_id=None,
     )
-    vision_config = captioner.tiny_vit_config(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        initializer_range=encoder_init_scale,
-    )
+    vision_config = captioner.tiny_vit_config(size, encoder_init_scale)
     bart = transformers.FlaxBartForConditionalGeneration(bart_config, _do_init=False)
     vision = transformers.FlaxViTModel(vision_config, _do_init=False)
     return BartUnified(bart, vision)

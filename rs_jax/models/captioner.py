@@ -9,6 +9,7 @@ soups, LoRA and the trainer apply unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -20,72 +21,66 @@ from rs_jax.models import hf, sampling
 PyTree = Any
 
 
-def tiny_vit_config(
-    *,
-    image_size: int,
-    patch_size: int,
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
-    initializer_range: float = 0.02,
-) -> Any:
-    """A ``transformers.ViTConfig`` of a small ViT (MLP width 4 × ``hidden_size``).
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """Sizes of a small ViT and the text model beside it (each ``num_layers`` deep, ``hidden_size``
+    wide, MLP width 4 × ``hidden_size``); images are ``image_size``² pixels cut into ``patch_size``²
+    patches."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+
+
+def tiny_vit_config(size: ModelSize, initializer_range: float = 0.02) -> Any:
+    """A ``transformers.ViTConfig`` of a small ViT.
 
     Raises:
       ValueError: if ``image_size`` is not a multiple of ``patch_size``.
     """
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
+    if size.image_size % size.patch_size:
+        raise ValueError(f"image_size {size.image_size} is not a multiple of patch_size {size.patch_size}.")
     import transformers
 
     return transformers.ViTConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size,
+        image_size=size.image_size,
+        patch_size=size.patch_size,
+        hidden_size=size.hidden_size,
+        num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads,
+        intermediate_size=4 * size.hidden_size,
         initializer_range=initializer_range,
     )
 
 
 def tiny_vit_gpt2_config(
     vocab_size: int,
+    size: ModelSize,
     *,
-    image_size: int,
-    patch_size: int,
-    hidden_size: int,
-    num_layers: int,
-    num_heads: int,
     positions: int,
-    bos_id: int,
-    eos_id: int,
-    pad_id: int,
+    special_ids: tuple[int, int, int],
     encoder_init_scale: float = 0.02,
 ) -> Any:
-    """The ``VisionEncoderDecoderConfig`` of a small ViT + GPT-2 with ``positions`` decoder positions;
-    ``encoder_init_scale`` is the ViT's ``initializer_range`` (the GPT-2 keeps 0.02)."""
+    """The ``VisionEncoderDecoderConfig`` of a small ViT + GPT-2 with ``positions`` decoder positions
+    and (bos, eos, pad) ``special_ids``; ``encoder_init_scale`` is the ViT's ``initializer_range``
+    (the GPT-2 keeps 0.02)."""
     import transformers
 
-    encoder = tiny_vit_config(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        initializer_range=encoder_init_scale,
-    )
+    bos_id, eos_id, pad_id = special_ids
     decoder = transformers.GPT2Config(
         vocab_size=vocab_size,
         n_positions=positions,
-        n_embd=hidden_size,
-        n_layer=num_layers,
-        n_head=num_heads,
+        n_embd=size.hidden_size,
+        n_layer=size.num_layers,
+        n_head=size.num_heads,
         bos_token_id=bos_id,
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         add_cross_attention=True,
     )
+    encoder = tiny_vit_config(size, encoder_init_scale)
     config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
     config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos_id, pad_id, eos_id
     return config
@@ -108,17 +103,9 @@ def tiny_captioner(
     ``init_params`` with an explicit key)."""
     import transformers
 
+    size = ModelSize(image_size, patch_size, hidden_size, num_layers, num_heads)
     config = tiny_vit_gpt2_config(
-        vocab_size,
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
-        positions=max_length,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        pad_id=pad_id,
+        vocab_size, size, positions=max_length, special_ids=(bos_id, eos_id, pad_id)
     )
     return transformers.FlaxVisionEncoderDecoderModel(config, input_shape=_input_shape(config))
 

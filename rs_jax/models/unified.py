@@ -51,22 +51,16 @@ PyTree = Any
 
 def tiny_unified_model(
     vocab_size: int,
+    size: captioner.ModelSize,
     *,
     prompt_length: int,
     output_length: int,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
+    special_ids: tuple[int, int, int],
     encoder_init_scale: float = 1.0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    pad_id: int = 0,
 ) -> FlaxVisionEncoderDecoderModel:
     """A small ViT + GPT-2 ``FlaxVisionEncoderDecoderModel`` with positions for ``prompt_length``
-    prompt and ``output_length`` output tokens (its own params are discarded: use
-    ``captioner.init_params`` with an explicit key).
+    prompt and ``output_length`` output tokens and (bos, eos, pad) ``special_ids`` (its own params
+    are discarded: use ``init_params`` with an explicit key).
 
     Args:
       encoder_init_scale: the ViT's ``initializer_range``. HF ViT draws its kernels with std
@@ -78,15 +72,9 @@ def tiny_unified_model(
 
     config = captioner.tiny_vit_gpt2_config(
         vocab_size,
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_layers=num_layers,
-        num_heads=num_heads,
+        size,
         positions=prompt_length + output_length,
-        bos_id=bos_id,
-        eos_id=eos_id,
-        pad_id=pad_id,
+        special_ids=special_ids,
         encoder_init_scale=encoder_init_scale,
     )
     # Built without HF's eager random initialization (the class refuses ``_do_init=False``): run op
@@ -98,7 +86,7 @@ def tiny_unified_model(
         model,
         config,
         model_class.module_class(config=config),
-        input_shape=((1, image_size, image_size, 3), (1, 1)),
+        input_shape=((1, size.image_size, size.image_size, 3), (1, 1)),
         _do_init=False,
     )
     return model
