@@ -34,15 +34,21 @@ def write_result(path: str, result: dict[str, Any]) -> None:
     print(f"wrote {path}")
 
 
-def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
-    """Median wall time of ``fn()`` (results blocked on) over ``repeats`` runs after one warm-up."""
+def median_seconds_and_result(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """(median wall time of ``fn()`` (results blocked on) over ``repeats`` runs after one warm-up,
+    the last result)."""
     jax.block_until_ready(fn())  # compile + warm up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        jax.block_until_ready(fn())
+        result = jax.block_until_ready(fn())
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(times), result
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
+    return median_seconds_and_result(fn, repeats)[0]
 
 
 def perturbed_copies(base: Any, count: int, key: jax.Array, scale: float) -> list[Any]:

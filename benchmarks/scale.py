@@ -32,19 +32,6 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
-def median_seconds(fn, repeats: int):
-    """(median wall time of ``repeats`` calls after a compile call, the last result)."""
-    import jax
-
-    jax.block_until_ready(fn())  # compile + warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        result = jax.block_until_ready(fn())
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), result
-
-
 # --------------------------------------------------------------------------- training workload
 
 
@@ -134,10 +121,9 @@ def train_two_experts(args, mesh):
 
 def worker(args) -> dict:
     import jax
-    import jax.numpy as jnp
     import numpy as np
-    from common import machine_info
-    from sweep import build_experts
+    from common import machine_info, median_seconds_and_result
+    from sweep import build_eval, build_experts
 
     from rs_jax import distributed, soup
 
@@ -145,16 +131,7 @@ def worker(args) -> dict:
     mesh = distributed.make_mesh(expert=1, data=devices)
 
     model, experts = build_experts(args.layers, args.width_lm, args.vocab, args.seq)
-    tokens = jax.random.randint(jax.random.key(2), (args.lm_batch, args.seq), 0, args.vocab)
-    attention_mask = jnp.ones_like(tokens)
-    positions = jnp.broadcast_to(jnp.arange(args.seq)[None, :], tokens.shape)
-
-    def eval_fn(params):
-        logits = model.module.apply({"params": params}, tokens, attention_mask, positions).logits[:, :-1]
-        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-        targets = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)
-        entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
-        return jnp.stack([targets.mean(), entropy.mean()])
+    eval_fn = build_eval(model, args.lm_batch, args.seq, args.vocab)
 
     stacked = soup.stack_experts(experts)
     grid = soup.simplex_grid(2, args.points)
@@ -162,7 +139,7 @@ def worker(args) -> dict:
     def sharded_sweep():
         return soup.sweep(eval_fn, stacked, grid, strategy="map", mesh=mesh)
 
-    sweep_seconds, sweep_rewards = median_seconds(sharded_sweep, args.repeats)
+    sweep_seconds, sweep_rewards = median_seconds_and_result(sharded_sweep, args.repeats)
     sweep_rewards = np.asarray(sweep_rewards)
     single_device = np.asarray(soup.sweep(eval_fn, stacked, grid, strategy="map"))
 

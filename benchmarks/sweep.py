@@ -15,10 +15,9 @@ import argparse
 from collections.abc import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import transformers
-from common import machine_info, median_seconds, write_result
+from common import likelihood_and_entropy, machine_info, median_seconds, perturbed_copies, write_result
 
 from rs_jax import soup
 
@@ -28,17 +27,7 @@ def build_experts(layers: int, width: int, vocab: int, seq: int) -> tuple[object
         n_layer=layers, n_embd=width, n_head=width // 64, vocab_size=vocab, n_positions=seq
     )
     model = transformers.FlaxGPT2LMHeadModel(config, seed=0, input_shape=(1, seq))
-    base = model.params
-    experts = []
-    for index in range(2):
-        noise_key = jax.random.fold_in(jax.random.key(1), index)
-        leaves, treedef = jax.tree.flatten(base)
-        keys = jax.random.split(noise_key, len(leaves))
-        perturbed = [
-            leaf + 0.01 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, keys)
-        ]
-        experts.append(jax.tree.unflatten(treedef, perturbed))
-    return model, experts
+    return model, perturbed_copies(model.params, 2, jax.random.key(1), 0.01)
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -55,17 +44,7 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
 def build_eval(model: object, batch: int, seq: int, vocab: int) -> Callable[[dict], jax.Array]:
     """eval_fn(params) -> (mean log-likelihood, mean entropy) on one fixed batch of random tokens."""
     tokens = jax.random.randint(jax.random.key(2), (batch, seq), 0, vocab)
-    attention_mask = jnp.ones_like(tokens)
-    positions = jnp.broadcast_to(jnp.arange(seq)[None, :], tokens.shape)
-
-    def eval_fn(params):
-        logits = model.module.apply({"params": params}, tokens, attention_mask, positions).logits[:, :-1]
-        log_probs = jax.nn.log_softmax(logits.astype(jnp.float32))
-        targets = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)
-        entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
-        return jnp.stack([targets.mean(), entropy.mean()])
-
-    return eval_fn
+    return jax.tree_util.Partial(likelihood_and_entropy, model.module, tokens)
 
 
 def floor_seconds(

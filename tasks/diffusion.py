@@ -140,7 +140,9 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
     world = scene_config(config)
     vocabulary = scenes.scene_vocabulary()
     if config.model:
-        model, pretrained = diffusion.load_stable_diffusion(config.model, image_size=config.image_size)
+        model, pretrained = diffusion.load_stable_diffusion(
+            config.model, vocabulary.decode, image_size=config.image_size
+        )
         shapes = pretrained
     else:
         model = diffusion.tiny_diffusion_model(

@@ -33,8 +33,8 @@ import numpy as np
 from configs import grounding as grounding_config
 from rs_jax import cli, experiment, pipeline, plots, soup
 from rs_jax.data import refcoco, scenes
-from rs_jax.data.vocab import Vocabulary
-from rs_jax.models import backbones
+from rs_jax.data.vocab import Vocabulary, with_location_tokens
+from rs_jax.models import backbones, locations
 from rs_jax.rewards import boxes
 from rs_jax.train import reinforce, supervised
 
@@ -87,7 +87,7 @@ def scene_data(config: grounding_config.GroundingConfig, eval_key: jax.Array) ->
         num_answers=1,
         answer_length=2,
     )
-    vocabulary, first_location_id = boxes.with_location_tokens(scenes.scene_vocabulary(), config.num_bins)
+    vocabulary, first_location_id = with_location_tokens(scenes.scene_vocabulary(), config.num_bins)
 
     def sample(key, batch_size):
         scene_key, slot_key = jax.random.split(key)
@@ -135,7 +135,7 @@ def refcoco_data(config: grounding_config.GroundingConfig) -> GroundingData:
         eval_split=config.eval_split,
         max_expressions=config.max_expressions or None,
     )
-    vocabulary, first_location_id = boxes.with_location_tokens(words, config.num_bins)
+    vocabulary, first_location_id = with_location_tokens(words, config.num_bins)
     images, image_index = jnp.asarray(train.images), jnp.asarray(train.image_index)
     prompts, targets = jnp.asarray(train.expressions), jnp.asarray(train.boxes)
 
@@ -156,7 +156,7 @@ def refcoco_data(config: grounding_config.GroundingConfig) -> GroundingData:
 def _greedy_boxes(sample_boxes: Callable, first: int, num_bins: int, params, batch) -> jax.Array:
     """(B, 4) greedy box predictions on the 1000×1000 grid for ``batch``."""
     tokens = sample_boxes(params, batch, jax.random.PRNGKey(0), greedy=True)
-    return boxes.location_tokens_to_boxes(tokens, first, num_bins)
+    return locations.location_tokens_to_boxes(tokens, first, num_bins)
 
 
 def _hits(
@@ -181,10 +181,10 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
     backbone, model, pretrained = backbones.build_model(
         config, data.vocabulary, prompt_length=config.prompt_length, output_length=OUTPUT_LENGTH
     )
-    location_only = boxes.location_mask(data.vocabulary.size, first, num_bins)
+    location_only = locations.location_mask(data.vocabulary.size, first, num_bins)
 
     def cross_entropy(params, batch):
-        targets = boxes.boxes_to_location_tokens(batch["boxes"], first, num_bins)
+        targets = locations.boxes_to_location_tokens(batch["boxes"], first, num_bins)
         return backbone.location_cross_entropy(
             model,
             params,
@@ -220,7 +220,9 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
             model, params, inputs["images"], inputs["prompts"], outputs, location_only
         ).sum(axis=-1),
         reward_components=lambda inputs, outputs: boxes.size_rewards(
-            boxes.location_tokens_to_boxes(outputs, first, num_bins), inputs["boxes"], config.iou_threshold
+            locations.location_tokens_to_boxes(outputs, first, num_bins),
+            inputs["boxes"],
+            config.iou_threshold,
         ),
         num_samples=config.num_samples,
         baseline="others",
@@ -322,7 +324,7 @@ def _draw_boxes(
         np.asarray(batch["boxes"]),
         predictions,
         texts=texts,
-        grid=boxes.GRID,
+        grid=locations.GRID,
         title="Referring expressions: true box (green), predicted box (red)",
     )
 

@@ -161,7 +161,7 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
     backbone, model, pretrained = backbones.build_model(
         config, data.vocabulary, prompt_length=config.question_length, output_length=config.answer_length
     )
-    _, eos_id, pad_id = backbones.special_ids(backbone, model)
+    _, eos_id, pad_id = backbone.special_ids(model)
     words_only = backbone.word_mask(model, None)
     score = answers.answer_rewards(config.rewards, pad_id=pad_id, eos_id=eos_id)
 

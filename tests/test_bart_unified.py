@@ -1,5 +1,6 @@
-"""The BART + ViT unified model: cached sampling agrees with teacher forcing, allowed-token masks,
-the image reaches the decoder, local HF directories (Flax and PyTorch-format) round-trip."""
+"""The BART + ViT unified model: its params, the image reaches the decoder, local HF directories
+(Flax and PyTorch-format) round-trip, the tasks' backbone settings (what it shares with the other
+backbone is tested in tests/test_backbones.py)."""
 
 import copy
 import dataclasses
@@ -10,32 +11,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import tiny_backbones
 from flax.traverse_util import flatten_dict
+from tiny_backbones import BINS, IMAGE, PROMPTS, WORDS
 
 from rs_jax import pipeline
-from rs_jax.models import bart_unified
+from rs_jax.models import backbones, bart_unified
 
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
-WORDS, BINS, PROMPT, OUTPUT, IMAGE = 20, 10, 5, 4, 16
-PROMPTS = jnp.array([[5, 6, 2, 0, 0], [7, 2, 0, 0, 0], [8, 9, 10, 11, 2]] * 2)
+BART = backbones.BART
 
 
 @pytest.fixture(scope="module")
 def model_and_params(fast_compile):
-    with jax.numpy_rank_promotion("allow"):  # module-scoped: runs before the third_party fixture
-        model = bart_unified.tiny_bart_unified(
-            WORDS + BINS,
-            prompt_length=PROMPT,
-            output_length=OUTPUT,
-            image_size=IMAGE,
-            hidden_size=16,
-            num_layers=1,
-            num_heads=2,
-        )
-        params = bart_unified.init_params(
-            model, jax.random.PRNGKey(0), first_location_id=WORDS, num_bins=BINS
-        )
-        return model, params
+    _, model, params = tiny_backbones.model_and_params(BART.name)
+    return model, params
 
 
 @pytest.fixture(scope="module")
@@ -53,35 +43,10 @@ def saved(model_and_params, tmp_path_factory):
     return bart_dir, vision_dir
 
 
-def test_params_hold_every_part_and_coordinate_codes(model_and_params):
+def test_params_hold_every_part(model_and_params):
     _, params = model_and_params
     assert set(params) == {"bart", "vision", "projection"}
     assert params["projection"]["kernel"].shape == (16, 16)
-    table = np.asarray(params["bart"]["model"]["shared"]["embedding"][WORDS:])
-    similarity = table @ table[3]
-    assert similarity.argmax() == 3 and similarity[2] > similarity[0] and similarity[4] > similarity[9]
-    assert params["vision"]["embeddings"]["position_embeddings"].shape == (1, (IMAGE // 8) ** 2 + 1, 16)
-
-
-def test_sampled_log_probs_equal_teacher_forcing_and_respect_the_mask(model_and_params, images):
-    model, params = model_and_params
-    words = bart_unified.word_mask(model, WORDS)
-    sample = jax.jit(
-        lambda params, key: bart_unified.sample_outputs(
-            model, params, images, PROMPTS, key, max_length=OUTPUT, allowed=words
-        )
-    )(params, jax.random.PRNGKey(2))
-    forced = jax.jit(
-        lambda params, tokens: bart_unified.token_log_probs(model, params, images, PROMPTS, tokens, words)
-    )(params, sample.tokens)
-    np.testing.assert_allclose(forced, sample.log_probs, atol=1e-4)
-    emitted = np.asarray(sample.tokens)[np.asarray(sample.mask)]
-    assert words[emitted].all() and sample.tokens.shape == (6, OUTPUT)
-    assert not words[[0, 1]].any() and words[2]  # no <pad>/<bos>; <eos> allowed
-    with pytest.raises(ValueError, match="positions"):
-        bart_unified.sample_outputs(
-            model, params, images, PROMPTS, jax.random.PRNGKey(2), max_length=PROMPT + 1
-        )
 
 
 def test_location_loss_reaches_every_part_and_the_image_matters(model_and_params, images):
@@ -89,13 +54,13 @@ def test_location_loss_reaches_every_part_and_the_image_matters(model_and_params
     targets = jnp.array([[20, 21, 25, 29]] * 6)
 
     def loss(params, images):
-        return bart_unified.location_cross_entropy(
+        return BART.location_cross_entropy(
             model, params, images, PROMPTS, targets, first_location_id=WORDS, num_bins=BINS, sigma=1.0
         )[0]
 
     @jax.jit
     def loss_grads_and_log_probs(params, images):
-        log_probs = bart_unified.output_log_probs(model, params, images, PROMPTS, targets)
+        log_probs = BART.output_log_probs(model, params, images, PROMPTS, targets)
         return jax.value_and_grad(loss)(params, images), log_probs
 
     (value, grads), log_probs = loss_grads_and_log_probs(params, images)
@@ -117,12 +82,10 @@ def test_flax_directories_round_trip(model_and_params, images, saved):
     assert all(jax.tree.leaves(same))
     assert bart_unified.special_ids(loaded_model) == bart_unified.special_ids(model)
     outputs = jnp.array([[3, 4, 2, 0]] * 6)
-    log_probs = jax.jit(
-        lambda params: bart_unified.output_log_probs(loaded_model, params, images, PROMPTS, outputs)
-    )(loaded)
-    reference = jax.jit(
-        lambda params: bart_unified.output_log_probs(model, params, images, PROMPTS, outputs)
-    )(params)
+    log_probs = jax.jit(lambda params: BART.output_log_probs(loaded_model, params, images, PROMPTS, outputs))(
+        loaded
+    )
+    reference = jax.jit(lambda params: BART.output_log_probs(model, params, images, PROMPTS, outputs))(params)
     np.testing.assert_array_equal(log_probs, reference)
 
 

@@ -12,6 +12,7 @@ import optax
 import pytest
 from flax import traverse_util
 
+from rs_jax.data import scenes
 from rs_jax.models import diffusion
 from rs_jax.train import rwr
 
@@ -214,7 +215,7 @@ def _write_tiny_stable_diffusion(directory):
 
 def test_load_a_local_stable_diffusion_and_generate(tmp_path):
     _write_tiny_stable_diffusion(tmp_path)
-    model, params = diffusion.load_stable_diffusion(tmp_path)
+    model, params = diffusion.load_stable_diffusion(tmp_path, scenes.scene_vocabulary().decode)
     assert set(params) == {"unet", "text_encoder", "vae"}
     assert model.sample_shape == (4, 8, 8) and model.image_size == 16 and model.prompt_length == 16
     tokens, mask = model.tokenize(np.array([[4, 5, 2, 0], [6, 2, 0, 0]]))  # scene ids -> CLIP ids
@@ -232,6 +233,6 @@ def test_load_a_local_stable_diffusion_and_generate(tmp_path):
 
     (tmp_path / "vae" / "diffusion_flax_model.msgpack").unlink()
     with pytest.raises(ValueError, match=r"diffusion_pytorch_model\.bin"):
-        diffusion.load_stable_diffusion(tmp_path)
+        diffusion.load_stable_diffusion(tmp_path, scenes.scene_vocabulary().decode)
     with pytest.raises(ValueError, match="not a Stable Diffusion directory"):
-        diffusion.load_stable_diffusion(tmp_path / "unet")
+        diffusion.load_stable_diffusion(tmp_path / "unet", scenes.scene_vocabulary().decode)

@@ -29,6 +29,13 @@ def fixed_step(logits, cache, tokens, step):
     return jnp.broadcast_to(logits, (tokens.shape[0], logits.shape[-1])), cache
 
 
+def sample_fixed(logits, key, max_length, **options):
+    """4000 rows sampled from the same ``logits`` at every step, without EOS."""
+    step_fn = functools.partial(fixed_step, logits)
+    first = jnp.zeros((4000,), jnp.int32)
+    return sampling.sample(step_fn, (), first, key, max_length=max_length, eos_id=None, **options)
+
+
 @functools.partial(jax.jit, static_argnames=("max_length", "greedy", "eos_id"))
 def run_counter(first, key, max_length, greedy=True, eos_id=EOS):
     return sampling.sample(
@@ -114,14 +121,7 @@ def test_step_fn_gets_step_index_and_threaded_cache(key):
 
 def test_empirical_frequencies_match_softmax(key):
     logits = jnp.array([1.0, 0.0, -1.0, 2.0, 0.5])
-    out = sampling.sample(
-        functools.partial(fixed_step, logits),
-        (),
-        jnp.zeros((4000,), jnp.int32),
-        key,
-        max_length=5,
-        eos_id=None,
-    )
+    out = sample_fixed(logits, key, max_length=5)
     counts = np.bincount(np.asarray(out.tokens).ravel(), minlength=5) / out.tokens.size
     np.testing.assert_allclose(counts, np.exp(np_log_softmax(logits)), atol=0.015)
     np.testing.assert_allclose(out.log_probs, np_log_softmax(logits)[np.asarray(out.tokens)], atol=1e-6)
@@ -129,15 +129,7 @@ def test_empirical_frequencies_match_softmax(key):
 
 def test_temperature_sharpens(key):
     logits = jnp.array([1.0, 0.0, -1.0])
-    out = sampling.sample(
-        functools.partial(fixed_step, logits),
-        (),
-        jnp.zeros((4000,), jnp.int32),
-        key,
-        max_length=2,
-        eos_id=None,
-        temperature=0.5,
-    )
+    out = sample_fixed(logits, key, max_length=2, temperature=0.5)
     counts = np.bincount(np.asarray(out.tokens).ravel(), minlength=3) / out.tokens.size
     np.testing.assert_allclose(counts, np.exp(np_log_softmax(2 * np.asarray(logits))), atol=0.015)
     # log_probs stay those of the raw (temperature 1) distribution.

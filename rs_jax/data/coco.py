@@ -90,11 +90,7 @@ def load_karpathy(
     }
     for index, entry in enumerate(data["images"]):
         where = f"{path}: images[{index}]"
-        if not isinstance(entry, dict):
-            raise ValueError(f"{where} is not an object.")
-        missing = [key for key in ("filename", "split", "sentences") if key not in entry]
-        if missing:
-            raise ValueError(f"{where} lacks {', '.join(repr(key) for key in missing)}.")
+        files.check_record(entry, ("filename", "split", "sentences"), where)
         split = _SPLIT_ALIASES.get(entry["split"])
         if split is None:
             raise ValueError(
@@ -176,6 +172,20 @@ def load_images(paths: Sequence[str | os.PathLike], image_size: int | tuple[int,
             raise ValueError(f"{os.fspath(path)}: cannot read the image ({error}).") from error
         images[index] = np.asarray(resized, np.float32) / 255.0
     return images
+
+
+def load_images_once(
+    paths: Sequence[str | os.PathLike], image_size: int | tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Loads each distinct image of ``paths`` once (``load_images``).
+
+    Returns:
+      (D, H, W, 3) float32 images in [0, 1] of the D distinct paths in first-seen order, and the
+      (len(paths),) int32 index of each path's image among them.
+    """
+    distinct = list(dict.fromkeys(paths))
+    position = {path: index for index, path in enumerate(distinct)}
+    return load_images(distinct, image_size), np.array([position[path] for path in paths], np.int32)
 
 
 @dataclasses.dataclass(frozen=True)

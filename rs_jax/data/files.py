@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from typing import Any
 
 
@@ -21,3 +22,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise ValueError(f"{path}: not valid JSON ({error}).") from error
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: cannot be read ({getattr(error, 'strerror', None) or error}).") from error
+
+
+def check_record(record: Any, keys: Sequence[str], where: str) -> None:
+    """Checks that a parsed JSON/pickle record is a dict holding every key of ``keys``.
+
+    Args:
+      where: how an error names the record, e.g. ``"refs.p: refs[3]"``.
+
+    Raises:
+      ValueError: naming the record, if it is not a dict or lacks some of ``keys``.
+    """
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} is not an object.")
+    missing = [key for key in keys if key not in record]
+    if missing:
+        raise ValueError(f"{where} lacks {', '.join(map(repr, missing))}.")

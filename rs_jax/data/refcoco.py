@@ -10,7 +10,7 @@ Python pickle of a list of refs::
 and ``instances.json``, COCO-style ``{"images": [{"id", "file_name", "width", "height"}],
 "annotations": [{"id", "image_id", "bbox": [x, y, w, h]}, ...]}``. Each sentence is one
 example: (image, expression, box). Boxes are converted from pixels to the 1000×1000 grid of
-``rs_jax.rewards.boxes`` with the image's width and height, so they stay right when images are
+``rs_jax.models.locations`` with the image's width and height, so they stay right when images are
 resized (``coco.load_images`` does not keep the aspect ratio either).
 
 The pickle is read with an unpickler that refuses every class (refs hold only dicts, lists,
@@ -67,11 +67,7 @@ def _read_instances(path: str) -> tuple[dict[int, dict], dict[int, dict]]:
         raise ValueError(f'{path}: expected COCO instances, an object with "images" and "annotations" lists.')
     images, annotations = {}, {}
     for index, image in enumerate(data["images"]):
-        if not isinstance(image, dict):
-            raise ValueError(f"{path}: images[{index}] is not an object.")
-        missing = [key for key in ("id", "file_name", "width", "height") if key not in image]
-        if missing:
-            raise ValueError(f"{path}: images[{index}] lacks {', '.join(map(repr, missing))}.")
+        files.check_record(image, ("id", "file_name", "width", "height"), f"{path}: images[{index}]")
         size = (image["width"], image["height"])
         if not all(isinstance(side, (int, float)) and side > 0 for side in size):
             raise ValueError(f"{path}: images[{index}] has width × height {size[0]!r} × {size[1]!r}.")
@@ -159,11 +155,7 @@ def load_refcoco(
     collected: dict[str, dict[str, list]] = {}
     for index, ref in enumerate(refs):
         where = f"{refs_path}: refs[{index}]"
-        if not isinstance(ref, dict):
-            raise ValueError(f"{where} is not a dict.")
-        missing = [key for key in ("ann_id", "image_id", "split", "sentences") if key not in ref]
-        if missing:
-            raise ValueError(f"{where} lacks {', '.join(map(repr, missing))}.")
+        files.check_record(ref, ("ann_id", "image_id", "split", "sentences"), where)
         if splits is not None and ref["split"] not in splits:
             continue
         if not isinstance(ref["sentences"], list):
@@ -237,11 +229,10 @@ def split_arrays(
         split.expressions[:count],
         split.boxes[:count],
     )
-    distinct = list(dict.fromkeys(split.image_paths))
-    position = {path: index for index, path in enumerate(distinct)}
+    images, image_index = coco.load_images_once(split.image_paths, image_size)
     return ReferringArrays(
-        images=coco.load_images(distinct, image_size),
-        image_index=np.array([position[path] for path in split.image_paths], np.int32),
+        images=images,
+        image_index=image_index,
         expressions=vocabulary.encode_batch(split.expressions, max_length),
         boxes=split.boxes,
         split=split,
@@ -264,7 +255,7 @@ def load_refcoco_arrays(
 
     Returns:
       (vocabulary of the words only — add location tokens with
-      ``rs_jax.rewards.boxes.with_location_tokens`` —, train arrays, evaluation arrays).
+      ``rs_jax.data.vocab.with_location_tokens`` —, train arrays, evaluation arrays).
     """
     splits = load_refcoco(refs_path, instances_path, image_root, splits=(train_split, eval_split))
     vocabulary = Vocabulary.build(splits[train_split].expressions, min_count)

@@ -1,4 +1,5 @@
-"""A word-level vocabulary shared by the scene world, the COCO loaders and the text rewards.
+"""A word-level vocabulary shared by the scene world, the COCO loaders and the text rewards,
+with the location-token words of the grounding models (``with_location_tokens``).
 
 Ids 0..3 are the special tokens ``<pad>``, ``<bos>``, ``<eos>``, ``<unk>``; every encoded
 sequence is left-aligned, ends with ``<eos>`` and is padded with ``<pad>`` (id 0), so rewards
@@ -165,3 +166,21 @@ class Vocabulary:
             return cls.from_json(text)
         except (json.JSONDecodeError, ValueError) as error:
             raise ValueError(f"{path}: not a vocabulary file ({error}).") from error
+
+
+def with_location_tokens(vocabulary: Vocabulary, num_bins: int) -> tuple[Vocabulary, int]:
+    """A vocabulary extended by the words ``<loc_0>`` … ``<loc_{num_bins-1}>`` after its words.
+
+    The words keep their ids, so text encoded with ``vocabulary`` stays valid; the token of bin
+    b is ``first_location_id + b`` (the codec of ``rs_jax.models.locations``).
+
+    Returns:
+      (extended vocabulary, id of ``<loc_0>``).
+
+    Raises:
+      ValueError: if ``vocabulary`` already holds location tokens.
+    """
+    if "<loc_0>" in vocabulary:
+        raise ValueError("The vocabulary already has location tokens.")
+    location_words = tuple(f"<loc_{index}>" for index in range(num_bins))
+    return Vocabulary(vocabulary.words + location_words), vocabulary.size

@@ -126,11 +126,7 @@ def load_vqa(
     }
     for index, question in enumerate(questions):
         where = f"{questions_path}: questions[{index}]"
-        if not isinstance(question, dict):
-            raise ValueError(f"{where} is not an object.")
-        missing = [key for key in ("question_id", "image_id", "question") if key not in question]
-        if missing:
-            raise ValueError(f"{where} lacks {', '.join(map(repr, missing))}.")
+        files.check_record(question, ("question_id", "image_id", "question"), where)
         found = by_question.get(int(question["question_id"]))
         if found is None:
             raise ValueError(
@@ -195,11 +191,10 @@ def vqa_arrays(
     for row, references in enumerate(split.answers):
         for a, words in enumerate(references[:num_answers]):
             answers[row, a] = vocabulary.encode(list(words), answer_length)
-    distinct = list(dict.fromkeys(split.image_paths))
-    position = {path: index for index, path in enumerate(distinct)}
+    images, image_index = coco.load_images_once(split.image_paths, image_size)
     return VQAArrays(
-        images=coco.load_images(distinct, image_size),
-        image_index=np.array([position[path] for path in split.image_paths], np.int32),
+        images=images,
+        image_index=image_index,
         questions=vocabulary.encode_batch(split.questions, question_length),
         answers=answers,
         split=split,

@@ -1,87 +1,311 @@
-"""The unified image+text → tokens backbones of the grounding and VQA tasks, chosen by name.
+"""The unified image+text → tokens backbones of the grounding and VQA tasks: one interface, chosen by name.
 
-``"vit-gpt2"`` is ``rs_jax.models.unified`` (ViT encoder, GPT-2 decoder reading the text as its
-prompt); ``"bart"`` is ``rs_jax.models.bart_unified`` (BART encoder-decoder + ViT). Both modules
-offer the same functions (``init_params``, ``sample_outputs``, ``token_log_probs``,
-``location_cross_entropy``, ``word_mask``, ``vocab_size``, …), so a task holds the module and
-calls it.
+A ``Backbone`` holds the few functions that differ between models (building, loading and
+initializing one, its special ids and default token mask, teacher-forced logits, the start of
+cached decoding) and derives from them, once for every backbone, what a task calls: allowed-token
+masks, log-probabilities, the cross-entropies and ``sample_outputs``. Every function takes the
+model first and its params explicitly, so soups, LoRA and the trainer see a plain pytree.
+
+``VIT_GPT2`` (``"vit-gpt2"``) is ``rs_jax.models.unified`` (ViT encoder, GPT-2 decoder reading the
+text as its prompt); ``BART`` (``"bart"``) is ``rs_jax.models.bart_unified`` (BART encoder-decoder +
+ViT). Sampled log-probabilities equal teacher-forced ones under the same ``allowed`` mask.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
-from typing import Any
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
-from rs_jax.data.vocab import Vocabulary
-from rs_jax.models import bart_unified, captioner, unified
+from rs_jax.models import bart_unified, captioner, locations, sampling, unified
 
-BACKBONES = {"vit-gpt2": unified, "bart": bart_unified}
+if TYPE_CHECKING:
+    from transformers import FlaxVisionEncoderDecoderModel
+
+PyTree = Any
+ModelT = TypeVar("ModelT")
 
 
-def select(backbone: str, model_dir: str = "", vision_dir: str = "") -> ModuleType:
-    """The module of a backbone name, after checking the directories fit it.
+@dataclasses.dataclass(frozen=True)
+class Backbone(Generic[ModelT]):
+    """A unified image+text → tokens backbone.
+
+    Images are (B, H, W, 3) in [0, 1]; prompts (B, Lp) left-aligned, ``<eos>``-ended and
+    ``<pad>``-padded token ids; outputs (B, L) token ids; V is the vocabulary size.
+
+    Attributes:
+      name: the configs' ``backbone`` value.
+      tiny: ``(vocab_size, size: captioner.ModelSize, *, prompt_length, output_length,
+        special_ids: (bos, eos, pad), encoder_init_scale) -> model`` of a small config, without
+        params.
+      load: ``(model_dir, vision_dir, *, key) -> (model, params)`` from local HF directories
+        (``key`` draws what a directory lacks).
+      init_params: ``(model, key, *, first_location_id=None, num_bins, location_scale) -> params``,
+        with coordinate-aware codes for the location tokens when ``first_location_id`` is given.
+      vocab_size: ``model -> V``.
+      special_ids: ``model -> (decoder start, <eos>, <pad>)`` ids.
+      default_allowed: ``model -> (V,) bool``, the tokens a policy may emit when no mask is given.
+      output_logits: ``(model, params, images, prompts, outputs) -> (B, L, V)`` logits of output t
+        given outputs₍<t₎, by teacher forcing.
+      start_decoding: ``(model, params, images, prompts, max_length) -> (step, cache, first
+        tokens (B,))`` for ``sampling.sample``; ``step`` returns the unmasked (B, V) logits.
+    """
+
+    name: str
+    tiny: Callable[..., ModelT]
+    load: Callable[..., tuple[ModelT, PyTree]]
+    init_params: Callable[..., PyTree]
+    vocab_size: Callable[[ModelT], int]
+    special_ids: Callable[[ModelT], tuple[int, int, int]]
+    default_allowed: Callable[[ModelT], np.ndarray]
+    output_logits: Callable[[ModelT, PyTree, jax.Array, jax.Array, jax.Array], jax.Array]
+    start_decoding: Callable[
+        [ModelT, PyTree, jax.Array, jax.Array, int], tuple[sampling.StepFn, PyTree, jax.Array]
+    ]
+
+    def word_mask(self, model: ModelT, first_location_id: int | None) -> np.ndarray:
+        """(V,) bool: ``default_allowed`` without the location tokens (ids from ``first_location_id``
+        on): words and ``<eos>``, the tokens of a VQA answer."""
+        allowed = self.default_allowed(model).copy()
+        if first_location_id is not None:
+            allowed[first_location_id:] = False
+        return allowed
+
+    def mask_logits(self, model: ModelT, logits: jax.Array, allowed: np.ndarray | None) -> jax.Array:
+        """(..., V) logits with -inf wherever the (V,) bool mask ``allowed`` (None:
+        ``default_allowed``) is False."""
+        allowed = self.default_allowed(model) if allowed is None else allowed
+        if np.shape(allowed) != (logits.shape[-1],):
+            raise ValueError(
+                f"allowed must be a ({logits.shape[-1]},) bool mask; got shape {np.shape(allowed)}."
+            )
+        return jnp.where(jnp.asarray(allowed), logits, -jnp.inf)
+
+    def output_log_probs(
+        self,
+        model: ModelT,
+        params: PyTree,
+        images: jax.Array,
+        prompts: jax.Array,
+        outputs: jax.Array,
+        allowed: np.ndarray | None = None,
+    ) -> jax.Array:
+        """(B, L, V) log π(· | image, prompt, outputs₍<t₎) at every output step, by teacher forcing,
+        the policy restricted to the (V,) bool mask ``allowed`` (None: ``default_allowed``)."""
+        logits = self.output_logits(model, params, images, prompts, outputs)
+        return jax.nn.log_softmax(self.mask_logits(model, logits, allowed), axis=-1)
+
+    def token_log_probs(
+        self,
+        model: ModelT,
+        params: PyTree,
+        images: jax.Array,
+        prompts: jax.Array,
+        outputs: jax.Array,
+        allowed: np.ndarray | None = None,
+    ) -> jax.Array:
+        """(B, L) log π(outputₜ | image, prompt, outputs₍<t₎); 0 at ``<pad>`` (see ``output_log_probs``)."""
+        _, _, pad = self.special_ids(model)
+        log_probs = self.output_log_probs(model, params, images, prompts, outputs, allowed)
+        chosen = jnp.take_along_axis(log_probs, outputs[..., None].astype(jnp.int32), axis=-1)[..., 0]
+        return jnp.where(outputs != pad, chosen, 0.0)
+
+    def sequence_cross_entropy(
+        self,
+        model: ModelT,
+        params: PyTree,
+        images: jax.Array,
+        prompts: jax.Array,
+        targets: jax.Array,
+        allowed: np.ndarray | None = None,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Mean cross-entropy (nats) per non-pad token of target outputs (B, L) given image and prompt."""
+        _, _, pad = self.special_ids(model)
+        log_probs = self.token_log_probs(model, params, images, prompts, targets, allowed)
+        loss = -log_probs.sum() / jnp.maximum((targets != pad).sum(), 1)
+        return loss, {"cross_entropy": loss}
+
+    def location_cross_entropy(
+        self,
+        model: ModelT,
+        params: PyTree,
+        images: jax.Array,
+        prompts: jax.Array,
+        target_tokens: jax.Array,
+        *,
+        first_location_id: int,
+        num_bins: int,
+        sigma: float = 0.0,
+    ) -> tuple[jax.Array, dict[str, jax.Array]]:
+        """Cross-entropy of the 4 location tokens of the true boxes, the policy restricted to location tokens.
+
+        Args:
+          target_tokens: (B, 4) true location token ids.
+          sigma: > 0 spreads each target over neighbouring bins (``locations.gaussian_bin_targets``);
+            0 is the plain cross-entropy on the true tokens.
+
+        Returns:
+          (mean cross-entropy per coordinate, metrics with it and the plain one-hot cross-entropy).
+        """
+        allowed = locations.location_mask(self.vocab_size(model), first_location_id, num_bins)
+        log_probs = self.output_log_probs(model, params, images, prompts, target_tokens, allowed)
+        location_log_probs = log_probs[..., first_location_id : first_location_id + num_bins]
+        bins = target_tokens - first_location_id
+        targets = locations.gaussian_bin_targets(bins, num_bins, sigma)
+        loss = -(targets * location_log_probs).sum(axis=-1).mean()
+        exact = -jnp.take_along_axis(location_log_probs, bins[..., None], axis=-1).mean()
+        return loss, {"cross_entropy": loss, "true_token_cross_entropy": exact}
+
+    def sample_outputs(
+        self,
+        model: ModelT,
+        params: PyTree,
+        images: jax.Array,
+        prompts: jax.Array,
+        key: jax.Array,
+        *,
+        max_length: int,
+        allowed: np.ndarray | None = None,
+        stop_at_eos: bool = True,
+        greedy: bool = False,
+        temperature: float = 1.0,
+    ) -> sampling.Sample:
+        """Outputs (B, max_length) sampled (or greedy) for each image and prompt, with a KV cache, in jit.
+
+        Args:
+          key: PRNG key.
+          max_length: L output tokens.
+          allowed: (V,) bool mask of the tokens the policy may emit; None: ``default_allowed``.
+          stop_at_eos: rows emit ``<pad>`` after their ``<eos>`` (False for fixed-length outputs such
+            as the 4 location tokens).
+          greedy / temperature: as ``sampling.sample``.
+
+        Returns:
+          A ``sampling.Sample`` whose log-probs equal ``token_log_probs`` of its tokens.
+        """
+        _, eos, pad = self.special_ids(model)
+        step, cache, first_tokens = self.start_decoding(model, params, images, prompts, max_length)
+
+        def masked_step(cache, tokens, step_index):
+            logits, cache = step(cache, tokens, step_index)
+            return self.mask_logits(model, logits, allowed), cache
+
+        return sampling.sample(
+            masked_step,
+            cache,
+            first_tokens,
+            key,
+            max_length=max_length,
+            eos_id=eos if stop_at_eos else None,
+            pad_id=pad,
+            greedy=greedy,
+            temperature=temperature,
+        )
+
+
+VIT_GPT2: Backbone[FlaxVisionEncoderDecoderModel] = Backbone(
+    name="vit-gpt2",
+    tiny=unified.tiny_unified_model,
+    load=unified.load_unified,
+    init_params=unified.init_params,
+    vocab_size=unified.vocab_size,
+    special_ids=captioner.special_ids,
+    default_allowed=unified.default_allowed,
+    output_logits=unified.output_logits,
+    start_decoding=unified.start_decoding,
+)
+BART: Backbone[bart_unified.BartUnified] = Backbone(
+    name="bart",
+    tiny=bart_unified.tiny_bart_unified,
+    load=bart_unified.load_bart_unified,
+    init_params=bart_unified.init_params,
+    vocab_size=bart_unified.vocab_size,
+    special_ids=bart_unified.special_ids,
+    default_allowed=bart_unified.default_allowed,
+    output_logits=bart_unified.output_logits,
+    start_decoding=bart_unified.start_decoding,
+)
+BACKBONES = {backbone.name: backbone for backbone in (VIT_GPT2, BART)}
+
+
+class TokenIds(Protocol):
+    """What a backbone needs of a task's vocabulary (``rs_jax.data.vocab.Vocabulary`` has it)."""
+
+    size: int
+    bos_id: int
+    eos_id: int
+    pad_id: int
+
+
+class BackboneSettings(Protocol):
+    """The backbone fields of a task config (``configs/grounding.py``, ``configs/vqa.py``): the
+    backbone's name, local HF directories ("" builds a tiny model), the seed that draws what a
+    directory lacks, and the tiny model's sizes."""
+
+    backbone: str
+    model: str
+    vision_model: str
+    seed: int
+    image_size: int
+    patch_size: int
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    encoder_init_scale: float
+
+
+def select(name: str, model_dir: str = "", vision_dir: str = "") -> Backbone:
+    """The backbone of a name, after checking the directories fit it.
 
     Raises:
       ValueError: on an unknown name, or directories that do not go with it.
     """
-    if backbone not in BACKBONES:
-        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {backbone!r}.")
-    if vision_dir and not (backbone == "bart" and model_dir):
+    if name not in BACKBONES:
+        raise ValueError(f"backbone must be one of {sorted(BACKBONES)}, got {name!r}.")
+    if vision_dir and not (name == BART.name and model_dir):
         raise ValueError("vision_model= is the ViT of backbone=bart with model=<BART directory>.")
-    if backbone == "bart" and model_dir and not vision_dir:
+    if name == BART.name and model_dir and not vision_dir:
         raise ValueError("backbone=bart with model=<BART directory> needs vision_model=<ViT directory>.")
-    return BACKBONES[backbone]
-
-
-def special_ids(module: ModuleType, model: Any) -> tuple[int, int, int]:
-    """(decoder start, ``<eos>``, ``<pad>``) ids of a backbone's model."""
-    return (bart_unified if module is bart_unified else captioner).special_ids(model)
+    return BACKBONES[name]
 
 
 def build_model(
-    config: Any, vocabulary: Vocabulary, *, prompt_length: int, output_length: int
-) -> tuple[ModuleType, Any, Any]:
-    """The backbone module, its model and pre-trained params (None for a fresh tiny model).
+    config: BackboneSettings, vocabulary: TokenIds, *, prompt_length: int, output_length: int
+) -> tuple[Backbone, Any, PyTree | None]:
+    """The backbone, its model and pre-trained params (None for a fresh tiny model).
 
     Args:
-      config: a task config with ``backbone``, ``model``, ``vision_model``, ``seed`` and the tiny
-        model's ``image_size``, ``patch_size``, ``hidden_size``, ``num_layers``, ``num_heads``,
-        ``encoder_init_scale``.
+      config: a task config's backbone fields (``BackboneSettings``).
       vocabulary: the task's tokens (a loaded model must have exactly this many).
       prompt_length / output_length: token budget of the tiny model's positions.
 
     Raises:
       ValueError: on a bad backbone choice or a loaded model whose vocabulary size differs.
     """
-    module = select(config.backbone, config.model, config.vision_model)
+    backbone = select(config.backbone, config.model, config.vision_model)
     if config.model:
-        if module is bart_unified:
-            model, pretrained = bart_unified.load_bart_unified(
-                config.model, config.vision_model, key=jax.random.PRNGKey(config.seed)
-            )
-        else:
-            model, pretrained = captioner.load_captioner(config.model)
-        if module.vocab_size(model) != vocabulary.size:
+        model, pretrained = backbone.load(
+            config.model, config.vision_model, key=jax.random.PRNGKey(config.seed)
+        )
+        if backbone.vocab_size(model) != vocabulary.size:
             raise ValueError(
-                f"{config.model} has {module.vocab_size(model)} tokens; this task's vocabulary has "
+                f"{config.model} has {backbone.vocab_size(model)} tokens; this task's vocabulary has "
                 f"{vocabulary.size}."
             )
-        return module, model, pretrained
-    tiny = bart_unified.tiny_bart_unified if module is bart_unified else unified.tiny_unified_model
-    model = tiny(
+        return backbone, model, pretrained
+    size = captioner.ModelSize(
+        config.image_size, config.patch_size, config.hidden_size, config.num_layers, config.num_heads
+    )
+    model = backbone.tiny(
         vocabulary.size,
+        size,
         prompt_length=prompt_length,
         output_length=output_length,
-        image_size=config.image_size,
-        patch_size=config.patch_size,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_layers,
-        num_heads=config.num_heads,
+        special_ids=(vocabulary.bos_id, vocabulary.eos_id, vocabulary.pad_id),
         encoder_init_scale=config.encoder_init_scale,
-        bos_id=vocabulary.bos_id,
-        eos_id=vocabulary.eos_id,
-        pad_id=vocabulary.pad_id,
     )
-    return module, model, None
+    return backbone, model, None

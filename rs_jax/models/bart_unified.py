@@ -12,9 +12,10 @@ BART decoder cross-attends to:
 
 transformers' ``FlaxBartForConditionalGeneration`` has no ``inputs_embeds``, hence this late
 fusion (after the text encoder) rather than OFA's single encoder over patches and words; the
-decoder still reads both. Outputs are 4 location tokens (grounding, ``rs_jax.rewards.boxes``)
-or the answer's words and ``<eos>`` (VQA), exactly as ``rs_jax.models.unified``, whose API this
-module mirrors so a task can switch backbone by switching module.
+decoder still reads both. Outputs are 4 location tokens (grounding, ``rs_jax.models.locations``)
+or the answer's words and ``<eos>`` (VQA), exactly as ``rs_jax.models.unified``. This module holds
+the model-specific parts of the ``"bart"`` backbone of ``rs_jax.models.backbones``, whose
+``Backbone`` adds the masks, log-probabilities, losses and sampling shared by both.
 
 Params are one pytree ``{"bart": …, "vision": …, "projection": {"kernel", "bias"}}``, so soups,
 LoRA and the trainer interpolate/train all of it. The model is a frozen ``BartUnified``
@@ -44,8 +45,7 @@ import numpy as np
 from flax import serialization
 from flax.core import unfreeze
 
-from rs_jax.models import hf, sampling, unified
-from rs_jax.rewards import boxes
+from rs_jax.models import captioner, hf, locations, sampling
 
 PyTree = Any
 PROJECTION_FILE = "image_projection.msgpack"
@@ -75,30 +75,25 @@ class BartUnified:
 
 def tiny_bart_unified(
     vocab_size: int,
+    size: captioner.ModelSize,
     *,
     prompt_length: int,
     output_length: int,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
+    special_ids: tuple[int, int, int],
     encoder_init_scale: float = 1.0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    pad_id: int = 0,
 ) -> BartUnified:
     """A small ViT + BART with positions for ``prompt_length`` prompt and ``output_length`` output
-    tokens; no params are drawn (use ``init_params`` with an explicit key).
+    tokens and (bos, eos, pad) ``special_ids``; no params are drawn (use ``init_params`` with an
+    explicit key).
 
-    ``num_layers`` is the depth of the ViT, the BART encoder and the BART decoder each;
+    ``size.num_layers`` is the depth of the ViT, the BART encoder and the BART decoder each;
     ``encoder_init_scale`` is the ViT's ``initializer_range`` (see ``unified.tiny_unified_model``).
     ``<bos>`` is the decoder's start token.
     """
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
     import transformers
 
+    bos_id, eos_id, pad_id = special_ids
+    hidden_size, num_layers, num_heads = size.hidden_size, size.num_layers, size.num_heads
     bart_config = transformers.BartConfig(
         vocab_size=vocab_size,
         max_position_embeddings=max(prompt_length, output_length),
@@ -115,15 +110,7 @@ def tiny_bart_unified(
         decoder_start_token_id=bos_id,
         forced_eos_token_id=None,
     )
-    vision_config = transformers.ViTConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size,
-        initializer_range=encoder_init_scale,
-    )
+    vision_config = captioner.tiny_vit_config(size, encoder_init_scale)
     bart = transformers.FlaxBartForConditionalGeneration(bart_config, _do_init=False)
     vision = transformers.FlaxViTModel(vision_config, _do_init=False)
     return BartUnified(bart, vision)
@@ -146,7 +133,7 @@ def init_params(
     key: jax.Array,
     *,
     first_location_id: int | None = None,
-    num_bins: int = boxes.NUM_BINS,
+    num_bins: int = locations.NUM_BINS,
     location_scale: float = 0.1,
 ) -> PyTree:
     """Fresh params ``{"bart", "vision", "projection"}``, drawn in one jitted program, with
@@ -181,7 +168,7 @@ def init_params(
             "projection": init_projection(model, projection_key),
         }
         if is_vit:
-            params["vision"]["embeddings"]["position_embeddings"] = unified.patch_position_codes(
+            params["vision"]["embeddings"]["position_embeddings"] = locations.patch_position_codes(
                 model.image_size, int(vision_config.patch_size), int(vision_config.hidden_size)
             )
         if first_location_id is not None:
@@ -189,7 +176,7 @@ def init_params(
             shared["embedding"] = (
                 shared["embedding"]
                 .at[first_location_id : first_location_id + num_bins]
-                .set(unified.location_codes(num_bins, table_shape[1], location_scale))
+                .set(locations.location_codes(num_bins, table_shape[1], location_scale))
             )
         return params
 
@@ -315,15 +302,6 @@ def default_allowed(model: BartUnified) -> np.ndarray:
     return allowed
 
 
-def word_mask(model: BartUnified, first_location_id: int | None) -> np.ndarray:
-    """(V,) bool: words and ``<eos>``, no start/``<bos>``/``<pad>`` and no location tokens (VQA answers)."""
-    return unified.without_locations(default_allowed(model), first_location_id)
-
-
-def _mask_logits(model: BartUnified, logits: jax.Array, allowed: Any) -> jax.Array:
-    return unified.mask_logits(logits, default_allowed(model) if allowed is None else allowed)
-
-
 def _check_lengths(model: BartUnified, prompt_length: int, output_length: int) -> None:
     positions = int(model.bart.config.max_position_embeddings)
     if max(prompt_length, output_length) > positions:
@@ -369,112 +347,39 @@ def encode(
     return jnp.concatenate([image_states, text_states], axis=1), mask
 
 
-def output_log_probs(
-    model: BartUnified,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    outputs: jax.Array,
-    allowed: Any = None,
+def output_logits(
+    model: BartUnified, params: PyTree, images: jax.Array, prompts: jax.Array, outputs: jax.Array
 ) -> jax.Array:
-    """(B, L, V) log π(· | image, prompt, outputs₍<t₎) at every output step, by teacher forcing.
+    """(B, L, V) logits of output t given the image, the prompt and outputs₍<t₎, by teacher forcing.
 
     Args:
       images: (B, H, W, 3) in [0, 1].
       prompts: (B, Lp) left-aligned prompt ids.
       outputs: (B, L) output ids.
-      allowed: (V,) bool mask of the tokens the policy may emit (-inf elsewhere); None: all but
-        the decoder start, ``<bos>`` and ``<pad>``.
     """
     _check_lengths(model, prompts.shape[1], outputs.shape[1])
     start, _, _ = special_ids(model)
     states, mask = encode(model, params, images, prompts)
     outputs = outputs.astype(jnp.int32)
     inputs = jnp.concatenate([jnp.full_like(outputs[:, :1], start), outputs[:, :-1]], axis=1)
-    logits = model.bart.decode(inputs, (states,), encoder_attention_mask=mask, params=params["bart"]).logits
-    return jax.nn.log_softmax(_mask_logits(model, logits, allowed), axis=-1)
+    return model.bart.decode(inputs, (states,), encoder_attention_mask=mask, params=params["bart"]).logits
 
 
-def token_log_probs(
-    model: BartUnified,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    outputs: jax.Array,
-    allowed: Any = None,
-) -> jax.Array:
-    """(B, L) log π(outputₜ | image, prompt, outputs₍<t₎); 0 at padding (see ``output_log_probs``)."""
-    _, _, pad = special_ids(model)
-    log_probs = output_log_probs(model, params, images, prompts, outputs, allowed)
-    return unified.chosen_log_probs(log_probs, outputs, pad)
-
-
-def sequence_cross_entropy(
-    model: BartUnified,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    targets: jax.Array,
-    allowed: Any = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean token cross-entropy (nats) of target outputs (B, L) given image and prompt (pads skipped)."""
-    _, _, pad = special_ids(model)
-    log_probs = token_log_probs(model, params, images, prompts, targets, allowed)
-    return unified.mean_token_cross_entropy(log_probs, targets, pad)
-
-
-def location_cross_entropy(
-    model: BartUnified,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    target_tokens: jax.Array,
-    *,
-    first_location_id: int,
-    num_bins: int,
-    sigma: float = 0.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Cross-entropy of the 4 location tokens (B, 4) of the true boxes, the policy restricted to
-    location tokens; ``sigma`` > 0 spreads each target over neighbouring bins (as
-    ``unified.location_cross_entropy``).
-
-    Returns:
-      (mean cross-entropy per coordinate, metrics with it and the plain one-hot cross-entropy).
-    """
-    allowed = boxes.location_mask(vocab_size(model), first_location_id, num_bins)
-    log_probs = output_log_probs(model, params, images, prompts, target_tokens, allowed)
-    return unified.location_loss(log_probs, target_tokens, first_location_id, num_bins, sigma)
-
-
-def sample_outputs(
-    model: BartUnified,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    key: jax.Array,
-    *,
-    max_length: int,
-    allowed: Any = None,
-    stop_at_eos: bool = True,
-    greedy: bool = False,
-    temperature: float = 1.0,
-) -> sampling.Sample:
-    """Outputs (B, max_length) sampled (or greedy) for each image and prompt, with the KV cache, inside jit.
+def start_decoding(
+    model: BartUnified, params: PyTree, images: jax.Array, prompts: jax.Array, max_length: int
+) -> tuple[sampling.StepFn, PyTree, jax.Array]:
+    """What ``sampling.sample`` needs to decode ``max_length`` outputs for each image and prompt.
 
     Args:
       images: (B, H, W, 3) in [0, 1].
       prompts: (B, Lp) left-aligned prompt ids.
-      key: PRNG key.
-      max_length: L output tokens.
-      allowed: (V,) bool mask of the tokens the policy may emit; None: ``default_allowed``.
-      stop_at_eos: rows emit ``<pad>`` after their ``<eos>`` (False for the 4 location tokens).
-      greedy / temperature: as ``sampling.sample``.
 
     Returns:
-      A ``sampling.Sample`` whose log-probs equal ``token_log_probs`` of its tokens.
+      (step returning the (B, V) logits of the next output, an empty KV cache of ``max_length``
+      slots, the decoder start tokens (B,) to feed at step 0).
     """
     _check_lengths(model, prompts.shape[1], max_length)
-    start, eos, pad = special_ids(model)
+    start, _, _ = special_ids(model)
     states, mask = encode(model, params, images, prompts)
     batch = states.shape[0]
     cache = model.bart.init_cache(batch, max_length, (states,))
@@ -490,16 +395,6 @@ def sample_outputs(
             past_key_values=cache,
             params=params["bart"],
         )
-        return _mask_logits(model, outputs.logits[:, 0], allowed), outputs.past_key_values
+        return outputs.logits[:, 0], outputs.past_key_values
 
-    return sampling.sample(
-        step,
-        cache,
-        jnp.full((batch,), start, jnp.int32),
-        key,
-        max_length=max_length,
-        eos_id=eos if stop_at_eos else None,
-        pad_id=pad,
-        greedy=greedy,
-        temperature=temperature,
-    )
+    return step, cache, jnp.full((batch,), start, jnp.int32)

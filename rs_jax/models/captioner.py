@@ -9,6 +9,7 @@ soups, LoRA and the trainer apply unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
@@ -18,6 +19,71 @@ import jax.numpy as jnp
 from rs_jax.models import hf, sampling
 
 PyTree = Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSize:
+    """Sizes of a small ViT and the text model beside it (each ``num_layers`` deep, ``hidden_size``
+    wide, MLP width 4 × ``hidden_size``); images are ``image_size``² pixels cut into ``patch_size``²
+    patches."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+
+
+def tiny_vit_config(size: ModelSize, initializer_range: float = 0.02) -> Any:
+    """A ``transformers.ViTConfig`` of a small ViT.
+
+    Raises:
+      ValueError: if ``image_size`` is not a multiple of ``patch_size``.
+    """
+    if size.image_size % size.patch_size:
+        raise ValueError(f"image_size {size.image_size} is not a multiple of patch_size {size.patch_size}.")
+    import transformers
+
+    return transformers.ViTConfig(
+        image_size=size.image_size,
+        patch_size=size.patch_size,
+        hidden_size=size.hidden_size,
+        num_hidden_layers=size.num_layers,
+        num_attention_heads=size.num_heads,
+        intermediate_size=4 * size.hidden_size,
+        initializer_range=initializer_range,
+    )
+
+
+def tiny_vit_gpt2_config(
+    vocab_size: int,
+    size: ModelSize,
+    *,
+    positions: int,
+    special_ids: tuple[int, int, int],
+    encoder_init_scale: float = 0.02,
+) -> Any:
+    """The ``VisionEncoderDecoderConfig`` of a small ViT + GPT-2 with ``positions`` decoder positions
+    and (bos, eos, pad) ``special_ids``; ``encoder_init_scale`` is the ViT's ``initializer_range``
+    (the GPT-2 keeps 0.02)."""
+    import transformers
+
+    bos_id, eos_id, pad_id = special_ids
+    decoder = transformers.GPT2Config(
+        vocab_size=vocab_size,
+        n_positions=positions,
+        n_embd=size.hidden_size,
+        n_layer=size.num_layers,
+        n_head=size.num_heads,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id,
+        add_cross_attention=True,
+    )
+    encoder = tiny_vit_config(size, encoder_init_scale)
+    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos_id, pad_id, eos_id
+    return config
 
 
 def tiny_captioner(
@@ -35,31 +101,12 @@ def tiny_captioner(
 ) -> Any:
     """A small ViT + GPT-2 ``FlaxVisionEncoderDecoderModel`` (its own params are discarded: use
     ``init_params`` with an explicit key)."""
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
     import transformers
 
-    encoder = transformers.ViTConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size,
+    size = ModelSize(image_size, patch_size, hidden_size, num_layers, num_heads)
+    config = tiny_vit_gpt2_config(
+        vocab_size, size, positions=max_length, special_ids=(bos_id, eos_id, pad_id)
     )
-    decoder = transformers.GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=max_length,
-        n_embd=hidden_size,
-        n_layer=num_layers,
-        n_head=num_heads,
-        bos_token_id=bos_id,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        add_cross_attention=True,
-    )
-    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos_id, pad_id, eos_id
     return transformers.FlaxVisionEncoderDecoderModel(config, input_shape=_input_shape(config))
 
 

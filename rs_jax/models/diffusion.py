@@ -13,8 +13,9 @@ cross-attention layers and every bias/scale of the UNet, ~10% of the weights).
   makes the UNet 4× cheaper on CPU). Prompts are scene-vocabulary token ids.
 * ``load_stable_diffusion``: ``unet/``, ``text_encoder/``, ``vae/``, ``scheduler/`` and
   ``tokenizer/`` of a local Stable Diffusion directory (diffusers layout; Flax msgpack weights, or
-  PyTorch ``.bin`` weights converted with ``from_pt``). Scene prompts are decoded to text and
-  tokenized with the CLIP tokenizer on the host.
+  PyTorch ``.bin`` weights converted with ``from_pt``). Prompts are token ids of the caller's
+  vocabulary, decoded to text by the function the caller gives and tokenized with the CLIP
+  tokenizer on the host.
 
 Sampling (``sample``) is deterministic DDIM (η = 0) inside jit, a ``lax.scan`` over the timesteps,
 from initial noise the caller gives: draw it from one fixed key per prompt (``initial_noise``) and
@@ -84,16 +85,17 @@ class DiffusionModel:
     scaling_factor: float = 1.0
 
 
-def _schedulers(config: dict[str, Any] | None = None, directory: str | None = None) -> tuple:
+def _schedulers(config: dict[str, Any] | None = None, directory: str | None = None) -> dict[str, Any]:
+    """The ``DiffusionModel`` fields of its schedulers, from a schedule or a directory's ``scheduler/``."""
     from diffusers import FlaxDDIMScheduler, FlaxDDPMScheduler
 
     if directory is not None:
         ddpm, ddpm_state = FlaxDDPMScheduler.from_pretrained(directory, subfolder="scheduler")
         ddim, ddim_state = FlaxDDIMScheduler.from_pretrained(directory, subfolder="scheduler")
-        return ddpm, ddpm_state, ddim, ddim_state
-    ddpm = FlaxDDPMScheduler(**config)
-    ddim = FlaxDDIMScheduler(**config)
-    return ddpm, ddpm.create_state(), ddim, ddim.create_state()
+    else:
+        ddpm, ddim = FlaxDDPMScheduler(**config), FlaxDDIMScheduler(**config)
+        ddpm_state, ddim_state = ddpm.create_state(), ddim.create_state()
+    return {"noise_scheduler": ddpm, "noise_state": ddpm_state, "sampler": ddim, "sampler_state": ddim_state}
 
 
 def tiny_diffusion_model(
@@ -178,7 +180,6 @@ def tiny_diffusion_model(
         "prediction_type": prediction_type,
         "clip_sample": True,
     }
-    ddpm, ddpm_state, ddim, ddim_state = _schedulers(schedule)
     null_tokens = np.full((prompt_length,), pad_id, np.int32)
     null_tokens[0] = eos_id
 
@@ -191,10 +192,7 @@ def tiny_diffusion_model(
     return DiffusionModel(
         unet=unet,
         text_encoder=text_encoder,
-        noise_scheduler=ddpm,
-        noise_state=ddpm_state,
-        sampler=ddim,
-        sampler_state=ddim_state,
+        **_schedulers(schedule),
         image_size=image_size,
         sample_shape=(channels, side, side),
         prompt_length=prompt_length,
@@ -248,11 +246,18 @@ def _diffusers_weights(directory: str) -> bool:
     )
 
 
-def load_stable_diffusion(directory: str | os.PathLike, *, image_size: int | None = None) -> tuple:
+def load_stable_diffusion(
+    directory: str | os.PathLike,
+    decode_prompt: Callable[[np.ndarray], str],
+    *,
+    image_size: int | None = None,
+) -> tuple:
     """(model, params) from a local Stable Diffusion directory (diffusers layout).
 
     Args:
       directory: holds ``unet/``, ``text_encoder/``, ``vae/``, ``scheduler/`` and ``tokenizer/``.
+      decode_prompt: (L,) prompt token ids -> text (e.g. the scene vocabulary's ``decode``); the
+        model's ``tokenize`` maps it over the rows and encodes the texts with the CLIP tokenizer.
       image_size: pixels of the generated images (default: UNet sample size × the VAE's factor).
 
     Raises:
@@ -260,8 +265,6 @@ def load_stable_diffusion(directory: str | os.PathLike, *, image_size: int | Non
     """
     from diffusers import FlaxAutoencoderKL, FlaxUNet2DConditionModel
     from transformers import CLIPTokenizer
-
-    from rs_jax.data import scenes
 
     _quiet_diffusers()
     directory = os.fspath(directory)
@@ -280,11 +283,9 @@ def load_stable_diffusion(directory: str | os.PathLike, *, image_size: int | Non
     )
     text_encoder, text_params = hf.load_flax_pretrained(os.path.join(directory, "text_encoder"))
     tokenizer = CLIPTokenizer.from_pretrained(os.path.join(directory, "tokenizer"), local_files_only=True)
-    ddpm, ddpm_state, ddim, ddim_state = _schedulers(directory=directory)
     length = min(tokenizer.model_max_length, text_encoder.config.max_position_embeddings)
     factor = 2 ** (len(vae.config.block_out_channels) - 1)
     side = unet.config.sample_size
-    vocabulary = scenes.scene_vocabulary()
 
     def encode_texts(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         encoded = tokenizer(
@@ -293,17 +294,14 @@ def load_stable_diffusion(directory: str | os.PathLike, *, image_size: int | Non
         return encoded["input_ids"].astype(np.int32), encoded["attention_mask"].astype(np.int32)
 
     def tokenize(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        ids, _ = encode_texts([vocabulary.decode(row) for row in np.asarray(tokens)])
+        ids, _ = encode_texts([decode_prompt(row) for row in np.asarray(tokens)])
         return ids, np.ones_like(ids)  # Stable Diffusion attends to the padding too
 
     null_ids, _ = encode_texts([""])
     model = DiffusionModel(
         unet=unet,
         text_encoder=text_encoder,
-        noise_scheduler=ddpm,
-        noise_state=ddpm_state,
-        sampler=ddim,
-        sampler_state=ddim_state,
+        **_schedulers(directory=directory),
         image_size=image_size or side * factor,
         sample_shape=(unet.config.in_channels, side, side),
         prompt_length=length,

@@ -4,9 +4,9 @@ The model is the captioner's ``FlaxVisionEncoderDecoderModel`` (ViT encoder, GPT
 with cross-attention, ``rs_jax.models.captioner``): the image goes through the encoder and
 the text (a referring expression, a question) is the decoder's *prompt*; the model then
 continues with its output tokens — 4 location tokens ``<loc_x0> <loc_y0> <loc_x1> <loc_y1>``
-for grounding (``rs_jax.rewards.boxes``), the answer's words and ``<eos>`` for VQA. A
-vocabulary of words and location tokens (``boxes.with_location_tokens``) lets one model
-do both; the VQA task uses the words only.
+for grounding (``rs_jax.models.locations``), the answer's words and ``<eos>`` for VQA. A
+vocabulary of words and location tokens (``rs_jax.data.vocab.with_location_tokens``) lets one
+model do both; the VQA task uses the words only.
 
 Sequence layout. Prompts come as the data gives them, (B, Lp) left-aligned, ``<eos>``-ended
 and ``<pad>``-padded. The decoder reads the *context* ``<bos> prompt <eos>`` right-aligned in
@@ -16,55 +16,51 @@ only), followed by the outputs:
     [<pad> … <pad> <bos> w₁ … wₖ <eos>] [o₁ … o_L]
      └──────── context, C ─────────┘  └ outputs ┘
 
-so every row's last context token sits at index C − 1 and output t at index C + t. Sampling
-prefills the context but its last token into a KV cache of C + L − 1 slots and lets
-``rs_jax.models.sampling.sample`` feed that last token at step 0; teacher forcing runs the
-same sequence in one pass. Both apply the same ``allowed`` token mask (grounding: location
-tokens only; VQA: words and ``<eos>``), so sampled log-probabilities equal teacher-forced ones.
+so every row's last context token sits at index C − 1 and output t at index C + t. Decoding
+(``start_decoding``) prefills the context but its last token into a KV cache of C + L − 1 slots
+and lets ``rs_jax.models.sampling.sample`` feed that last token at step 0; teacher forcing
+(``output_logits``) runs the same sequence in one pass, so sampled log-probabilities equal
+teacher-forced ones.
 
 The GPT-2 needs ``n_positions >= Lp + L`` (``tiny_unified_model`` sets it).
 
-Other backbones. OFA/UnIVAL feed image patches and text together into a BART *encoder*;
-``rs_jax.models.bart_unified`` is that family (a local HF BART + ViT/CLIP-vision pair, or a tiny
-config) with the same functions as this module, so a task switches backbone by switching module
-(``--set backbone=bart``). A local HF ``VisionEncoderDecoder`` directory
-(``captioner.load_captioner``) whose decoder vocabulary is the task's is this module's
-pre-trained path.
+This module holds the model-specific parts of the ``"vit-gpt2"`` backbone of
+``rs_jax.models.backbones``, whose ``Backbone`` adds the masks, log-probabilities, losses and
+sampling shared with ``rs_jax.models.bart_unified`` (OFA/UnIVAL's family: image patches and text
+in a BART *encoder*). A local HF ``VisionEncoderDecoder`` directory (``captioner.load_captioner``)
+whose decoder vocabulary is the task's is this backbone's pre-trained path.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import os
+from typing import TYPE_CHECKING, Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax.core import unfreeze
 
-from rs_jax.models import captioner, sampling
-from rs_jax.rewards import boxes
+from rs_jax.models import captioner, locations, sampling
+
+if TYPE_CHECKING:
+    from transformers import FlaxVisionEncoderDecoderModel
 
 PyTree = Any
 
 
 def tiny_unified_model(
     vocab_size: int,
+    size: captioner.ModelSize,
     *,
     prompt_length: int,
     output_length: int,
-    image_size: int = 32,
-    patch_size: int = 8,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    num_heads: int = 4,
+    special_ids: tuple[int, int, int],
     encoder_init_scale: float = 1.0,
-    bos_id: int = 1,
-    eos_id: int = 2,
-    pad_id: int = 0,
-) -> Any:
+) -> FlaxVisionEncoderDecoderModel:
     """A small ViT + GPT-2 ``FlaxVisionEncoderDecoderModel`` with positions for ``prompt_length``
-    prompt and ``output_length`` output tokens (its own params are discarded: use
-    ``captioner.init_params`` with an explicit key).
+    prompt and ``output_length`` output tokens and (bos, eos, pad) ``special_ids`` (its own params
+    are discarded: use ``init_params`` with an explicit key).
 
     Args:
       encoder_init_scale: the ViT's ``initializer_range``. HF ViT draws its kernels with std
@@ -72,32 +68,15 @@ def tiny_unified_model(
         hundreds of updates longer to learn *where* things are (measured on the scene world), so
         the default 1.0 is LeCun-normal. The GPT-2 keeps its usual 0.02.
     """
-    if image_size % patch_size:
-        raise ValueError(f"image_size {image_size} is not a multiple of patch_size {patch_size}.")
     import transformers
 
-    encoder = transformers.ViTConfig(
-        image_size=image_size,
-        patch_size=patch_size,
-        hidden_size=hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=num_heads,
-        intermediate_size=4 * hidden_size,
-        initializer_range=encoder_init_scale,
+    config = captioner.tiny_vit_gpt2_config(
+        vocab_size,
+        size,
+        positions=prompt_length + output_length,
+        special_ids=special_ids,
+        encoder_init_scale=encoder_init_scale,
     )
-    decoder = transformers.GPT2Config(
-        vocab_size=vocab_size,
-        n_positions=prompt_length + output_length,
-        n_embd=hidden_size,
-        n_layer=num_layers,
-        n_head=num_heads,
-        bos_token_id=bos_id,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id,
-        add_cross_attention=True,
-    )
-    config = transformers.VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
-    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = bos_id, pad_id, eos_id
     # Built without HF's eager random initialization (the class refuses ``_do_init=False``): run op
     # by op, it compiles every op once, ~20 s of CPU; ``init_params`` draws the weights in one
     # jitted program instead. Such a model has no ``model.params``: pass params explicitly.
@@ -107,54 +86,18 @@ def tiny_unified_model(
         model,
         config,
         model_class.module_class(config=config),
-        input_shape=((1, image_size, image_size, 3), (1, 1)),
+        input_shape=((1, size.image_size, size.image_size, 3), (1, 1)),
         _do_init=False,
     )
     return model
 
 
-def fourier_features(coordinates: jax.Array, num_frequencies: int, max_cycles: float = 40.0) -> jax.Array:
-    """Sines and cosines of grid coordinates at log-spaced frequencies.
-
-    Args:
-      coordinates: (...) positions on the 1000×1000 grid.
-      num_frequencies: F frequencies, from 0.5 to ``max_cycles`` periods over the grid.
-
-    Returns:
-      (..., 2F) float32 [sin, cos].
-    """
-    coordinates = jnp.asarray(coordinates, jnp.float32)
-    cycles = jnp.geomspace(0.5, max_cycles, num_frequencies).reshape((1,) * coordinates.ndim + (-1,))
-    angles = 2.0 * jnp.pi * coordinates[..., None] / boxes.GRID * cycles
-    return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
-
-
-def patch_position_codes(image_size: int, patch_size: int, width: int) -> jax.Array:
-    """(1, 1 + P, width) ViT position embeddings: zeros for the class token, then each patch
-    centre's Fourier features on the 1000×1000 grid (x in the first half of the channels, y in
-    the second); ``width`` must be a multiple of 4."""
-    side = image_size // patch_size
-    centres = (jnp.arange(side, dtype=jnp.float32) + 0.5) * (boxes.GRID / side)
-    rows, columns = jnp.meshgrid(centres, centres, indexing="ij")
-    patches = jnp.concatenate(
-        [fourier_features(columns.ravel(), width // 4), fourier_features(rows.ravel(), width // 4)], axis=1
-    )
-    return jnp.concatenate([jnp.zeros((1, width)), patches])[None]
-
-
-def location_codes(num_bins: int, width: int, scale: float) -> jax.Array:
-    """(num_bins, width) embeddings of the location tokens: ``scale`` × the Fourier features of
-    each bin's centre, in both halves (the code of ``patch_position_codes``)."""
-    bins = fourier_features(jnp.arange(num_bins) + 0.5, width // 4) * scale
-    return jnp.concatenate([bins, bins], axis=1)
-
-
 def init_params(
-    model: Any,
+    model: FlaxVisionEncoderDecoderModel,
     key: jax.Array,
     *,
     first_location_id: int | None = None,
-    num_bins: int = boxes.NUM_BINS,
+    num_bins: int = locations.NUM_BINS,
     location_scale: float = 0.1,
 ) -> PyTree:
     """Fresh params of a tiny unified model with coordinate-aware position codes.
@@ -180,7 +123,9 @@ def init_params(
     if hidden % 4:
         raise ValueError(f"Fourier position codes need a hidden size divisible by 4, got {hidden}.")
     embeddings = params["encoder"]["embeddings"]
-    embeddings["position_embeddings"] = patch_position_codes(encoder.image_size, encoder.patch_size, hidden)
+    embeddings["position_embeddings"] = locations.patch_position_codes(
+        encoder.image_size, encoder.patch_size, hidden
+    )
     if first_location_id is not None:
         table = params["decoder"]["transformer"]["wte"]["embedding"]
         if first_location_id + num_bins > table.shape[0] or table.shape[1] != hidden:
@@ -190,16 +135,16 @@ def init_params(
             )
         params["decoder"]["transformer"]["wte"]["embedding"] = table.at[
             first_location_id : first_location_id + num_bins
-        ].set(location_codes(num_bins, hidden, location_scale))
+        ].set(locations.location_codes(num_bins, hidden, location_scale))
     return params
 
 
-def vocab_size(model: Any) -> int:
+def vocab_size(model: FlaxVisionEncoderDecoderModel) -> int:
     """Number of token ids of the decoder."""
     return int(model.config.decoder.vocab_size)
 
 
-def _check_lengths(model: Any, prompt_length: int, output_length: int) -> None:
+def _check_lengths(model: FlaxVisionEncoderDecoderModel, prompt_length: int, output_length: int) -> None:
     positions = int(model.config.decoder.max_position_embeddings)
     if prompt_length + output_length > positions:
         raise ValueError(
@@ -237,7 +182,7 @@ def prompt_context(prompts: jax.Array, bos_id: int, pad_id: int) -> tuple[jax.Ar
     return jnp.where(present, aligned, pad_id), present
 
 
-def default_allowed(model: Any) -> np.ndarray:
+def default_allowed(model: FlaxVisionEncoderDecoderModel) -> np.ndarray:
     """(V,) bool: every token but ``<bos>`` and ``<pad>`` (the captioner's policy)."""
     bos, _, pad = captioner.special_ids(model)
     allowed = np.ones((vocab_size(model),), bool)
@@ -245,46 +190,19 @@ def default_allowed(model: Any) -> np.ndarray:
     return allowed
 
 
-def without_locations(allowed: np.ndarray, first_location_id: int | None) -> np.ndarray:
-    """A (V,) bool token mask with the location tokens (ids from ``first_location_id`` on) removed."""
-    allowed = allowed.copy()
-    if first_location_id is not None:
-        allowed[first_location_id:] = False
-    return allowed
-
-
-def word_mask(model: Any, first_location_id: int | None) -> np.ndarray:
-    """(V,) bool: words and ``<eos>``, no ``<bos>``/``<pad>`` and no location tokens (VQA answers)."""
-    return without_locations(default_allowed(model), first_location_id)
-
-
-def mask_logits(logits: jax.Array, allowed: Any) -> jax.Array:
-    """(..., V) logits with -inf wherever the (V,) bool mask ``allowed`` is False."""
-    if np.shape(allowed) != (logits.shape[-1],):
-        raise ValueError(f"allowed must be a ({logits.shape[-1]},) bool mask; got shape {np.shape(allowed)}.")
-    return jnp.where(jnp.asarray(allowed), logits, -jnp.inf)
-
-
-def _mask_logits(model: Any, logits: jax.Array, allowed: Any) -> jax.Array:
-    return mask_logits(logits, default_allowed(model) if allowed is None else allowed)
-
-
-def output_log_probs(
-    model: Any,
+def output_logits(
+    model: FlaxVisionEncoderDecoderModel,
     params: PyTree,
     images: jax.Array,
     prompts: jax.Array,
     outputs: jax.Array,
-    allowed: Any = None,
 ) -> jax.Array:
-    """(B, L, V) log π(· | image, prompt, outputs₍<t₎) at every output step, by teacher forcing.
+    """(B, L, V) logits of output t given the image, the prompt and outputs₍<t₎, by teacher forcing.
 
     Args:
       images: (B, H, W, 3) in [0, 1].
       prompts: (B, Lp) left-aligned prompt ids.
       outputs: (B, L) output ids (right after the prompt).
-      allowed: (V,) bool mask of the tokens the policy may emit (-inf elsewhere); None: all but
-        ``<bos>`` and ``<pad>``.
     """
     _check_lengths(model, prompts.shape[1], outputs.shape[1])
     bos, _, pad = captioner.special_ids(model)
@@ -299,126 +217,28 @@ def output_log_probs(
         decoder_position_ids=positions[:, :-1],
         params=params,
     ).logits
-    logits = logits[:, context.shape[1] - 1 :]
-    return jax.nn.log_softmax(_mask_logits(model, logits, allowed), axis=-1)
+    return logits[:, context.shape[1] - 1 :]
 
 
-def chosen_log_probs(log_probs: jax.Array, outputs: jax.Array, pad_id: int) -> jax.Array:
-    """(B, L, V) log-probs and (B, L) outputs -> (B, L) log-probs of the outputs, 0 at ``pad_id``."""
-    chosen = jnp.take_along_axis(log_probs, outputs[..., None].astype(jnp.int32), axis=-1)[..., 0]
-    return jnp.where(outputs != pad_id, chosen, 0.0)
-
-
-def mean_token_cross_entropy(
-    token_log_probs: jax.Array, targets: jax.Array, pad_id: int
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean cross-entropy (nats) per non-pad target token from (B, L) log-probs of the targets."""
-    loss = -token_log_probs.sum() / jnp.maximum((targets != pad_id).sum(), 1)
-    return loss, {"cross_entropy": loss}
-
-
-def location_loss(
-    log_probs: jax.Array, target_tokens: jax.Array, first_location_id: int, num_bins: int, sigma: float
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Cross-entropy of (B, 4) true location tokens from (B, 4, V) log-probs restricted to them.
-
-    ``sigma`` > 0 spreads each target over neighbouring bins (``boxes.gaussian_bin_targets``).
-
-    Returns:
-      (mean cross-entropy per coordinate, metrics with it and the plain one-hot cross-entropy).
-    """
-    location_log_probs = log_probs[..., first_location_id : first_location_id + num_bins]
-    bins = target_tokens - first_location_id
-    targets = boxes.gaussian_bin_targets(bins, num_bins, sigma)
-    loss = -(targets * location_log_probs).sum(axis=-1).mean()
-    exact = -jnp.take_along_axis(location_log_probs, bins[..., None], axis=-1).mean()
-    return loss, {"cross_entropy": loss, "true_token_cross_entropy": exact}
-
-
-def token_log_probs(
-    model: Any,
+def start_decoding(
+    model: FlaxVisionEncoderDecoderModel,
     params: PyTree,
     images: jax.Array,
     prompts: jax.Array,
-    outputs: jax.Array,
-    allowed: Any = None,
-) -> jax.Array:
-    """(B, L) log π(outputₜ | image, prompt, outputs₍<t₎); 0 at padding (see ``output_log_probs``)."""
-    _, _, pad = captioner.special_ids(model)
-    return chosen_log_probs(output_log_probs(model, params, images, prompts, outputs, allowed), outputs, pad)
-
-
-def sequence_cross_entropy(
-    model: Any,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    targets: jax.Array,
-    allowed: Any = None,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Mean token cross-entropy (nats) of target outputs (B, L) given image and prompt (pads skipped)."""
-    _, _, pad = captioner.special_ids(model)
-    return mean_token_cross_entropy(
-        token_log_probs(model, params, images, prompts, targets, allowed), targets, pad
-    )
-
-
-def location_cross_entropy(
-    model: Any,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    target_tokens: jax.Array,
-    *,
-    first_location_id: int,
-    num_bins: int,
-    sigma: float = 0.0,
-) -> tuple[jax.Array, dict[str, jax.Array]]:
-    """Cross-entropy of the 4 location tokens of the true boxes, the policy restricted to location tokens.
-
-    Args:
-      target_tokens: (B, 4) true location token ids.
-      sigma: > 0 spreads each target over neighbouring bins (``boxes.gaussian_bin_targets``); 0 is
-        the plain cross-entropy on the true tokens.
-
-    Returns:
-      (mean cross-entropy per coordinate, metrics with it and the plain one-hot cross-entropy).
-    """
-    allowed = boxes.location_mask(vocab_size(model), first_location_id, num_bins)
-    log_probs = output_log_probs(model, params, images, prompts, target_tokens, allowed)
-    return location_loss(log_probs, target_tokens, first_location_id, num_bins, sigma)
-
-
-def sample_outputs(
-    model: Any,
-    params: PyTree,
-    images: jax.Array,
-    prompts: jax.Array,
-    key: jax.Array,
-    *,
     max_length: int,
-    allowed: Any = None,
-    stop_at_eos: bool = True,
-    greedy: bool = False,
-    temperature: float = 1.0,
-) -> sampling.Sample:
-    """Outputs (B, max_length) sampled (or greedy) after each prompt, with the KV cache, inside jit.
+) -> tuple[sampling.StepFn, PyTree, jax.Array]:
+    """What ``sampling.sample`` needs to decode ``max_length`` outputs after each prompt.
 
     Args:
       images: (B, H, W, 3) in [0, 1].
       prompts: (B, Lp) left-aligned prompt ids.
-      key: PRNG key.
-      max_length: L output tokens.
-      allowed: (V,) bool mask of the tokens the policy may emit; None: all but ``<bos>``/``<pad>``.
-      stop_at_eos: rows emit ``<pad>`` after their ``<eos>`` (False for fixed-length outputs such
-        as the 4 location tokens).
-      greedy / temperature: as ``sampling.sample``.
 
     Returns:
-      A ``sampling.Sample`` whose log-probs equal ``token_log_probs`` of its tokens.
+      (step returning the (B, V) logits of the next output, the KV cache with the context but its
+      last token prefilled, that last token (B,) to feed at step 0).
     """
     _check_lengths(model, prompts.shape[1], max_length)
-    bos, eos, pad = captioner.special_ids(model)
+    bos, _, pad = captioner.special_ids(model)
     context, present = prompt_context(prompts, bos, pad)
     batch, width = context.shape
     encoded = captioner.encode_images(model, params, images)
@@ -445,16 +265,15 @@ def sample_outputs(
             past_key_values=cache,
             params=params,
         )
-        return _mask_logits(model, outputs.logits[:, 0], allowed), outputs.past_key_values
+        return outputs.logits[:, 0], outputs.past_key_values
 
-    return sampling.sample(
-        step,
-        cache,
-        context[:, -1],
-        key,
-        max_length=max_length,
-        eos_id=eos if stop_at_eos else None,
-        pad_id=pad,
-        greedy=greedy,
-        temperature=temperature,
-    )
+    return step, cache, context[:, -1]
+
+
+def load_unified(
+    model_dir: str | os.PathLike, vision_dir: str | os.PathLike, *, key: jax.Array | None = None
+) -> tuple[FlaxVisionEncoderDecoderModel, PyTree]:
+    """(model, params) of a local HF VisionEncoderDecoder directory (``captioner.load_captioner``);
+    the ViT is part of it, so ``vision_dir`` and ``key`` are unused."""
+    del vision_dir, key
+    return captioner.load_captioner(model_dir)

@@ -1,0 +1,70 @@
+"""Both unified backbones through the one ``Backbone`` interface: cached sampling agrees with teacher
+forcing, allowed-token masks, coordinate-aware initialization."""
+
+import jax
+import numpy as np
+import pytest
+from tiny_backbones import BINS, IMAGE, OUTPUT, PROMPT, PROMPTS, WORDS, model_and_params
+
+from rs_jax.models import backbones
+
+pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
+# where each backbone keeps its location-token embeddings and its ViT's position embeddings
+TABLES = {
+    "vit-gpt2": (
+        ("decoder", "transformer", "wte", "embedding"),
+        ("encoder", "embeddings", "position_embeddings"),
+    ),
+    "bart": (("bart", "model", "shared", "embedding"), ("vision", "embeddings", "position_embeddings")),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(backbones.BACKBONES))
+def tiny(request, fast_compile):
+    return model_and_params(request.param)
+
+
+def test_sampled_log_probs_equal_teacher_forcing_and_respect_the_mask(tiny):
+    backbone, model, params = tiny
+    images = jax.random.uniform(jax.random.PRNGKey(1), (6, IMAGE, IMAGE, 3))
+    words = backbone.word_mask(model, WORDS)
+    sample = jax.jit(
+        lambda params, key: backbone.sample_outputs(
+            model, params, images, PROMPTS, key, max_length=OUTPUT, allowed=words
+        )
+    )(params, jax.random.PRNGKey(2))
+    forced = jax.jit(
+        lambda params, tokens: backbone.token_log_probs(model, params, images, PROMPTS, tokens, words)
+    )(params, sample.tokens)
+    np.testing.assert_allclose(forced, sample.log_probs, atol=1e-4)
+    emitted = np.asarray(sample.tokens)[np.asarray(sample.mask)]
+    assert words[emitted].all() and sample.tokens.shape == (6, OUTPUT)
+    assert not words[[0, 1]].any() and words[2] and not words[WORDS:].any()  # no <pad>/<bos>/<loc>
+    with pytest.raises(ValueError, match="positions"):
+        backbone.sample_outputs(
+            model, params, images, PROMPTS, jax.random.PRNGKey(2), max_length=PROMPT + OUTPUT + 1
+        )
+
+
+def test_location_embeddings_start_ordered(tiny):
+    backbone, _, params = tiny
+    table_path, positions_path = TABLES[backbone.name]
+    table = np.asarray(_at(params, table_path)[WORDS:])
+    similarity = table @ table[3]
+    assert similarity.argmax() == 3 and similarity[2] > similarity[0] and similarity[4] > similarity[9]
+    assert _at(params, positions_path).shape == (1, (IMAGE // 8) ** 2 + 1, 16)
+    assert table.shape == (BINS, 16)
+
+
+def test_select_checks_the_name_and_directories():
+    assert backbones.select("bart") is backbones.BART and backbones.select("vit-gpt2") is backbones.VIT_GPT2
+    with pytest.raises(ValueError, match="backbone must be one of"):
+        backbones.select("ofa")
+    with pytest.raises(ValueError, match="vision_model= is the ViT"):
+        backbones.select("vit-gpt2", "/model", "/vit")
+
+
+def _at(tree, path):
+    for name in path:
+        tree = tree[name]
+    return tree
