@@ -54,6 +54,7 @@ def run_task(
     distributed.initialize()  # a no-op unless a multi-host run is configured (README "Scaling out")
     try:
         config = config_lib.override(configs.get_config(args.preset), args.set)
+        config_lib.validate(config)
     except ValueError as error:
         parser.error(str(error))
     try:

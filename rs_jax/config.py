@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -89,6 +90,87 @@ def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
     else:
         value = _parse(raw, current, full_key)
     return dataclasses.replace(config, **{path[0]: value})
+
+
+# Field names (the last part of a dotted key) whose values have other ranges than the defaults:
+# every int ≥ 1 and every float finite and ≥ 0.
+ZERO_ALLOWED = frozenset(
+    {
+        "pretrain_updates",
+        "checkpoint_every",
+        "seed",
+        "max_images",
+        "max_expressions",
+        "max_questions",
+        "prompt_style",
+        "eval_objects",
+    }
+)
+AT_LEAST_TWO = frozenset({"rs_points"})
+STRICTLY_POSITIVE = frozenset(
+    {
+        "pretrain_learning_rate",
+        "finetune_learning_rate",
+        "max_grad_norm",
+        "lora_alpha",
+        "clip_epsilon",
+        "kl_target",
+        "reward_scaling",
+        "value_clip",
+        "encoder_init_scale",
+        "keep_fraction",
+    }
+)
+UNIT_INTERVAL = frozenset({"keep_fraction", "uncond_probability", "iou_threshold", "discount", "gae_lambda"})
+UNIT_INTERVAL_TUPLES = frozenset({"morl_mus"})
+
+
+def _check_number(key: str, value: Any) -> None:
+    name = key.rsplit(".", 1)[-1]
+    if isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        low = 2 if name in AT_LEAST_TWO else 0 if name in ZERO_ALLOWED else 1
+        if value < low:
+            raise ValueError(f"Config key {key!r} must be >= {low}; got {value}.")
+        return
+    if not math.isfinite(value):
+        raise ValueError(f"Config key {key!r} must be finite; got {value}.")
+    if value < 0 or (name in STRICTLY_POSITIVE and value == 0):
+        raise ValueError(
+            f"Config key {key!r} must be {'> 0' if name in STRICTLY_POSITIVE else '>= 0'}; got {value}."
+        )
+    if name in UNIT_INTERVAL and value > 1:
+        raise ValueError(f"Config key {key!r} must lie in [0, 1]; got {value}.")
+
+
+def validate(config: Any, prefix: str = "") -> None:
+    """Checks every field's range before any work: ints ≥ 1 (≥ 0 or ≥ 2 where named above), floats
+    finite and ≥ 0 (> 0 or in [0, 1] where named above), numbers in tuples likewise (λ extrapolation
+    values only finite), μ in [0, 1], names of rewards distinct.
+
+    Raises:
+      ValueError: naming the ``--set`` key, its range and the value.
+    """
+    for field in dataclasses.fields(config):
+        key, value = prefix + field.name, getattr(config, field.name)
+        if dataclasses.is_dataclass(value):
+            validate(value, key + ".")
+        elif isinstance(value, int | float):
+            _check_number(key, value)
+        elif isinstance(value, tuple):
+            if field.name == "rewards" and len(set(value)) != len(value):
+                raise ValueError(f"Config key {key!r} must name distinct rewards; got {list(value)}.")
+            for item in value:
+                if isinstance(item, str):
+                    continue
+                if field.name == "extrapolation":
+                    if not math.isfinite(item):
+                        raise ValueError(f"Config key {key!r} must hold finite numbers; got {list(value)}.")
+                elif field.name in UNIT_INTERVAL_TUPLES and not 0 <= item <= 1:
+                    raise ValueError(f"Config key {key!r} must hold numbers in [0, 1]; got {list(value)}.")
+                else:
+                    _check_number(key, item)
 
 
 def to_dict(config: Any) -> dict[str, Any]:

@@ -507,6 +507,25 @@ def write_report(run_dir: str, report: Report) -> None:
         draw(os.path.join(run_dir, name))
 
 
+def check_task(task: Task) -> None:
+    """The rules across a task's fields, checked before any work: distinct reward and expert names,
+    one run per expert (one-hot μ), one reward-weight row per run.
+
+    Raises:
+      ValueError: in words, naming what is wrong.
+    """
+    for what, names in (("reward", task.reward_names), ("expert", task.expert_names)):
+        if len(set(names)) != len(names):
+            raise ValueError(f"The {what} names must be distinct; got {list(names)}.")
+    mus, weights = np.asarray(task.run_mus), np.asarray(task.run_weights)
+    if mus.ndim != 2 or mus.shape[1] != len(task.expert_names) or len(weights) != len(mus):
+        raise ValueError(
+            f"Every run needs a μ over the {len(task.expert_names)} experts and reward weights; got μ of "
+            f"shape {mus.shape} and {len(weights)} weight rows."
+        )
+    expert_indices(mus, task.expert_names)
+
+
 def run(
     task: Task, run_dir: str, *, config: Any, resume: bool = False, shard: bool = False
 ) -> dict[str, Any]:
@@ -516,6 +535,7 @@ def run(
     Failures after the run directory's checks are one line; the full report (third-party
     tracebacks and log records) goes to ``run_dir/error.log``.
     """
+    check_task(task)
     start_run(task.name, run_dir, config, resume=resume)
     with failures.quiet_failures(os.path.join(run_dir, "error.log")):
         return _train_evaluate_report(task, run_dir, config_lib.to_dict(config), resume=resume, shard=shard)
