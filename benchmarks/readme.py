@@ -123,13 +123,54 @@ def task_block(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def seed_block(task: str, reference: dict[str, Any]) -> str:
+    """A table of the reference seed and the other seeds' runs (``<task>-seed<k>.json``), if any."""
+    paths = sorted(
+        name for name in os.listdir(RESULTS_DIR) if name.startswith(f"{task}-seed") and name.endswith(".json")
+    )
+    if not paths:
+        return ""
+    runs = [reference]
+    for name in paths:
+        with open(os.path.join(RESULTS_DIR, name)) as handle:
+            runs.append(json.load(handle))
+    names, experts = reference["reward_names"], reference["expert_names"]
+    header = ["seed", *(f"expert {e} on {_escape(names[i])}" for i, e in enumerate(experts)), "EU RS / MORL"]
+    lines = [
+        "",
+        "",
+        "The same command with other seeds (`--set seed=k`, `benchmarks/tasks.py --suffix seedk`):",
+        "",
+    ]
+    lines.append("| " + " | ".join([*header, "RS efficiency", "experts specialize"]) + " |")
+    lines.append("|---" * (len(header) + 2) + "|")
+    for results in runs:
+        own = []
+        for index in range(len(experts)):
+            vertex = [1.0 if i == index else 0.0 for i in range(len(experts))]
+            point = next(p for p in results["rs"] if p["lambda"] == vertex)
+            own.append(_cell(point["rewards"][names[index]]))
+        summary = results["summary"]
+        efficiency = summary.get("rs_efficiency")
+        cells = [
+            str(results["config"]["seed"]),
+            *own,
+            f"{summary['rs_expected_utility']:.4g} / {summary['morl_expected_utility']:.4g}",
+            "—" if efficiency is None else f"{efficiency:.3f}",
+            "yes" if summary.get("experts_specialize") else "no",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def render(readme: str) -> str:
     """README text with every results block regenerated from its task's file."""
 
     def replace(match: re.Match) -> str:
         task = match.group(1)
         with open(os.path.join(RESULTS_DIR, f"{task}.json")) as handle:
-            block = task_block(json.load(handle))
+            results = json.load(handle)
+        block = task_block(results) + seed_block(task, results)
         return f"<!-- results:{task} -->\n{block}\n<!-- /results:{task} -->"
 
     return re.sub(r"<!-- results:(\w+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)

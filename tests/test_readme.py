@@ -31,3 +31,18 @@ def test_a_block_is_regenerated_from_its_file():
     stale = "<!-- results:text -->\nold numbers\n<!-- /results:text -->"
     rendered = readme.render(stale)
     assert "old numbers" not in rendered and "| pre-trained init |" in rendered
+
+
+def test_other_seeds_of_a_task_add_a_spread_table(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    readme = _readme_module()
+    shutil.copy(os.path.join(readme.RESULTS_DIR, "text.json"), tmp_path / "text.json")
+    other = json.loads((tmp_path / "text.json").read_text())
+    other["config"]["seed"] = 7
+    (tmp_path / "text-seed7.json").write_text(json.dumps(other))
+    monkeypatch.setattr(readme, "RESULTS_DIR", str(tmp_path))
+    rendered = readme.render("<!-- results:text -->\n<!-- /results:text -->")
+    assert "| seed | expert positive on positive |" in rendered
+    assert "\n| 0 |" in rendered and "\n| 7 |" in rendered
