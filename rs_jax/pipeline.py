@@ -79,6 +79,21 @@ class Pretrained:
     carry: PyTree = None
 
 
+def loaded_or_supervised(
+    pretrained: PyTree | None,
+    learner: trainer.Learner,
+    init_params: Callable[[jax.Array], PyTree],
+    n_rewards: int,
+) -> Pretraining | Pretrained:
+    """``Pretrained(pretrained)`` when params were loaded, else pre-training with a supervised
+    ``learner`` from ``init_params(key)`` (no carry; its reward weights, zeros, are unused)."""
+    if pretrained is not None:
+        return Pretrained(pretrained)
+    return Pretraining(
+        learner=learner, init=lambda key: (init_params(key), None), reward_weights=np.zeros(n_rewards)
+    )
+
+
 @dataclasses.dataclass(frozen=True)
 class SoupFamily:
     """Points evaluated beside RS: combinations of the sweep's members ``[*runs, init]``.

@@ -158,6 +158,7 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
         )
     _, _, eval_key = pipeline.phase_keys(config.seed)
     data = coco_data(config) if config.data else scene_data(config, jax.random.fold_in(eval_key, 7))
+    pretrained = None
     if config.model:
         model, pretrained = captioner.load_captioner(config.model)
     else:
@@ -275,14 +276,8 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
         expert_names=tuple(config.rewards),
         run_mus=run_mus,
         run_weights=run_mus,
-        pretraining=(
-            pipeline.Pretrained(pretrained)
-            if config.model
-            else pipeline.Pretraining(
-                learner=pretrain_learner,
-                init=lambda key: (captioner.init_params(model, key), None),
-                reward_weights=np.zeros(n_rewards),
-            )
+        pretraining=pipeline.loaded_or_supervised(
+            pretrained, pretrain_learner, lambda key: captioner.init_params(model, key), n_rewards
         ),
         finetuning=finetuning,
         budget=config.budget,

@@ -275,14 +275,8 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         expert_names=tuple(names),
         run_mus=run_mus,
         run_weights=run_mus,
-        pretraining=(
-            pipeline.Pretrained(pretrained)
-            if pretrained is not None
-            else pipeline.Pretraining(
-                learner=pretrain_learner,
-                init=lambda key: (diffusion.init_params(model, key), None),
-                reward_weights=np.zeros(len(names)),
-            )
+        pretraining=pipeline.loaded_or_supervised(
+            pretrained, pretrain_learner, lambda key: diffusion.init_params(model, key), len(names)
         ),
         finetuning=finetuning,
         budget=config.budget,

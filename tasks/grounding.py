@@ -252,17 +252,11 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
         expert_names=boxes.SIZE_BUCKETS,
         run_mus=run_mus,
         run_weights=run_mus,
-        pretraining=(
-            pipeline.Pretrained(pretrained)
-            if pretrained is not None
-            else pipeline.Pretraining(
-                learner=pretrain_learner,
-                init=lambda key: (
-                    backbone.init_params(model, key, first_location_id=first, num_bins=num_bins),
-                    None,
-                ),
-                reward_weights=np.zeros(n_buckets),
-            )
+        pretraining=pipeline.loaded_or_supervised(
+            pretrained,
+            pretrain_learner,
+            lambda key: backbone.init_params(model, key, first_location_id=first, num_bins=num_bins),
+            n_buckets,
         ),
         finetuning=lambda params, carry: pipeline.FineTuning(
             learner=finetune_learner,

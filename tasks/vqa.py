@@ -213,14 +213,8 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
         expert_names=tuple(config.rewards),
         run_mus=run_mus,
         run_weights=run_mus,
-        pretraining=(
-            pipeline.Pretrained(pretrained)
-            if pretrained is not None
-            else pipeline.Pretraining(
-                learner=pretrain_learner,
-                init=lambda key: (backbone.init_params(model, key), None),
-                reward_weights=np.zeros(len(config.rewards)),
-            )
+        pretraining=pipeline.loaded_or_supervised(
+            pretrained, pretrain_learner, lambda key: backbone.init_params(model, key), len(config.rewards)
         ),
         finetuning=lambda params, carry: pipeline.FineTuning(
             learner=finetune_learner,
