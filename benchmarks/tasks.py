@@ -3,6 +3,7 @@
     python benchmarks/tasks.py                      # all six tasks, one after the other
     python benchmarks/tasks.py text locomotion      # some of them
     python benchmarks/tasks.py vqa --set seed=1 --suffix seed1   # another seed, kept beside
+    python benchmarks/tasks.py text --preset real --suffix real  # another preset, kept beside
 
 Each task runs as ``python -m tasks.<task> --out runs/reference/<task>`` in its own process (its wall
 time and peak resident memory are measured from outside); the run's results.json is copied with a
@@ -27,13 +28,15 @@ TASKS = ("locomotion", "text", "captioning", "grounding", "vqa", "diffusion")
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results", "tasks")
 
 
-def run_task(task: str, overrides: list[str], suffix: str, runs_root: str) -> dict:
-    """Runs one task's CPU default in a subprocess; returns its results with the run's record."""
+def run_task(task: str, overrides: list[str], suffix: str, runs_root: str, preset: str = "") -> dict:
+    """Runs one task's CPU default (or ``preset``) in a subprocess; returns its results with the
+    run's record."""
     name = f"{task}-{suffix}" if suffix else task
     out = os.path.join(runs_root, name)
     if os.path.exists(out):
         shutil.rmtree(out)
-    command = [sys.executable, "-m", f"tasks.{task}", "--out", out]
+    options = ["--preset", preset] if preset else []
+    command = [sys.executable, "-m", f"tasks.{task}", *options, "--out", out]
     if overrides:
         command += ["--set", *overrides]
     machine = machine_info()
@@ -46,7 +49,9 @@ def run_task(task: str, overrides: list[str], suffix: str, runs_root: str) -> di
     with open(os.path.join(out, "results.json")) as handle:
         results = json.load(handle)
     results["reference_run"] = {
-        "command": " ".join(["python", "-m", f"tasks.{task}", *(["--set", *overrides] if overrides else [])]),
+        "command": " ".join(
+            ["python", "-m", f"tasks.{task}", *options, *(["--set", *overrides] if overrides else [])]
+        ),
         "wall_seconds": round(wall, 1),
         "peak_memory_gb": round(usage.ru_maxrss / 2**20, 2),
         "machine": machine,
@@ -63,11 +68,12 @@ def main() -> None:
     )
     parser.add_argument("tasks", nargs="*", default=list(TASKS), choices=(*TASKS, []))
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--preset", default="", help="a preset other than the task's default")
     parser.add_argument("--suffix", default="", help="file name suffix, e.g. seed1 (default: the reference)")
     parser.add_argument("--runs", default="runs/reference", help="where the run directories go")
     args = parser.parse_args()
     for task in args.tasks or TASKS:
-        run_task(task, args.set, args.suffix, args.runs)
+        run_task(task, args.set, args.suffix, args.runs, args.preset)
 
 
 if __name__ == "__main__":

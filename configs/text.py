@@ -59,8 +59,10 @@ def _budget(**fields) -> BudgetConfig:
 @dataclasses.dataclass(frozen=True)
 class TextConfig:
     rewards: tuple[str, ...] = ("positive", "factual")
-    model: str = ""  # a local HF causal-LM directory with its tokenizer ("": pre-train a tiny LLaMA)
-    prompts: str = ""  # with ``model``: a JSONL (a "prompt"/"text" field) or text file of prompts
+    model: str = ""  # a local HF causal-LM directory or an rs_jax asset name ("": pre-train a tiny LLaMA)
+    prompts: str = ""  # with ``model``: a JSONL ("prompt"/"text" field) or text file, or "movie-reviews"
+    prompt_words: int = 4  # "movie-reviews": words of each snippet that begin the answer
+    prompt_count: int = 1024  # "movie-reviews": training prompts (evaluation draws other snippets)
     seed: int = 0
     corpus_size: int = 20_000
     sentence_length: int = 40
@@ -86,13 +88,31 @@ class TextConfig:
     sample_prompts: int = 4
 
 
-PRESETS = ("cpu", "paper", "smoke")
+PRESETS = ("cpu", "real", "paper", "smoke")
 
 
 def get_config(preset: str = "cpu") -> TextConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
         return TextConfig()
+    if preset == "real":
+        return TextConfig(
+            rewards=("sentiment", "factual"),
+            model="smollm2",
+            prompts="movie-reviews",
+            prompt_length=48,
+            prompts_per_update=16,
+            budget=_budget(
+                pretrain_updates=0,
+                finetune_updates=16,
+                finetune_learning_rate=1e-3,
+                num_epochs=4,
+                num_minibatches=1,
+                checkpoint_every=4,
+            ),
+            ppo=LMPPOConfig(max_new_tokens=24, kl_coef=0.05, score_scaling=True),
+            eval_prompts=64,
+        )
     if preset == "paper":
         return TextConfig(
             prompts_per_update=128,

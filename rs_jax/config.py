@@ -104,6 +104,7 @@ ZERO_ALLOWED = frozenset(
         "max_questions",
         "prompt_style",
         "eval_objects",
+        "prompt_words",
     }
 )
 AT_LEAST_TWO = frozenset({"rs_points"})

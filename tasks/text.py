@@ -17,7 +17,8 @@ own tokenizer; its samples reach the reward models through the text bridge
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -25,9 +26,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import text as text_config
-from rs_jax import checkpoint, cli, operands, pipeline, soup
+from rs_jax import assets, checkpoint, cli, operands, pipeline, soup
 from rs_jax.data import corpus as corpus_lib
 from rs_jax.data import prompts as prompts_lib
+from rs_jax.experiment import Evaluation
 from rs_jax.models import causal_lm, lora
 from rs_jax.rewards import reward_models, tokenizer_bridge
 from rs_jax.train import lm_ppo, supervised
@@ -44,6 +46,8 @@ class Policy:
       prompts / eval_prompts: (M, P) and (E, P) left-padded prompt ids and mask.
       eos_id, pad_id: the policy's special tokens.
       decode: (N, L) ids, (N, L) mask -> N texts.
+      header_length: prompt tokens after the left padding that the rewards and the samples
+        skip (a chat template's system and user turns; 0: the rewards read the whole prompt).
     """
 
     model: Any
@@ -54,6 +58,7 @@ class Policy:
     eos_id: int | None
     pad_id: int
     decode: Callable[[np.ndarray, np.ndarray], list[str]]
+    header_length: int = 0
 
 
 def language_model_loss(model: Any, params: Any, token_ids: jax.Array) -> tuple[jax.Array, dict]:
@@ -73,9 +78,55 @@ def _repeat_rows(prompts: tuple[jax.Array, jax.Array], count: int) -> tuple[jax.
     return tuple(jnp.tile(array, (repeats, 1))[:count] for array in prompts)
 
 
+MOVIE_REVIEWS = "movie-reviews"  # ``prompts``: the paper's instruction + real snippet beginnings
+
+
+def _movie_review_prompts(config: text_config.TextConfig, tokenizer: Any) -> tuple[list[str], list[str]]:
+    """Training and evaluation prompt texts on disjoint movie-review snippets.
+
+    ``prompt_count + eval_prompts`` snippets of the ``vader`` asset drawn with ``config.seed``,
+    shuffled, each the chat template's turn "Generate a movie review." followed by the
+    snippet's first ``prompt_words`` words (``prompts.movie_review_prompts``).
+    """
+    count = config.prompt_count + config.eval_prompts
+    texts = prompts_lib.movie_review_prompts(
+        tokenizer, num_words=config.prompt_words, count=count, seed=config.seed
+    )
+    texts = [texts[i] for i in np.random.default_rng(config.seed).permutation(count)]
+    return texts[: config.prompt_count], texts[config.prompt_count :]
+
+
+def _movie_review_arrays(texts: list[str], tokenizer: Any, length: int, header: Sequence[int]):
+    """(N, P) left-padded ids and mask of whole prompts that each start with the chat header.
+
+    Raises:
+      ValueError: if a prompt needs more than ``length`` tokens or tokenizes its header otherwise.
+    """
+    rows = tokenizer(texts)["input_ids"]
+    longest = max(len(row) for row in rows)
+    if longest > length:
+        raise ValueError(
+            f"A movie-review prompt has {longest} tokens; raise prompt_length ({length}) so that the "
+            "chat header and the first words fit."
+        )
+    for index, row in enumerate(rows):
+        if list(row[: len(header)]) != list(header):
+            raise ValueError(f"Prompt {index} does not start with the chat header's {len(header)} tokens.")
+    return prompts_lib.pad_rows(rows, length, prompts_lib.pad_id_of(tokenizer), side="left")
+
+
+def content_mask(mask: jax.Array, header_length: int) -> jax.Array:
+    """(B, P) left-padded prompt mask with its first ``header_length`` tokens switched off."""
+    start = mask.shape[1] - mask.sum(axis=1, keepdims=True)
+    return mask * (jnp.arange(mask.shape[1])[None, :] >= start + header_length).astype(mask.dtype)
+
+
 def loaded_policy(config: text_config.TextConfig) -> Policy:
-    """A pre-trained causal LM of a local HF directory (``config.model``) with its own tokenizer,
-    prompted with ``config.prompts``; the rewards read its samples through the text bridge.
+    """A pre-trained causal LM (``config.model``: a local HF directory, or an ``rs_jax.assets``
+    name such as ``"smollm2"``) with its own tokenizer; the rewards read its samples through the
+    text bridge. Prompts: ``config.prompts`` is a file of prompts, or ``"movie-reviews"``: the
+    chat template's "Generate a movie review." turn and the first words of a real snippet
+    (evaluated on snippets that training never samples; the rewards skip the template's turn).
 
     Raises:
       ValueError: on a missing prompts file, a directory without a causal LM or a tokenizer.
@@ -83,14 +134,29 @@ def loaded_policy(config: text_config.TextConfig) -> Policy:
     if not config.prompts:
         raise ValueError(
             "--set model=… needs --set prompts=FILE: a JSONL file with a 'prompt' or 'text' field "
-            "per line, or a text file with one prompt per line (e.g. IMDB review beginnings)."
+            f"per line, or a text file with one prompt per line; or prompts={MOVIE_REVIEWS}."
         )
-    prompts = prompts_lib.read_prompts(config.prompts)  # before loading a 7B model: fail fast
-    model, params = causal_lm.load_causal_lm(config.model)
-    tokenizer = tokenizer_bridge.load_tokenizer(config.model)
-    prompt_arrays = tuple(
-        jnp.asarray(array) for array in prompts_lib.tokenize_prompts(prompts, tokenizer, config.prompt_length)
-    )
+    # Read a prompts file before loading a 7B model: fail fast.
+    file_prompts = None if config.prompts == MOVIE_REVIEWS else prompts_lib.read_prompts(config.prompts)
+    directory = assets.path(config.model) if config.model in assets.REGISTRY else config.model
+    model, params = causal_lm.load_causal_lm(directory)
+    tokenizer = tokenizer_bridge.load_tokenizer(directory)
+
+    header_length = 0
+    if file_prompts is None:
+        header = tokenizer(prompts_lib.chat_header(tokenizer))["input_ids"]
+        header_length = len(header)
+        prompt_arrays, eval_arrays = (
+            tuple(
+                jnp.asarray(array)
+                for array in _movie_review_arrays(texts, tokenizer, config.prompt_length, header)
+            )
+            for texts in _movie_review_prompts(config, tokenizer)
+        )
+    else:
+        prompts = prompts_lib.tokenize_prompts(file_prompts, tokenizer, config.prompt_length)
+        prompt_arrays = tuple(jnp.asarray(array) for array in prompts)
+        eval_arrays = _repeat_rows(prompt_arrays, config.eval_prompts)
     eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else model.config.eos_token_id
     if isinstance(eos_id, list | tuple):  # some configs list several EOS ids
         eos_id = eos_id[0]
@@ -103,10 +169,11 @@ def loaded_policy(config: text_config.TextConfig) -> Policy:
         pretraining=pipeline.Pretrained(params),
         rewards=reward_models.text_rewards(config.rewards, tokenizer),
         prompts=prompt_arrays,
-        eval_prompts=_repeat_rows(prompt_arrays, config.eval_prompts),
+        eval_prompts=eval_arrays,
         eos_id=None if eos_id is None else int(eos_id),
         pad_id=prompts_lib.pad_id_of(tokenizer),
         decode=decode,
+        header_length=header_length,
     )
 
 
@@ -168,27 +235,40 @@ def _sample_prompt_rows(prompts: tuple[jax.Array, jax.Array], count: int, key: j
 
 
 def _score_responses(
-    apply_rewards: Callable, reward_params: Any, prompts, masks, tokens, response_mask
+    apply_rewards: Callable, reward_params: Any, header_length: int, prompts, masks, tokens, response_mask
 ) -> jax.Array:
     """(B, C) reward components of the prompts with their responses (pads, after-EOS masked).
 
     Args:
       apply_rewards, reward_params: ``TextRewards.apply`` and ``TextRewards.params``.
+      header_length: prompt tokens the rewards skip (``Policy.header_length``).
       prompts, masks: (B, P) prompt ids and mask; tokens, response_mask: (B, R) responses.
     """
     return apply_rewards(
         reward_params,
         jnp.concatenate([prompts, tokens], axis=1),
-        jnp.concatenate([masks, response_mask], axis=1),
+        jnp.concatenate([content_mask(masks, header_length), response_mask.astype(masks.dtype)], axis=1),
     )
+
+
+def base_nll(learner: lm_ppo.LMPPOLearner, prompts, masks, tokens, response_mask) -> jax.Array:
+    """(B,) mean negative log-likelihood per response token (nats) under the frozen base LM."""
+    logits = causal_lm.sequence_logits(
+        learner.model, learner.base_params, prompts, masks, tokens, response_mask
+    )
+    log_probs = causal_lm.response_log_probs(logits, tokens, response_mask)
+    return -log_probs.sum(axis=1) / jnp.maximum(response_mask.sum(axis=1), 1)
 
 
 def _evaluate_responses(
     learner: lm_ppo.LMPPOLearner, eval_prompts: tuple[jax.Array, jax.Array], lora_params, key
 ) -> jax.Array:
-    """(E, C) rewards of the policy's sampled responses to the E evaluation prompts."""
+    """(E, C + 1): the rewards of the policy's sampled responses to the E evaluation prompts, then
+    each response's ``base_nll`` (the fluency column of the report)."""
     sample = learner.generate(lora_params, *eval_prompts, key)
-    return learner.reward_components(*eval_prompts, sample.tokens, sample.mask)
+    rewards = learner.reward_components(*eval_prompts, sample.tokens, sample.mask)
+    nll = base_nll(learner, *eval_prompts, sample.tokens, sample.mask)
+    return jnp.concatenate([rewards, nll[:, None]], axis=1)
 
 
 def _responses(learner: lm_ppo.LMPPOLearner, prompts, masks, key, lora_params) -> tuple[jax.Array, jax.Array]:
@@ -212,7 +292,7 @@ def _samples(
     members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], lora_config(config))}
     for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
         members[f"λ={lam:g}"] = lora.interpolate_lora(trained.experts, [1.0 - lam, lam], lora_config(config))
-    prompt_texts = policy.decode(np.asarray(prompts), np.asarray(masks))
+    prompt_texts = policy.decode(np.asarray(prompts), np.asarray(content_mask(masks, policy.header_length)))
     texts = {}
     for label, lora_params in members.items():
         responses, response_masks = (np.asarray(array) for array in generate(lora_params))
@@ -221,6 +301,83 @@ def _samples(
             for prompt, response in zip(prompt_texts, policy.decode(responses, response_masks))
         ]
     return {"reward_names": list(config.rewards), "samples": texts}
+
+
+def _labels(symbol: str, weights: np.ndarray) -> list[str]:
+    """``"λ=[0.3, 0.7]"`` for each (P, N) row of weights."""
+    return [f"{symbol}={np.round(row, 2).tolist()}" for row in weights]
+
+
+def _perplexities(evaluation: Evaluation, labels: Sequence[str], column: int) -> list[dict[str, Any]]:
+    """Each point's base-model perplexity exp(mean NLL per token), from its (S,) NLL column."""
+    rows = []
+    for label, nll in zip(labels, evaluation.samples[:, :, column]):
+        mean, stderr = float(nll.mean()), float(nll.std(ddof=1) / np.sqrt(len(nll)))
+        rows.append({"point": label, "perplexity": math.exp(mean), "mean_nll": mean, "nll_stderr": stderr})
+    return rows
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two (S,) columns; None when one is constant (undefined)."""
+    if a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def _format(correlation: float | None) -> str:
+    return "undefined (a constant reward)" if correlation is None else f"{correlation:.3f}"
+
+
+def fluency_and_agreement(reward_names: Sequence[str], outcome: pipeline.Outcome) -> pipeline.Report:
+    """The samples' perplexity under the frozen base at every point, and how the rewards agree.
+
+    Perplexity: ``exp`` of the mean over evaluation samples of each response's mean NLL per
+    token under the base LM (the rebuttal's fluency check: soups are no less fluent than
+    their experts). Agreement: Pearson and Spearman correlations between the rewards over the
+    init's own samples (two rewards that were one signal would give one expert, not a front).
+    """
+    column = len(reward_names)
+    names = list(reward_names)
+    points: dict[str, list[dict[str, Any]]] = {
+        "init": _perplexities(outcome.init, ["init"], column),
+        "runs": _perplexities(outcome.runs, _labels("μ", outcome.runs.weights), column),
+        "rs": _perplexities(outcome.rs, _labels("λ", outcome.rs.weights), column),
+    }
+    for name, evaluation in outcome.extras.items():
+        if evaluation.samples is not None and evaluation.samples.shape[2] > column:
+            points[name] = _perplexities(evaluation, _labels("λ", evaluation.weights), column)
+    init_rewards = outcome.init.samples[0, :, :column]
+    ranks = np.argsort(np.argsort(init_rewards, axis=0), axis=0)
+    agreement = {
+        "pairs": [
+            {
+                "rewards": [names[i], names[j]],
+                "pearson": _correlation(init_rewards[:, i], init_rewards[:, j]),
+                "spearman": _correlation(ranks[:, i], ranks[:, j]),
+            }
+            for i in range(column)
+            for j in range(i + 1, column)
+        ],
+        "samples": int(init_rewards.shape[0]),
+    }
+    lines = ["## Fluency: perplexity of each point's samples under the frozen base", ""]
+    lines += ["| point | perplexity | mean NLL per token ± s.e. |", "|---|---|---|"]
+    for family, rows in points.items():
+        for row in rows:
+            label = row["point"] if family in ("init", "runs", "rs") else f"{family} {row['point']}"
+            lines.append(
+                f"| {label} | {row['perplexity']:.2f} | {row['mean_nll']:.3f} ± {row['nll_stderr']:.3f} |"
+            )
+    lines += ["", f"Rewards over the init's {agreement['samples']} samples:", ""]
+    lines += [
+        f"- {a} vs {b}: Pearson {_format(pair['pearson'])}, Spearman {_format(pair['spearman'])}"
+        for pair in agreement["pairs"]
+        for a, b in [pair["rewards"]]
+    ]
+    return pipeline.Report(
+        sections=["\n".join(lines)],
+        results={"base_perplexity": points, "reward_agreement_at_init": agreement},
+    )
 
 
 def build(config: text_config.TextConfig) -> pipeline.Task:
@@ -249,7 +406,7 @@ def build(config: text_config.TextConfig) -> pipeline.Task:
                 _sample_prompt_rows, policy.prompts, config.prompts_per_update
             ),
             reward_components=jax.tree_util.Partial(
-                _score_responses, policy.rewards.apply, policy.rewards.params
+                _score_responses, policy.rewards.apply, policy.rewards.params, policy.header_length
             ),
             config=config.ppo,
             eos_id=policy.eos_id,
@@ -275,8 +432,9 @@ def build(config: text_config.TextConfig) -> pipeline.Task:
             merge=delta if config.lora_mode == "delta" else None,
             base_fingerprint=checkpoint.fingerprint(base_params),
             extra_soups=extra_soups,
-            report=lambda outcome: pipeline.Report(
-                json_files={"samples.json": _samples(config, policy, learner, outcome)}
+            report=lambda outcome: dataclasses.replace(
+                fluency_and_agreement(config.rewards, outcome),
+                json_files={"samples.json": _samples(config, policy, learner, outcome)},
             ),
         )
 

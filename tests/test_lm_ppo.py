@@ -84,6 +84,32 @@ def test_two_ppo_updates_run_and_change_only_lora_and_value_head(learner):
     assert any(jax.tree.leaves(changed))
 
 
+@pytest.mark.third_party
+def test_score_scaling_divides_the_score_by_the_running_std_and_leaves_the_reported_reward(learner):
+    import dataclasses
+
+    params = learner.init_params(jax.random.PRNGKey(1))
+    carry = learner.init_carry(jax.random.PRNGKey(0))
+    carry["score_stats"] = carry["score_stats"]._replace(  # 10 scores seen before: mean 0, std 4
+        mean=jnp.zeros(1), var=jnp.full(1, 16.0), count=jnp.float32(10)
+    )
+    weights, key = jnp.array([3.0, 0.0]), jax.random.PRNGKey(2)
+    plain_batch, plain_carry, plain = learner.collect(params, carry, weights, key)
+    scaled_learner = dataclasses.replace(
+        learner, config=dataclasses.replace(learner.config, score_scaling=True)
+    )
+    scaled_batch, scaled_carry, scaled = scaled_learner.collect(params, carry, weights, key)
+    assert float(scaled["reward"]) == float(plain["reward"])  # metrics report the unscaled score
+    stats = scaled_carry["score_stats"]
+    assert float(stats.count) == 12 and float(plain_carry["score_stats"].count) == 12
+    # At init the KL is 0, so the last-token return is the score alone: scaled by 1/std exactly.
+    mask = plain_batch["mask"]
+    last = jnp.maximum(mask.sum(-1) - 1, 0)
+    ratio = scaled_batch["returns"][jnp.arange(2), last] / plain_batch["returns"][jnp.arange(2), last]
+    nonzero = plain_batch["returns"][jnp.arange(2), last] != 0
+    np.testing.assert_allclose(ratio[nonzero], 1 / np.sqrt(float(stats.var[0])), rtol=1e-5)
+
+
 def _largest_weight(learner) -> int:
     return max(leaf.size for leaf in jax.tree.leaves(learner.base_params))
 

@@ -1,6 +1,7 @@
 """The text RLHF task end to end on the smoke preset."""
 
 import json
+import math
 
 import pytest
 
@@ -23,6 +24,19 @@ def test_smoke_run_writes_results_samples_and_both_lora_modes(tmp_path):
     assert all(" | " in line for lines in samples.values() for line in lines)
     for name in ("front.png", "summary.md", "lmc.json"):
         assert (run_dir / name).exists(), name
+    # Fluency beside reward: every point's perplexity under the frozen base, from its NLL column.
+    perplexity = results["base_perplexity"]
+    assert len(perplexity["rs"]) == len(results["rs"]) and len(perplexity["runs"]) == 3
+    assert set(perplexity) >= {"init", "runs", "rs", "RS with LoRA factors averaged"}
+    for rows in perplexity.values():
+        for row in rows:
+            assert row["perplexity"] == pytest.approx(math.exp(row["mean_nll"])) and row["perplexity"] > 1
+    # λ = 1 is the second expert (μ = (0, 1)): same params, same samples, same perplexity.
+    assert perplexity["rs"][-1]["perplexity"] == pytest.approx(perplexity["runs"][-1]["perplexity"])
+    (pair,) = results["reward_agreement_at_init"]["pairs"]
+    assert pair["rewards"] == ["positive", "concise"]
+    assert pair["pearson"] is None or -1 <= pair["pearson"] <= 1  # None: a constant column
+    assert "perplexity of each point's samples" in (run_dir / "summary.md").read_text()
 
 
 def test_resume_with_a_larger_budget_resaves_the_experts_and_other_changes_are_refused(tmp_path, capsys):

@@ -2,9 +2,11 @@
 LLaMA saved with its own sub-word tokenizer, prompted from a JSONL file, scored by the MiniLM
 through the text bridge."""
 
+import dataclasses
 import json
 
 import jax
+import numpy as np
 import pytest
 from test_tokenizer_bridge import SENTENCES, tiny_tokenizer
 
@@ -76,3 +78,52 @@ def test_model_needs_prompts_and_a_model_directory(tmp_path, model_dir, prompts_
         text.build(text_config.TextConfig(prompts=prompts_file))
     with pytest.raises(ValueError, match="does not exist"):
         text.build(text_config.TextConfig(model=model_dir, prompts=str(tmp_path / "none.jsonl")))
+
+
+CHAT_TEMPLATE = "{% for message in messages %}Q: {{ message['content'] }}\n{% endfor %}A:"
+
+
+@pytest.fixture(scope="module")
+def chat_model_dir(tmp_path_factory, model_dir) -> str:
+    """The tiny LLaMA with a chat template on its tokenizer."""
+    import shutil
+
+    directory = tmp_path_factory.mktemp("tiny_chat_llama")
+    shutil.copytree(model_dir, directory, dirs_exist_ok=True)
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    tokenizer.save_pretrained(directory)
+    return str(directory)
+
+
+def test_movie_review_prompts_skip_the_chat_header_and_hold_out_evaluation_snippets(chat_model_dir):
+    from rs_jax.data import rated_text
+
+    config = text_config.TextConfig(
+        model=chat_model_dir, prompts=text.MOVIE_REVIEWS, prompt_count=6, eval_prompts=4, prompt_length=120
+    )
+    policy = text.loaded_policy(config)
+    tokenizer = tiny_tokenizer()
+    tokenizer.chat_template = CHAT_TEMPLATE
+    header = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "Generate a movie review."}], tokenize=False, add_generation_prompt=True
+    )
+    assert policy.header_length == len(tokenizer(header)["input_ids"])
+    beginnings = {" ".join(text_.split()[:4]) for text_ in rated_text.read_rated_texts("movie_reviews").texts}
+    decoded = {}
+    for name, (ids, mask) in (("train", policy.prompts), ("eval", policy.eval_prompts)):
+        full = policy.decode(np.asarray(ids), np.asarray(mask))
+        content = policy.decode(np.asarray(ids), np.asarray(text.content_mask(mask, policy.header_length)))
+        assert all(line.startswith("Q: Generate a movie review.") for line in full)
+        assert set(content) <= beginnings, content
+        decoded[name] = content
+    assert len(decoded["train"]) == 6 and len(decoded["eval"]) == 4
+    assert not set(decoded["train"]) & set(decoded["eval"])  # evaluation snippets are held out
+    with pytest.raises(ValueError, match="raise prompt_length"):
+        text.loaded_policy(dataclasses.replace(config, prompt_length=20))
+
+
+def test_content_mask_switches_off_the_header_after_the_left_padding():
+    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], np.int32)
+    np.testing.assert_array_equal(text.content_mask(mask, 2), [[0, 0, 0, 0, 1, 1], [0, 0, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(text.content_mask(mask, 0), mask)

@@ -167,8 +167,7 @@ def movie_review_prompts(
     Raises:
       ValueError: if the tokenizer has no chat template, or on a bad ``num_words``/``count``.
     """
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"{type(tokenizer).__name__} has no chat template; load a chat model's tokenizer.")
+    header = chat_header(tokenizer, instruction)
     if num_words < 0:
         raise ValueError(f"num_words must be >= 0, got {num_words}.")
     if beginnings is None:
@@ -180,7 +179,13 @@ def movie_review_prompts(
             raise ValueError(f"count must be in 1..{len(beginnings)}, got {count}.")
         chosen = np.sort(np.random.default_rng(seed).choice(len(beginnings), count, replace=False))
         beginnings = [beginnings[i] for i in chosen]
-    header = tokenizer.apply_chat_template(
+    return [header + " ".join(text.split()[:num_words]) for text in beginnings]
+
+
+def chat_header(tokenizer: Any, instruction: str = MOVIE_REVIEW_INSTRUCTION) -> str:
+    """The chat template's text up to the assistant's answer for one user message."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(f"{type(tokenizer).__name__} has no chat template; load a chat model's tokenizer.")
+    return tokenizer.apply_chat_template(
         [{"role": "user", "content": instruction}], tokenize=False, add_generation_prompt=True
     )
-    return [header + " ".join(text.split()[:num_words]) for text in beginnings]

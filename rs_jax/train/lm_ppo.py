@@ -29,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from rs_jax.models import causal_lm, lora
+from rs_jax.train import normalizer
 from rs_jax.train.ppo import gae
 
 PyTree = Any
@@ -47,6 +48,9 @@ class LMPPOConfig:
       clip_epsilon: policy ratio clip; value_clip: value clip around the old values.
       value_coef: weight of the value loss.
       whiten_advantages: normalize advantages over the response tokens of the batch.
+      score_scaling: divide each score by the running standard deviation of the scores seen so
+        far, this batch included (trl's ``use_score_scaling``), so that the KL penalty weighs
+        the same against rewards of any scale.
     """
 
     max_new_tokens: int = 16
@@ -60,6 +64,7 @@ class LMPPOConfig:
     value_clip: float = 0.2
     value_coef: float = 0.1
     whiten_advantages: bool = True
+    score_scaling: bool = False
 
 
 def masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -134,10 +139,14 @@ class LMPPOLearner:
             "value_head": causal_lm.ValueHead().init(value_key, jnp.zeros((1, 1, hidden))),
         }
 
-    def init_carry(self, key: jax.Array) -> dict[str, jax.Array]:
-        """The adaptive KL coefficient's start (``key`` unused: the learners' shared signature)."""
+    def init_carry(self, key: jax.Array) -> dict[str, Any]:
+        """The KL coefficient's start and the scores' running statistics (``key`` unused: the
+        learners' shared signature)."""
         del key
-        return {"kl_coef": jnp.asarray(self.config.kl_coef, jnp.float32)}
+        return {
+            "kl_coef": jnp.asarray(self.config.kl_coef, jnp.float32),
+            "score_stats": normalizer.init_stats(1),
+        }
 
     def policy_params(self, params: dict[str, PyTree]) -> PyTree:
         """The merged params of π = base + LoRA."""
@@ -178,7 +187,9 @@ class LMPPOLearner:
         kl = jnp.where(mask, log_probs - reference_log_probs, 0.0)
         components = self.reward_components(prompt_ids, prompt_mask, tokens, mask)
         score = components @ reward_weights
-        rewards = token_rewards(score, kl, mask, carry["kl_coef"])
+        score_stats = normalizer.update_stats(carry["score_stats"], score[:, None])
+        scaled_score = score / jnp.sqrt(score_stats.var[0] + 1e-8) if self.config.score_scaling else score
+        rewards = token_rewards(scaled_score, kl, mask, carry["kl_coef"])
         values = jnp.where(mask, values, 0.0)
         last = jnp.arange(mask.shape[1])[None, :] == jnp.maximum(mask.sum(axis=-1) - 1, 0)[:, None]
         advantages, returns = gae(
@@ -214,7 +225,7 @@ class LMPPOLearner:
             "kl_coef": carry["kl_coef"],
             "response_length": mask.sum(axis=-1).mean(),
         }
-        return batch, {"kl_coef": kl_coef}, metrics
+        return batch, {"kl_coef": kl_coef, "score_stats": score_stats}, metrics
 
     def loss(self, params, minibatch, key):
         del key
