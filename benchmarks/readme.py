@@ -51,6 +51,48 @@ def _shown_soups(points: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [_uniform_soup(points)]
 
 
+def _label(symbol: str, weights: list[float]) -> str:
+    """A point's label in results.json's ``base_perplexity`` (``tasks.text``): ``λ=[0.3, 0.7]``."""
+    return f"{symbol}={[round(float(w), 2) for w in weights]}"
+
+
+def _perplexities(results: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """(family, point label) -> the perplexity of that point's samples under the base, if reported."""
+    return {
+        (family, row["point"]): row["perplexity"]
+        for family, rows in (results.get("base_perplexity") or {}).items()
+        for row in rows
+    }
+
+
+def samples_block(results: dict[str, Any], members: tuple[str, ...] = ("init", "λ=0", "λ=0.5", "λ=1")) -> str:
+    """The run's samples (``samples.json``, kept by benchmarks/tasks.py) for the first two prompts,
+    quoted exactly, and how the rewards agree over the init's samples."""
+    lines = []
+    for pair in (results.get("reward_agreement_at_init") or {}).get("pairs", []):
+        a, b = pair["rewards"]
+        pearson, spearman = (
+            "undefined" if value is None else f"{value:.2f}" for value in (pair["pearson"], pair["spearman"])
+        )
+        lines.append(
+            f"Over the init's {results['reward_agreement_at_init']['samples']} evaluation samples, "
+            f"{_escape(a)} and {_escape(b)} correlate with Pearson {pearson} (Spearman {spearman})."
+        )
+    samples = (results.get("samples") or {}).get("samples")
+    if samples:
+        lines += [
+            "",
+            "Samples (prompt words | answer; the first two evaluation prompts, `samples.json`):",
+            "",
+        ]
+        lines.append("```text")
+        for member in members:
+            for text in samples.get(member, [])[:2]:
+                lines.append(f"{member:6} {text}".replace("\n", "\\n"))
+        lines.append("```")
+    return "\n".join(["", "", *lines]) if lines else ""
+
+
 def task_block(results: dict[str, Any]) -> str:
     """The Markdown block of one task's reference results."""
     names = results["reward_names"]
@@ -67,22 +109,32 @@ def task_block(results: dict[str, Any]) -> str:
         "|---" * (len(names) + 1) + "|",
     ]
 
-    def row(label: str, rewards: dict[str, Any]) -> None:
-        lines.append(f"| {_escape(label)} | " + " | ".join(_cell(rewards[name]) for name in names) + " |")
+    perplexities = _perplexities(results)
+    if perplexities:
+        lines[-2] = lines[-2] + " perplexity under the base |"
+        lines[-1] = lines[-1] + "---|"
+
+    def row(label: str, rewards: dict[str, Any], key: tuple[str, str]) -> None:
+        cells = [_cell(rewards[name]) for name in names]
+        if perplexities:
+            cells.append(f"{perplexities[key]:.1f}")
+        lines.append(f"| {_escape(label)} | " + " | ".join(cells) + " |")
 
     if results.get("init"):
-        row("pre-trained init", results["init"])
+        row("pre-trained init", results["init"], ("init", "init"))
     for index, name in enumerate(experts):
         vertex = [1.0 if i == index else 0.0 for i in range(len(experts))]
-        row(f"expert {name}", next(p for p in results["rs"] if p["lambda"] == vertex)["rewards"])
+        point = next(p for p in results["rs"] if p["lambda"] == vertex)
+        row(f"expert {name}", point["rewards"], ("rs", _label("λ", vertex)))
     for point in _shown_soups(results["rs"]):
-        row(f"RS λ = {_weights(point['lambda'])}", point["rewards"])
+        row(f"RS λ = {_weights(point['lambda'])}", point["rewards"], ("rs", _label("λ", point["lambda"])))
     for point in results.get("morl") or []:
         if max(point["mu"]) < 1.0:
-            row(f"MORL μ = {_weights(point['mu'])}", point["rewards"])
+            row(f"MORL μ = {_weights(point['mu'])}", point["rewards"], ("runs", _label("μ", point["mu"])))
     for family, points in (results.get("extra_soups") or {}).items():
         point = _uniform_soup(points)
-        row(f"{family}, λ = {_weights(point['lambda'])}", point["rewards"])
+        label = f"{family}, λ = {_weights(point['lambda'])}"
+        row(label, point["rewards"], (family, _label("λ", point["lambda"])))
 
     summary = results["summary"]
     lines += ["", "| family | trainings | expected utility ↑ | hypervolume ↑ |", "|---|---|---|---|"]
@@ -170,10 +222,10 @@ def render(readme: str) -> str:
         task = match.group(1)
         with open(os.path.join(RESULTS_DIR, f"{task}.json")) as handle:
             results = json.load(handle)
-        block = task_block(results) + seed_block(task, results)
+        block = task_block(results) + samples_block(results) + seed_block(task, results)
         return f"<!-- results:{task} -->\n{block}\n<!-- /results:{task} -->"
 
-    return re.sub(r"<!-- results:(\w+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)
+    return re.sub(r"<!-- results:([\w-]+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)
 
 
 def main() -> None:

@@ -7,7 +7,8 @@
 
 Each task runs as ``python -m tasks.<task> --out runs/reference/<task>`` in its own process (its wall
 time and peak resident memory are measured from outside); the run's results.json is copied with a
-``reference_run`` entry (command, wall time, peak memory, machine, load average, date). The README's
+``reference_run`` entry (command, wall time, peak memory, machine, load average, date) and the
+run's samples.json, if it writes one. The README's
 result tables are generated from these files by ``python benchmarks/readme.py``.
 """
 
@@ -28,6 +29,17 @@ TASKS = ("locomotion", "text", "captioning", "grounding", "vqa", "diffusion")
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results", "tasks")
 
 
+def read_run(out: str) -> dict:
+    """A run directory's results.json, with its samples.json (if any) under ``"samples"``."""
+    with open(os.path.join(out, "results.json")) as handle:
+        results = json.load(handle)
+    samples = os.path.join(out, "samples.json")
+    if os.path.exists(samples):
+        with open(samples) as handle:
+            results["samples"] = json.load(handle)
+    return results
+
+
 def run_task(task: str, overrides: list[str], suffix: str, runs_root: str, preset: str = "") -> dict:
     """Runs one task's CPU default (or ``preset``) in a subprocess; returns its results with the
     run's record."""
@@ -46,8 +58,7 @@ def run_task(task: str, overrides: list[str], suffix: str, runs_root: str, prese
     wall = time.perf_counter() - start
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(command)} failed (exit {os.waitstatus_to_exitcode(status)}).")
-    with open(os.path.join(out, "results.json")) as handle:
-        results = json.load(handle)
+    results = read_run(out)
     results["reference_run"] = {
         "command": " ".join(
             ["python", "-m", f"tasks.{task}", *options, *(["--set", *overrides] if overrides else [])]

@@ -1,6 +1,6 @@
 """Text RLHF: one LoRA expert per reward model with PPO-KL, their soups, and MORL beside them.
 
-    python -m tasks.text [--preset cpu|paper|smoke] [--out runs/text] [--set key=value ...] [--resume]
+    python -m tasks.text [--preset cpu|real|paper|smoke] [--out runs/text] [--set key=value ...] [--resume]
 
 Paper Appendix C: a pre-trained causal LM is fine-tuned with PPO and a per-token KL
 penalty to the frozen base, through LoRA, once per reward model; the soups of the LoRA
