@@ -46,6 +46,19 @@ def median_seconds_and_result(fn: Callable[[], Any], repeats: int) -> tuple[floa
     return statistics.median(times), result
 
 
+def first_call_and_median_seconds(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """(wall time of the first ``fn()`` (compile + run), median of the ``repeats`` runs after it)."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn())
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn())
+        times.append(time.perf_counter() - start)
+    return first, statistics.median(times)
+
+
 def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up."""
     return median_seconds_and_result(fn, repeats)[0]

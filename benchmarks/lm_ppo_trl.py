@@ -4,18 +4,25 @@
     python benchmarks/lm_ppo.py              # ours, in the rs_jax environment
     python benchmarks/lm_ppo_trl.py          # trl's, in the torch one: adds "trl" to the same JSON
 
-The same tiny GPT-2 (``lm_ppo_setup.py``, random weights, float32, dropout off), LoRA rank 8 on
-``c_attn`` through peft (so the reference is the base with the adapter switched off, as in
-``rs_jax.train.lm_ppo``), trl's value head, B prompts of P tokens, R sampled tokens each
-(``min_new_tokens = R``: every response is full length, as our fixed-length scan computes), the
-same toy score, fixed β = 0.2, Adam at the same rate, E epochs × M minibatches. trl 0.11 is the
+    taskset -c 0 python benchmarks/lm_ppo.py --model smollm2       # ours first: writes the prompt
+    taskset -c 0 venv-trl/bin/python benchmarks/lm_ppo_trl.py --model smollm2   # ids and model dir
+
+The same model (``lm_ppo_setup.py``): the tiny GPT-2 (random weights, dropout off, LoRA rank 8 on
+``c_attn``) or, with ``--model smollm2`` / a directory, the same safetensors loaded by
+``transformers.AutoModelForCausalLM`` (LoRA rank 8 on ``q_proj, k_proj, v_proj, o_proj``) and the
+same prompt ids, both read from ours' JSON. float32; LoRA through peft (so the reference is the
+base with the adapter switched off, as in ``rs_jax.train.lm_ppo``), trl's value head, B prompts
+of P tokens, R sampled tokens each (``min_new_tokens = R``: every response is full length, as our
+fixed-length scan computes), the same toy score, fixed β = 0.2, Adam at the same rate, E epochs
+× M minibatches. trl 0.11 is the
 last release with the classic ``PPOTrainer.step(queries, responses, scores)``; ``PPOConfig`` keeps
 its defaults elsewhere (γ = 1, λ = 0.95, clip 0.2, value clip 0.2, value coefficient 0.1, whitened
 advantages), which are ours too. Reported: response tokens per second of a whole iteration, its
 rollout / update split (trl's own ``time/ppo/*`` timers), and ours / trl's from the JSON's ``ppo``
 section when it measured the same set-up. trl is timed with 1 and with all torch threads and the
 faster setting is compared (on a shared CPU, OpenMP threads that wait on a busy core are many times
-slower). Times are medians of --repeats iterations after a warm-up one.
+slower); pinned to one core (``taskset -c 0``), only 1 thread is timed. Times are medians of
+--repeats iterations after a warm-up one, whose time is recorded apart.
 """
 
 from __future__ import annotations
@@ -53,15 +60,26 @@ def toy_scores(responses: list[torch.Tensor]) -> list[torch.Tensor]:
     ]
 
 
-def ppo_trainer(args: argparse.Namespace) -> trl.PPOTrainer:
-    """trl's PPOTrainer on a fresh LoRA GPT-2 of the benchmark's config."""
-    base = transformers.GPT2LMHeadModel(transformers.GPT2Config(**setup.gpt2_config(args)))
+def ppo_trainer(args: argparse.Namespace, directory: str | None) -> trl.PPOTrainer:
+    """trl's PPOTrainer on a LoRA version of the benchmark's model: a fresh tiny GPT-2, or the
+    pre-trained one in ``directory`` (float32, dropout off)."""
+    if directory is None:
+        base = transformers.GPT2LMHeadModel(transformers.GPT2Config(**setup.gpt2_config(args)))
+        tokenizer = word_tokenizer(args.vocab)
+    else:
+        base = transformers.AutoModelForCausalLM.from_pretrained(
+            directory, torch_dtype=torch.float32, local_files_only=True
+        )
+        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, local_files_only=True)
+        for name in ("attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop"):
+            if getattr(base.config, name, 0.0):
+                raise SystemExit(f"{directory}: {name} = {getattr(base.config, name)}; ours trains without.")
     adapter = peft.LoraConfig(
         r=setup.LORA_RANK,
         lora_alpha=setup.LORA_ALPHA,
-        target_modules=list(setup.LORA_TARGETS),
+        target_modules=list(setup.lora_targets(args)),
         lora_dropout=0.0,
-        fan_in_fan_out=True,  # GPT-2's Conv1D
+        fan_in_fan_out=directory is None,  # GPT-2's Conv1D; LLaMA's nn.Linear
         task_type="CAUSAL_LM",
     )
     model = trl.AutoModelForCausalLMWithValueHead.from_pretrained(
@@ -77,7 +95,7 @@ def ppo_trainer(args: argparse.Namespace) -> trl.PPOTrainer:
         adap_kl_ctrl=False,
         seed=0,
     )
-    return trl.PPOTrainer(config, model, ref_model=None, tokenizer=word_tokenizer(args.vocab))
+    return trl.PPOTrainer(config, model, ref_model=None, tokenizer=tokenizer)
 
 
 def timed_iteration(trainer: trl.PPOTrainer, queries: list[torch.Tensor], new_tokens: int) -> dict:
@@ -123,9 +141,8 @@ def ours_ratio(result: dict, args: argparse.Namespace, tokens_per_s: float) -> d
     ours, model = result.get("ppo"), result.get("model", {})
     if ours is None:
         return {"ours_over_trl": None, "why_no_ratio": f"no ppo section in {args.out}: run lm_ppo.py first"}
-    same_model = all(model.get(name) == getattr(args, name) for name in ("layers", "width", "vocab"))
     same_sizes = all(ours.get(name) == value for name, value in setup.ppo_sizes(args).items())
-    if not (same_model and same_sizes):
+    if not (setup.same_model(model, args) and same_sizes):
         return {"ours_over_trl": None, "why_no_ratio": "lm_ppo.py ran another set-up; rerun both alike"}
     return {
         "ours_response_tokens_per_s": ours["response_tokens_per_s"],
@@ -135,10 +152,34 @@ def ours_ratio(result: dict, args: argparse.Namespace, tokens_per_s: float) -> d
 
 def median_iteration(trainer: trl.PPOTrainer, queries: list[torch.Tensor], args: argparse.Namespace) -> dict:
     """Median seconds of each part of ``--repeats`` iterations, after a warm-up one."""
-    timed_iteration(trainer, queries, args.new_tokens)
+    first = timed_iteration(trainer, queries, args.new_tokens)
     runs = [timed_iteration(trainer, queries, args.new_tokens) for _ in range(args.repeats)]
     medians = {part: statistics.median(run[part] for run in runs) for part in runs[0]}
-    return {**medians, "response_tokens_per_s": args.prompts * args.new_tokens / medians["iteration_s"]}
+    return {
+        **medians,
+        "response_tokens_per_s": args.prompts * args.new_tokens / medians["iteration_s"],
+        "first_iteration_s": first["iteration_s"],
+    }
+
+
+def loaded_set_up(result: dict, args: argparse.Namespace) -> tuple[str, list[torch.Tensor]]:
+    """(model directory, B prompt-id tensors) that ``lm_ppo.py --model ...`` wrote to the JSON."""
+    model, prompt_ids = result.get("model", {}), result.get("prompts", {}).get("ids")
+    if not setup.same_model(model, args) or prompt_ids is None:
+        raise SystemExit(
+            f"{args.out} holds no prompts of --model {args.model}: run "
+            f"`python benchmarks/lm_ppo.py --model {args.model}` (same sizes) in the rs_jax "
+            "environment first."
+        )
+    if len(prompt_ids) != args.prompts:
+        raise SystemExit(f"{args.out} holds {len(prompt_ids)} prompts, not --prompts {args.prompts}.")
+    length = len(prompt_ids[0])
+    if args.prompt_length not in (None, length):
+        raise SystemExit(
+            f"{args.out} holds prompts of {length} tokens, not --prompt-length {args.prompt_length}."
+        )
+    args.prompt_length = length
+    return model["directory"], [torch.tensor(row, dtype=torch.long) for row in prompt_ids]
 
 
 def main() -> None:
@@ -147,17 +188,24 @@ def main() -> None:
     )
     setup.add_arguments(parser)
     args = parser.parse_args()
+    args = setup.resolve(args)
     load_at_start = os.getloadavg()[0]
     torch.manual_seed(0)
-    trainer = ppo_trainer(args)
-    queries = list(torch.randint(3, args.vocab, (args.prompts, args.prompt_length)))
+    result = read_json(args.out)
+    if setup.is_tiny(args):
+        directory = None
+        trainer = ppo_trainer(args, directory)
+        queries = list(torch.randint(3, args.vocab, (args.prompts, args.prompt_length)))
+    else:
+        directory, queries = loaded_set_up(result, args)
+        trainer = ppo_trainer(args, directory)
+    cores = len(os.sched_getaffinity(0))
     by_threads = {}
-    for threads in sorted({1, os.cpu_count()}):
+    for threads in sorted({1, cores}):
         torch.set_num_threads(threads)
         by_threads[threads] = median_iteration(trainer, queries, args)
     best_threads = max(by_threads, key=lambda threads: by_threads[threads]["response_tokens_per_s"])
     best = by_threads[best_threads]
-    result = read_json(args.out)
     section = {
         "measured_at": time.strftime("%Y-%m-%d %H:%M:%S"),
         "versions": {
@@ -169,16 +217,26 @@ def main() -> None:
         },
         "machine": {
             "cpu_count": os.cpu_count(),
+            "cores_allowed": sorted(os.sched_getaffinity(0)),
             "processor": platform.processor() or platform.machine(),
             "load_average_1m_at_start": load_at_start,
             "load_average_1m_at_end": os.getloadavg()[0],
         },
-        "ppo": {**setup.ppo_sizes(args), "torch_threads": best_threads, **best},
+        "model": {
+            "source": args.model,
+            "directory": directory,
+            "class": type(trainer.model.pretrained_model.base_model.model).__name__,
+            "dtype": str(next(trainer.model.parameters()).dtype),
+            "lora_targets": list(setup.lora_targets(args)),
+            "lora_rank": setup.LORA_RANK,
+            "trainable_params": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        },
+        "ppo": {**setup.ppo_sizes(args), "repeats": args.repeats, "torch_threads": best_threads, **best},
         "ppo_by_torch_threads": {str(threads): timing for threads, timing in by_threads.items()},
         **ours_ratio(result, args, best["response_tokens_per_s"]),
         "notes": [
-            "Same model config, LoRA, sizes, score, β, optimizer and PPO hyper-parameters; "
-            "float32 on CPU both.",
+            "Same model (config, or the same safetensors), LoRA, prompts, sizes, score, β, optimizer "
+            "and PPO hyper-parameters; float32 on CPU both.",
             "Not the same engine: trl runs eager PyTorch (HF generate with its KV cache, then "
             "batched forward passes and per-minibatch backward), ours one jitted XLA program per "
             "iteration (KV-cache sampling in a lax.scan, epochs x minibatches in lax.scan).",
@@ -186,10 +244,12 @@ def main() -> None:
             "timers); its update = time/ppo/optimize_step; the rest of step() (stats) is only in "
             "iteration_s.",
             "trl generates exactly new_tokens per response (min_new_tokens); ours always runs "
-            "new_tokens sampling steps (a response that samples EOS is masked, not shortened).",
-            "trl is timed with 1 and with all torch threads and its faster setting is compared: "
-            "when other jobs hold a core, torch's OpenMP threads wait on each other and 2 threads "
-            "run many times slower than 1. Ours runs XLA's default CPU threading.",
+            "new_tokens sampling steps (tiny model: a response that samples EOS is masked, not "
+            "shortened; a loaded model: no EOS, every token counts).",
+            "trl is timed with 1 and with all torch threads (the cores this process may use) and its "
+            "faster setting is compared: when other jobs hold a core, torch's OpenMP threads wait on "
+            "each other and 2 threads run many times slower than 1. Ours runs XLA's default CPU "
+            "threading on the same cores.",
         ],
     }
     result["trl"] = section
