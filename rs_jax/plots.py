@@ -1,11 +1,15 @@
 """Figures of a rewarded-soup run; each PNG gets its numbers as JSON beside it.
 
-``plot_front(path=".../front.png", ...)`` writes ``front.png`` and ``front.json``.
+``plot_front(path=".../front.png", ...)`` writes ``front.png`` and ``front.json``. The JSON of a figure of
+images also holds each image as a PNG data URI (``png_data_uri``), which ``rs_jax.report`` shows per λ.
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import json
+import math
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -25,6 +29,16 @@ def _write_json_beside(path: str | os.PathLike, numbers: dict[str, Any]) -> None
     stem, _ = os.path.splitext(os.fspath(path))
     with open(stem + ".json", "w") as handle:
         json.dump(numbers, handle, indent=2)
+
+
+def png_data_uri(picture: Any, max_side: int = 256) -> str:
+    """An (H, W, 3) image with values in [0, 1] as ``data:image/png;base64,…``, subsampled by the
+    smallest integer stride that makes its longer side at most ``max_side`` pixels."""
+    pixels = np.clip(np.asarray(picture, dtype=np.float64), 0.0, 1.0)
+    stride = max(1, math.ceil(max(pixels.shape[:2]) / max_side))
+    buffer = io.BytesIO()
+    plt.imsave(buffer, pixels[::stride, ::stride], format="png")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def _save(figure: plt.Figure, path: str | os.PathLike, numbers: dict[str, Any]) -> None:
@@ -243,6 +257,7 @@ def plot_captioned_images(
     """Images in a row, each with one text per label under it (e.g. the caption of every λ).
 
     Args:
+      path: output PNG (the texts and images to ``.json`` beside it).
       images: (S, H, W, 3) floats in [0, 1].
       texts: label -> S strings (one per image), drawn in the mapping's order.
     """
@@ -266,7 +281,14 @@ def plot_captioned_images(
         axis.set_xlabel(caption, fontsize=6.5, loc="left", family="monospace")
     if title:
         figure.suptitle(title)
-    _save(figure, path, {"texts": {label: list(row) for label, row in texts.items()}})
+    _save(
+        figure,
+        path,
+        {
+            "texts": {label: list(row) for label, row in texts.items()},
+            "images": [png_data_uri(picture) for picture in pictures],
+        },
+    )
 
 
 def plot_grounding(
@@ -282,7 +304,7 @@ def plot_grounding(
     """Images with the true box (green) and each model's predicted box (red): one row per model.
 
     Args:
-      path: output PNG (boxes and IoUs to ``.json`` beside it).
+      path: output PNG (boxes, IoUs, the grid and the images to ``.json`` beside it).
       images: (S, H, W, 3) floats in [0, 1].
       true_boxes: (S, 4) x0, y0, x1, y1 on a ``grid`` × ``grid`` frame over the image.
       predicted_boxes: model label -> (S, 4) predicted boxes, drawn in the mapping's order.
@@ -305,7 +327,13 @@ def plot_grounding(
 
     rows, columns = len(predictions), len(pictures)
     figure, axes = plt.subplots(rows, columns, figsize=(2.3 * columns, 2.4 * rows), squeeze=False)
-    numbers: dict[str, Any] = {"true_boxes": truth.tolist(), "texts": list(texts or []), "models": {}}
+    numbers: dict[str, Any] = {
+        "true_boxes": truth.tolist(),
+        "texts": list(texts or []),
+        "grid": grid,
+        "images": [png_data_uri(picture) for picture in pictures],
+        "models": {},
+    }
     for row, (label, boxes) in enumerate(predictions.items()):
         ious = np.asarray(box_utils.iou(boxes, truth)).tolist()
         for column in range(columns):
@@ -351,7 +379,7 @@ def plot_image_grid(
     """A grid of images, one row per model (e.g. per λ), one column per prompt (paper Fig. 12).
 
     Args:
-      path: output PNG (labels, titles and each image's mean RGB to ``.json`` beside it).
+      path: output PNG (labels, titles, each image and its mean RGB to ``.json`` beside it).
       images: (rows, columns, H, W, 3) floats in [0, 1].
       row_labels: one label per row (left of the row).
       column_titles: optional one title per column (e.g. the prompt), wrapped.
@@ -392,6 +420,7 @@ def plot_image_grid(
             "row_notes": None if row_notes is None else list(row_notes),
             "column_titles": None if column_titles is None else list(column_titles),
             "mean_rgb": pictures.mean(axis=(2, 3)).tolist(),
+            "images": [[png_data_uri(picture) for picture in row] for row in pictures],
         },
     )
 
