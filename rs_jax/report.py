@@ -212,7 +212,7 @@ def report_data(run_dir: str | pathlib.Path) -> dict[str, Any]:
     task = json.loads(identity.read_text(encoding="utf-8")).get("task") if identity.is_file() else None
     init = results.get("init")  # reward name -> mean and stderr of the pre-trained init
     return {
-        "title": f"{task or 'rs_jax'} run {directory.resolve().name}",
+        "title": " · ".join(dict.fromkeys([task or "rs_jax run", directory.resolve().name])),
         "reward_names": names,
         "expert_names": experts,
         "rs": _points(results["rs"], names, "lambda"),

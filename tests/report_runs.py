@@ -35,6 +35,7 @@ def write_three_expert_run(run_dir: pathlib.Path, seed: int = 0) -> pathlib.Path
     scenes = 4
     corners = rng.uniform(0, 500, (len(BOX_LABELS) + 1, scenes, 2))
     boxes = np.concatenate([corners, corners + rng.uniform(50, 400, corners.shape)], axis=-1)
+    boxes[2, 0] = boxes[2, 0, [2, 3, 0, 1]]  # an untrained model may predict x1 < x0, y1 < y0
     plots.plot_grounding(
         run_dir / "boxes.png",
         rng.uniform(0, 1, (scenes, 8, 8, 3)),

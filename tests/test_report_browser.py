@@ -115,7 +115,10 @@ def test_the_simplex_picker_shows_the_rewards_and_boxes_of_the_clicked_soup(brow
             [float(rect.get_attribute(key)) for key in ("x", "y", "width", "height")]
             for rect in by_css(browser, "#samples .predicted-box")
         ]
-        expected = [[x0, y0, x1 - x0, y1 - y0] for x0, y0, x1, y1 in boxes["models"][nearest]["boxes"]]
+        expected = [
+            [min(x0, x1), min(y0, y1), abs(x1 - x0), abs(y1 - y0)]
+            for x0, y0, x1, y1 in boxes["models"][nearest]["boxes"]
+        ]
         np.testing.assert_allclose(shown, expected, rtol=1e-6)
         exact = np.allclose(stored[nearest], point["lambda"])
         assert browser.find_element("id", "samples-note").is_displayed() == (not exact)
