@@ -1,5 +1,7 @@
 """rs_jax.report without a browser: the data report.html embeds, the labels' λ and the refused directories."""
 
+import base64
+import io
 import json
 import re
 
@@ -7,8 +9,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import report_runs
+from matplotlib import image
 
-from rs_jax import pipeline, report
+from rs_jax import pipeline, plots, report
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +103,12 @@ def test_a_directory_that_is_no_finished_run_is_one_line_and_exit_2(tmp_path, ru
     assert not (tmp_path / "report.html").exists()
     assert report.main([str(run_dir)]) == 0
     assert capsys.readouterr().out.strip() == str(run_dir / "report.html")
+
+
+def test_figure_images_travel_as_png_data_uris_of_at_most_max_side_pixels():
+    picture = np.random.default_rng(0).uniform(0, 1, (300, 40, 3))
+    uri = plots.png_data_uri(picture, max_side=100)
+    assert uri.startswith("data:image/png;base64,")
+    decoded = image.imread(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])), format="png")
+    assert decoded.shape[:2] == (100, 14)  # stride 3
+    np.testing.assert_allclose(decoded[..., :3], picture[::3, ::3], atol=1 / 255)
