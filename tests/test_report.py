@@ -50,6 +50,7 @@ def test_the_page_embeds_every_point_the_samples_and_figures_and_fetches_nothing
     assert [item["true_box"] for item in samples["items"]] == boxes["true_boxes"]
     assert all(item["image"].startswith("data:image/png;base64,") for item in samples["items"])
     assert set(data["figures"]) == {"boxes.png", "front.png", "spider.png"}
+    assert page.count(data["figures"]["front.png"]) == 1  # the data is inlined once
     assert "<table>" in data["summary_html"] and "Rewarded soups vs MORL" in data["summary_html"]
     # self-contained: no external script, style, image or link
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page) and "<link" not in page
