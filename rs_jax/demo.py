@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rs_jax import experiment, soup
+from rs_jax import experiment, report, soup
 
 DIM = 16
 Problem = dict[str, jax.Array]
@@ -113,6 +113,7 @@ def run(out: str, isotropic: bool = False, seed: int = 0) -> dict[str, Any]:
         config={"task": "demo", "isotropic": isotropic, "seed": seed, "dim": DIM},
         lmc_tolerance=1e-6,
     )
+    report.write_html(out)
     return summary
 
 
@@ -128,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     summary = run(args.out, isotropic=args.isotropic, seed=args.seed)
     print(json.dumps({key: summary[key] for key in summary if key.endswith("expected_utility")}, indent=2))
-    print(f"wrote {args.out}/{{results.json,lmc.json,summary.md,front.png,lambda_curves.png}}")
+    print(f"wrote {args.out}/{{results.json,lmc.json,summary.md,front.png,lambda_curves.png,report.html}}")
 
 
 if __name__ == "__main__":

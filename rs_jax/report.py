@@ -4,9 +4,10 @@
 files of the task and the PNG figures) and writes one self-contained ``report.html`` beside them:
 data, script, style and images inline, nothing fetched, so it opens from disk. The page draws the
 front in the plane of two chosen rewards (RS coloured by λ, MORL, the init, every other soup
-family of results.json), the spider map for N ≥ 3 rewards, and a λ slider (N = 2) or a point
-picker over the simplex grid (N ≥ 3) that shows the chosen soup's rewards ± standard errors and
-the samples of the nearest λ that has samples, saying which λ they belong to.
+family of results.json and the true front where it is known), the spider map for N ≥ 3 rewards,
+and a λ slider (N = 2) or a point picker over the simplex grid (N ≥ 3) that shows the chosen
+soup's rewards ± standard errors and the samples of the nearest λ that has samples, saying which
+λ they belong to.
 
 Samples come from the JSON a task's figures write (``rs_jax.plots``): ``samples.json`` (texts per
 label for text; captions or answers with their images for captioning and VQA; an image grid per
@@ -221,7 +222,8 @@ def report_data(run_dir: str | pathlib.Path) -> dict[str, Any]:
         "families": {
             family: _points(entries, names, "lambda")
             for family, entries in (results.get("extra_soups") or {}).items()
-        },
+        }
+        | ({"true front": _points(results["true_front"], names, "mu")} if results.get("true_front") else {}),
         "summary_html": markdown_html((directory / "summary.md").read_text(encoding="utf-8")),
         "samples": collect_samples(directory, experts),
         "figures": {

@@ -73,7 +73,7 @@ def test_plots_write_png_and_json(tmp_path):
 
 def test_demo_end_to_end(tmp_path):
     summary = demo.run(str(tmp_path), isotropic=False)
-    for name in ["results.json", "lmc.json", "summary.md", "front.png", "lambda_curves.png"]:
+    for name in ["results.json", "lmc.json", "summary.md", "front.png", "lambda_curves.png", "report.html"]:
         assert (tmp_path / name).exists(), name
     # Anisotropic curvatures: one λ per soup is sub-optimal, the Fisher soup recovers the front.
     assert summary["rs_expected_utility"] < summary["fisher_soup_expected_utility"] - 0.05
