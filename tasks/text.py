@@ -284,14 +284,16 @@ def lora_config(config: text_config.TextConfig) -> lora.LoraConfig:
 def _samples(
     config: text_config.TextConfig, policy: Policy, learner: lm_ppo.LMPPOLearner, outcome: pipeline.Outcome
 ) -> dict[str, Any]:
-    """Generations for the first prompts at λ = 0, 0.25, …, 1 (delta soups) and the init."""
+    """Generations for the first prompts at λ = 0, 0.25, …, 1 and the init; the soups are those of
+    RS (``config.lora_mode``)."""
     trained = outcome.trained
     prompts, masks = (array[: config.sample_prompts] for array in policy.eval_prompts)
     generate = operands.jit(jax.tree_util.Partial(_responses, learner, prompts, masks, outcome.eval_key))
-    # The init as a rank-2r delta soup of itself (= the base), so every member has one shape: one compile.
-    members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], lora_config(config))}
+    settings, mode = lora_config(config), config.lora_mode
+    # The init as a soup of itself (= the init), so every member has one shape: one compile.
+    members = {"init": lora.interpolate_lora([trained.init] * 2, [0.5, 0.5], settings, mode=mode)}
     for lam in (0.0, 0.25, 0.5, 0.75, 1.0):
-        members[f"λ={lam:g}"] = lora.interpolate_lora(trained.experts, [1.0 - lam, lam], lora_config(config))
+        members[f"λ={lam:g}"] = lora.interpolate_lora(trained.experts, [1.0 - lam, lam], settings, mode=mode)
     prompt_texts = policy.decode(np.asarray(prompts), np.asarray(content_mask(masks, policy.header_length)))
     texts = {}
     for label, lora_params in members.items():
