@@ -73,10 +73,13 @@ def test_reward_components_from_brax_metrics():
 
 def test_ppo_learns_the_known_optimum():
     learner = make_learner()
-    optimizer = optax.adam(3e-3)
-    update = trainer.make_update(learner, optimizer, num_epochs=4, num_minibatches=4)
+    # A constant step size leaves the mean wandering around 0.5 (0.23 to 0.74 over seeds 0-4);
+    # decayed to zero it settles within 0.03 of 0.5 on every one of those seeds.
+    updates, num_epochs, num_minibatches = 150, 4, 4
+    optimizer = optax.adam(optax.cosine_decay_schedule(3e-3, updates * num_epochs * num_minibatches))
+    update = trainer.make_update(learner, optimizer, num_epochs=num_epochs, num_minibatches=num_minibatches)
     weights = jnp.array(locomotion.CAUTIOUS_WEIGHTS)  # vx - a²: best action 0.5
-    state, history = trainer.fit(update, make_state(learner, optimizer), weights, 150)
+    state, history = trainer.fit(update, make_state(learner, optimizer), weights, updates)
     mean, _ = learner.act(state.params, state.carry[1], jnp.zeros((1, 2)))
     assert float(mean[0, 0]) == pytest.approx(0.5, abs=0.1)
     assert history[-1]["reward"] > history[0]["reward"] + 0.1
