@@ -17,6 +17,9 @@ from rs_jax.data.vocab import BOS_ID, EOS_ID, PAD_ID, Vocabulary
 from rs_jax.rewards import reward_models as rm
 
 BATCH, LENGTH = 48, 40
+SENTENCE_TRANSFORMERS = os.path.join(
+    os.path.dirname(__file__), "reference", "minilm_sentence_transformers.json"
+)
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +34,12 @@ def ids(sample) -> np.ndarray:
     ids = np.concatenate([sample.token_ids(LENGTH - 3), pads], axis=1)
     ids[:2] = np.concatenate([pads[:2], ids[:2, :-3]], axis=1)
     return ids
+
+
+def reference_texts(sample: corpus.Corpus, ids: np.ndarray) -> list[str]:
+    """The texts of ``SENTENCE_TRANSFORMERS``: the two target descriptions, then the sentences of ``ids``."""
+    sentences = [sample.vocab.decode(row[row != PAD_ID]) for row in ids]
+    return [rm.DESCRIPTIONS["positive"], rm.DESCRIPTIONS["factual"], *sentences]
 
 
 @pytest.fixture(scope="module")
@@ -111,15 +120,18 @@ def test_token_bridge_equals_hf_tokenization_of_the_decoded_text(encoder, sample
 
 @pytest.mark.third_party
 def test_rewards_equal_sentence_transformers(encoder, sample, ids, reward_values):
-    """Cosine similarities of the jitted bridge path = sentence-transformers' all-MiniLM-L6-v2 ones."""
-    sentence_transformers = pytest.importorskip("sentence_transformers")
-    model = sentence_transformers.SentenceTransformer(rm.find_minilm(), device="cpu")
-    texts = [sample.vocab.decode(row[row != PAD_ID]) for row in ids]
-    targets = model.encode([rm.DESCRIPTIONS["positive"], rm.DESCRIPTIONS["factual"]])
-    np.testing.assert_allclose(model.encode(texts) @ targets.T, reward_values[:, :2], atol=1e-4)
-    np.testing.assert_allclose(
-        rm.encode_texts(encoder, [rm.DESCRIPTIONS["positive"]])[0], targets[0], atol=1e-4
-    )
+    """Embeddings and cosine similarities of the torch-free MiniLM (host path and the jitted bridge
+    path) = sentence-transformers' all-MiniLM-L6-v2 ones, stored by tests/reference/ (made with
+    torch, which rs_jax does not install)."""
+    with open(SENTENCE_TRANSFORMERS) as handle:
+        reference = json.load(handle)
+    texts = reference_texts(sample, ids)
+    assert reference["texts"] == texts, "texts changed: rerun tests/reference/minilm_sentence_transformers.py"
+    np.testing.assert_allclose(reward_values[:, :2], reference["similarities"], atol=1e-4)
+    descriptions = np.array(reference["description_embeddings"])
+    sentences = np.array(reference["sentence_embeddings"])
+    got = rm.encode_texts(encoder, [*texts[:2], *texts[2 : 2 + len(sentences)]])
+    np.testing.assert_allclose(got, np.concatenate([descriptions, sentences]), atol=1e-4)
 
 
 @pytest.mark.third_party
