@@ -94,6 +94,7 @@ class TextConfig:
     )
     morl_mus: tuple[float, ...] = (0.0, 0.5, 1.0)
     rs_points: int = 11
+    decoding_mixing: bool = True  # MOD front: experts' log-probs mixed per token (README)
     eval_prompts: int = 128
     sample_prompts: int = 4
 
