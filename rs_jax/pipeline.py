@@ -557,8 +557,8 @@ def cost_report(costs: Mapping[str, Any]) -> Report:
         "",
         "| front | rule | forward passes per token | points | evaluation wall seconds |",
         "|---|---|---|---|---|",
-        f"| rewarded soups | merged params | 1 | {rs['points']} | {rs['wall_seconds']:.2f} (one sweep of "
-        f"{rs['sweep_points']} points: RS, runs, init, soups of its rule; compile included) |",
+        f"| rewarded soups | merged params | 1 | {rs['points']} | {rs['wall_seconds']:.2f} (the compiled "
+        f"sweep that holds RS's grid, {rs['sweep_points']} points; compile included) |",
     ]
     for name in mixtures:
         cost = costs[name]
