@@ -60,6 +60,7 @@ class CaptioningConfig:
     seeds_per_reward: int = 2
     morl_mus: tuple[float, ...] = (0.5,)
     rs_points: int = 11
+    decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     extrapolation: tuple[float, ...] = (-0.2, 1.2)
     eval_images: int = 256
     cider_reference_scenes: int = 2048  # scene world: references that set CIDEr-D's document frequencies

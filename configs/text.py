@@ -94,6 +94,7 @@ class TextConfig:
     )
     morl_mus: tuple[float, ...] = (0.0, 0.5, 1.0)
     rs_points: int = 11
+    decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     eval_prompts: int = 128
     sample_prompts: int = 4
 

@@ -75,6 +75,7 @@ class VQAConfig:
     num_samples: int = 4
     morl_mus: tuple[float, ...] = (0.5,)
     rs_points: int = 11
+    decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     eval_questions: int = 300
     figure_questions: int = 5
 

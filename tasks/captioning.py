@@ -8,7 +8,8 @@ self-critical REINFORCE (5 sampled captions per image, mean-of-others baseline),
 expert per metric (BLEU1 and ROUGE-L by default; any of bleu1, bleu4, rouge, meteor,
 cider with ``--set rewards=…``). Beside the rewarded soups θ(λ) the run reports MORL,
 model soups of two seeds of one reward (rebuttal Fig. 4c), prediction ensembling of
-the experts (the oracle of Lemma 4) and extrapolation λ ∉ [0, 1] (Fig. 10c), and draws
+the experts (the oracle of Lemma 4), MOD's decoding-time mixing of their log-probabilities
+(``decoding_mixing``) and extrapolation λ ∉ [0, 1] (Fig. 10c), and draws
 a few scenes with the caption of every λ under them (samples.png). See configs/captioning.py.
 """
 
@@ -23,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import captioning as captioning_config
-from rs_jax import cli, experiment, pipeline, plots, soup
+from rs_jax import cli, pipeline, plots
 from rs_jax.data import coco, scenes
 from rs_jax.models import captioner
 from rs_jax.rewards import text_metrics
@@ -112,6 +113,49 @@ def _greedy_rewards(
         model, params, images, key, max_length=max_length, greedy=True
     ).tokens
     return score(captions, references)
+
+
+def _mixture_rewards(
+    model: Any,
+    score: Callable,
+    max_length: int,
+    rule: str,
+    images: jax.Array,
+    references: jax.Array,
+    stacked: Any,
+    weights: jax.Array,
+    key: jax.Array,
+) -> jax.Array:
+    """(S, R) rewards of the greedy captions decoded from the experts' mixture at ``weights`` (N,)."""
+    captions = captioner.sample_captions_mixture(
+        model, stacked, weights, images, key, rule=rule, max_length=max_length, greedy=True
+    ).tokens
+    return score(captions, references)
+
+
+def _mixtures(
+    config: captioning_config.CaptioningConfig, model: Any, score: Callable, data: CaptionData
+) -> dict[str, pipeline.DecodingMixture]:
+    """Prediction ensembling Σλᵢpᵢ (the oracle of Lemma 4) and, with ``decoding_mixing``, MOD's
+    softmax(Σλᵢ log pᵢ): one sampler, two rules."""
+    rules = {"prediction ensembling (N passes)": "probs"}
+    if config.decoding_mixing:
+        rules[pipeline.MOD] = "logits"
+    return {
+        name: pipeline.DecodingMixture(
+            jax.tree_util.Partial(
+                _mixture_rewards,
+                model,
+                score,
+                config.max_length,
+                rule,
+                data.eval_images,
+                data.eval_references,
+            ),
+            rule,
+        )
+        for name, rule in rules.items()
+    }
 
 
 def _model_soups(rewards: tuple[str, ...], trained: pipeline.TrainedRuns) -> dict[str, pipeline.SoupFamily]:
@@ -218,32 +262,6 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
     seed_of_run = [seed for seed in range(config.seeds_per_reward) for _ in range(n_rewards)]
     seed_of_run += [0] * len(morl_only)
 
-    def ensembling(trained: pipeline.TrainedRuns, key: jax.Array) -> dict[str, experiment.Evaluation]:
-        """Prediction ensembling Σλᵢpᵢ of the experts at every λ of the RS grid (one compile)."""
-        stacked = soup.stack_experts(trained.experts)
-
-        # Params and images are arguments, not closed-over constants: XLA would constant-fold the
-        # experts' encoder over the evaluation images at compile time.
-        @jax.jit
-        def ensemble_rewards(stacked, images, references, lambdas):
-            captions = captioner.sample_captions_ensemble(
-                model, stacked, lambdas, images, key, max_length=config.max_length
-            ).tokens
-            return score(captions, references)
-
-        grid = soup.simplex_grid(n_rewards, config.rs_points)
-        samples = np.stack(
-            [
-                np.asarray(
-                    ensemble_rewards(
-                        stacked, data.eval_images, data.eval_references, jnp.asarray(row, jnp.float32)
-                    )
-                )
-                for row in grid
-            ]
-        )
-        return {"prediction ensembling (N passes)": experiment.Evaluation.from_samples(grid, samples)}
-
     def report(outcome: pipeline.Outcome) -> pipeline.Report:
         members = pipeline.figure_soups(
             outcome.trained, config.rewards, (0.0, 0.5, 1.0, *config.extrapolation)
@@ -266,7 +284,7 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
             extra_soups=lambda trained: (
                 _model_soups(config.rewards, trained) | _extrapolation(config.extrapolation, trained)
             ),
-            extra_evaluations=ensembling,
+            mixtures=_mixtures(config, model, score, data),
             report=report,
         )
 

@@ -10,7 +10,9 @@ scored inside jit by a real sentence encoder (see configs/text.py). With
 ``--set model=DIR prompts=FILE`` the policy is the pre-trained causal LM of a local HF
 directory (LLaMA, GPT-2, OPT, …; no pre-training), prompted with the texts of FILE through its
 own tokenizer; its samples reach the reward models through the text bridge
-(``rs_jax.rewards.tokenizer_bridge``). The run directory gets, beside the shared outputs,
+(``rs_jax.rewards.tokenizer_bridge``). With ``decoding_mixing`` the run also reports MOD's
+decoding-time mixing of the experts (base + each LoRA, N forward passes per token) at the RS
+grid. The run directory gets, beside the shared outputs,
 ``samples.json``: generations for a few prompts at each λ.
 """
 
@@ -271,6 +273,17 @@ def _evaluate_responses(
     return jnp.concatenate([rewards, nll[:, None]], axis=1)
 
 
+def _evaluate_mixture(
+    learner: lm_ppo.LMPPOLearner, eval_prompts: tuple[jax.Array, jax.Array], stacked_lora, weights, key
+) -> jax.Array:
+    """(E, C + 1) like ``_evaluate_responses``, the responses decoded by MOD from the N experts
+    base + LoRAᵢ at weights (N,): every token from softmax(Σᵢ wᵢ log pᵢ)."""
+    sample = learner.generate_mixture(stacked_lora, weights, *eval_prompts, key)
+    rewards = learner.reward_components(*eval_prompts, sample.tokens, sample.mask)
+    nll = base_nll(learner, *eval_prompts, sample.tokens, sample.mask)
+    return jnp.concatenate([rewards, nll[:, None]], axis=1)
+
+
 def _responses(learner: lm_ppo.LMPPOLearner, prompts, masks, key, lora_params) -> tuple[jax.Array, jax.Array]:
     """(B, R) response tokens and mask of the policy with these LoRA params."""
     sample = learner.generate(lora_params, prompts, masks, key)
@@ -434,6 +447,15 @@ def build(config: text_config.TextConfig) -> pipeline.Task:
             merge=delta if config.lora_mode == "delta" else None,
             base_fingerprint=checkpoint.fingerprint(base_params),
             extra_soups=extra_soups,
+            mixtures=(
+                {
+                    pipeline.MOD: pipeline.DecodingMixture(
+                        jax.tree_util.Partial(_evaluate_mixture, learner, policy.eval_prompts)
+                    )
+                }
+                if config.decoding_mixing
+                else None
+            ),
             report=lambda outcome: dataclasses.replace(
                 fluency_and_agreement(config.rewards, outcome),
                 json_files={"samples.json": _samples(config, policy, learner, outcome)},

@@ -8,7 +8,8 @@ then fine-tuned by self-critical REINFORCE (K sampled answers per question,
 mean-of-others baseline), one expert per answer reward: exact-match accuracy against the
 canonical answer and METEOR against the closest reference by default (also ``vqa_accuracy``
 and ``bleu1``, ``rs_jax.rewards.answers``). Beside the rewarded soups θ(λ) the run reports
-MORL, and draws a few questions with every soup's answer (samples.png, samples.json).
+MORL, MOD's decoding-time mixing of the experts' log-probabilities (``decoding_mixing``), and
+draws a few questions with every soup's answer (samples.png, samples.json).
 See configs/vqa.py.
 """
 
@@ -144,6 +145,15 @@ def _answer_rewards(
     return score(_greedy_answers(sample_answers, params, eval_set), eval_set["references"])
 
 
+def _mixture_rewards(
+    sample_mixture: Callable, score: Callable, eval_set: dict[str, jax.Array], stacked, weights, key
+) -> jax.Array:
+    """(S, R) rewards of the greedy answers decoded by MOD from the experts at weights (N,)."""
+    del key
+    outputs = sample_mixture(stacked, weights, eval_set, jax.random.PRNGKey(0))
+    return score(outputs, eval_set["references"])
+
+
 def build(config: vqa_config.VQAConfig) -> pipeline.Task:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
     unknown = [name for name in config.rewards if name not in answers.ANSWER_REWARD_NAMES]
@@ -175,6 +185,19 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
             max_length=config.answer_length,
             allowed=words_only,
             greedy=greedy,
+        ).tokens
+
+    def sample_mixture(stacked, weights, batch, key):
+        return backbone.sample_outputs_mixture(
+            model,
+            stacked,
+            weights,
+            batch["images"],
+            batch["prompts"],
+            key,
+            max_length=config.answer_length,
+            allowed=words_only,
+            greedy=True,
         ).tokens
 
     def pretrain_batch(key):
@@ -220,6 +243,15 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
             learner=finetune_learner,
             start=lambda key: (params, carry),
             evaluate=jax.tree_util.Partial(_answer_rewards, sample_answers, score, data.eval_set),
+            mixtures=(
+                {
+                    pipeline.MOD: pipeline.DecodingMixture(
+                        jax.tree_util.Partial(_mixture_rewards, sample_mixture, score, data.eval_set)
+                    )
+                }
+                if config.decoding_mixing
+                else None
+            ),
             report=report,
         ),
         budget=config.budget,

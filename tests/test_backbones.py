@@ -46,6 +46,24 @@ def test_sampled_log_probs_equal_teacher_forcing_and_respect_the_mask(tiny):
         )
 
 
+def test_mixture_of_one_hot_weights_is_that_model(tiny):
+    backbone, model, params = tiny
+    images = jax.random.uniform(jax.random.PRNGKey(1), (3, IMAGE, IMAGE, 3))
+    words = backbone.word_mask(model, WORDS)
+    other = jax.tree.map(lambda leaf: leaf * 1.2, params)
+    stacked = jax.tree.map(lambda a, b: np.stack([a, b]), params, other)
+    key = jax.random.PRNGKey(2)
+    alone = backbone.sample_outputs(model, other, images, PROMPTS[:3], key, max_length=OUTPUT, allowed=words)
+    mixed = jax.jit(
+        lambda stacked, weights: backbone.sample_outputs_mixture(
+            model, stacked, weights, images, PROMPTS[:3], key, max_length=OUTPUT, allowed=words
+        )
+    )(stacked, np.array([0.0, 1.0], np.float32))
+    np.testing.assert_array_equal(mixed.tokens, alone.tokens)
+    emitted = np.asarray(mixed.tokens)[np.asarray(mixed.mask)]
+    assert words[emitted].all()
+
+
 def test_location_embeddings_start_ordered(tiny):
     backbone, _, params = tiny
     table_path, positions_path = TABLES[backbone.name]

@@ -1,4 +1,4 @@
-"""The ViT + GPT-2 captioner: cached sampling agrees with teacher forcing, ensembling, loading."""
+"""The ViT + GPT-2 captioner: cached sampling agrees with teacher forcing, mixtures, loading."""
 
 import jax
 import jax.numpy as jnp
@@ -37,17 +37,20 @@ def test_sampled_log_probs_equal_teacher_forcing(model_and_params):
     assert sample.tokens.shape == (6, LENGTH)
 
 
-def test_ensemble_of_one_hot_weights_is_that_model(model_and_params):
+@pytest.mark.parametrize("rule", ["logits", "probs"])
+def test_mixture_of_one_hot_weights_is_that_model(model_and_params, rule):
+    """MOD (rule "logits") and prediction ensembling (rule "probs") at w = (0, 1): the second model."""
     model, params = model_and_params
     other = captioner.init_params(model, jax.random.PRNGKey(5))
     stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), params, other)
     pictures = images(4, seed=2)
     key = jax.random.PRNGKey(3)
-    alone = captioner.sample_captions(model, other, pictures, key, max_length=LENGTH, greedy=True)
-    ensemble = captioner.sample_captions_ensemble(
-        model, stacked, jnp.array([0.0, 1.0]), pictures, key, max_length=LENGTH
+    alone = captioner.sample_captions(model, other, pictures, key, max_length=LENGTH)
+    mixed = captioner.sample_captions_mixture(
+        model, stacked, jnp.array([0.0, 1.0]), pictures, key, rule=rule, max_length=LENGTH
     )
-    np.testing.assert_array_equal(ensemble.tokens, alone.tokens)
+    np.testing.assert_array_equal(mixed.tokens, alone.tokens)
+    np.testing.assert_allclose(mixed.log_probs, alone.log_probs, atol=1e-5)
 
 
 def test_supervised_pretraining_lowers_the_loss(model_and_params):

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from mixing_checks import check_decoding_mixing
 
 from configs import captioning as captioning_config
 from tasks import captioning
@@ -12,8 +13,11 @@ pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 def test_smoke_run_writes_the_whole_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    captioning.main(["--preset", "smoke", "--out", str(run_dir)])
+    captioning.main(["--preset", "smoke", "--out", str(run_dir), "--set", "decoding_mixing=true"])
     results = json.loads((run_dir / "results.json").read_text())
+    check_decoding_mixing(results, (run_dir / "summary.md").read_text())
+    ensembling = results["evaluation_cost"]["prediction ensembling (N passes)"]
+    assert ensembling["rule"] == "probs" and ensembling["forward_passes_per_token"] == 2
     assert results["reward_names"] == ["bleu1", "rouge"]
     assert len(results["rs"]) == captioning_config.get_config("smoke").rs_points
     extras = set(results["extra_soups"])

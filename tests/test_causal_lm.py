@@ -159,6 +159,34 @@ def test_gpt2_fused_c_attn_lora(gpt2, key):
     assert float(jnp.abs(logits - base_logits).max()) > 1e-3
 
 
+def test_mixture_of_one_hot_weights_is_that_model_and_mixes_two(llama, key):
+    """``generate_mixture`` at w = e₁ samples what ``generate`` samples with the second params; at
+    w = (0.5, 0.5) its greedy first token is the argmax of the hand-mixed log-softmaxes."""
+    ids, mask = prompts()
+    other = jax.tree.map(lambda leaf: leaf * 1.5, llama.params)
+    stacked = jax.tree.map(lambda a, b: jnp.stack([a, b]), llama.params, other)
+    mixture = jax.jit(
+        lambda stacked, weights, key, greedy: causal_lm.generate_mixture(
+            llama.model, stacked, weights, ids, mask, key, max_new_tokens=NEW, eos_id=NO_EOS, greedy=greedy
+        ),
+        static_argnums=3,
+    )
+    alone = llama.sample(other, ids, mask, key, NO_EOS)
+    mixed = mixture(stacked, jnp.array([0.0, 1.0]), key, False)
+    np.testing.assert_array_equal(mixed.tokens, alone.tokens)
+    np.testing.assert_allclose(mixed.log_probs, alone.log_probs, atol=1e-5)
+    half = mixture(stacked, jnp.array([0.5, 0.5]), key, True)
+    first = [
+        jax.nn.log_softmax(
+            causal_lm.sequence_logits(
+                llama.model, params, ids, mask, half.tokens[:, :1], jnp.ones_like(half.tokens[:, :1])
+            )[:, 0]
+        )
+        for params in (llama.params, other)
+    ]
+    np.testing.assert_array_equal(half.tokens[:, 0], jnp.argmax(0.5 * first[0] + 0.5 * first[1], axis=-1))
+
+
 def test_value_head_per_token(llama, key):
     ids, mask = prompts()
     out = llama.greedy(llama.params, ids, mask, NO_EOS)

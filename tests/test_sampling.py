@@ -183,3 +183,121 @@ def test_bad_first_tokens_and_logits_raise(key):
     bad_step = lambda cache, tokens, step: (jnp.zeros((3, 4)), cache)  # noqa: E731
     with pytest.raises(ValueError, match="logits of shape"):
         sampling.sample(bad_step, (), jnp.zeros((2,), jnp.int32), key, max_length=2, eos_id=None)
+
+
+# --------------------------------------------------------------------------- decoding-time mixing
+
+
+def table_step(table, cache, tokens, step):
+    """A toy model: the logits of the next token are row ``tokens`` of its (V, V) ``table``."""
+    return table[tokens] + 0.0 * step.astype(jnp.float32), cache + 1
+
+
+def table_start(first, table):
+    """``start`` of ``sample_mixture``: a step Partial over the member's table, a call counter."""
+    return jax.tree_util.Partial(table_step, table), jnp.zeros((), jnp.int32), first
+
+
+def tables(n: int = 2) -> jax.Array:
+    return jax.random.normal(jax.random.PRNGKey(7), (n, VOCAB, VOCAB)) * 2.0
+
+
+@functools.partial(jax.jit, static_argnames=("rule", "greedy"))
+def run_mixture(stacked, weights, first, key, rule="logits", greedy=False):
+    return sampling.sample_mixture(
+        functools.partial(table_start, first),
+        stacked,
+        weights,
+        key,
+        rule=rule,
+        max_length=7,
+        eos_id=EOS,
+        pad_id=PAD,
+        greedy=greedy,
+    )
+
+
+@pytest.mark.parametrize("rule", ["logits", "probs"])
+@pytest.mark.parametrize("greedy", [False, True])
+def test_mixture_with_one_hot_weights_is_that_member(key, rule, greedy):
+    stacked, first = tables(3), jnp.arange(8, dtype=jnp.int32) % VOCAB
+    for member in range(3):
+        alone = sampling.sample(
+            functools.partial(table_step, stacked[member]),
+            jnp.zeros((), jnp.int32),
+            first,
+            key,
+            max_length=7,
+            eos_id=EOS,
+            pad_id=PAD,
+            greedy=greedy,
+        )
+        mixed = run_mixture(stacked, jax.nn.one_hot(member, 3), first, key, rule=rule, greedy=greedy)
+        np.testing.assert_array_equal(mixed.tokens, alone.tokens)
+        np.testing.assert_array_equal(mixed.mask, alone.mask)
+        np.testing.assert_allclose(mixed.log_probs, alone.log_probs, atol=1e-5)
+
+
+def test_mixed_logits_are_the_weighted_sum_of_log_softmaxes():
+    logits = jax.random.normal(jax.random.PRNGKey(1), (2, 3, VOCAB)) * 3.0
+    logits = logits.at[0, :, 1].set(-jnp.inf)  # a token that member 0 forbids
+    weights = jnp.array([0.3, 0.7])
+    mixed = np.asarray(sampling.mix_log_probs(logits, weights, rule="logits"))
+    expected = 0.3 * np_log_softmax(logits[0]) + 0.7 * np_log_softmax(logits[1])
+    np.testing.assert_allclose(mixed, expected, rtol=1e-5)
+    assert np.all(np.isneginf(mixed[:, 1]))
+    ensembled = np.asarray(sampling.mix_log_probs(logits, weights, rule="probs"))
+    probs = 0.3 * np.exp(np_log_softmax(logits[0])) + 0.7 * np.exp(np_log_softmax(logits[1]))
+    np.testing.assert_allclose(np.exp(ensembled), probs, rtol=1e-5, atol=1e-7)
+    # Zero weight: a member's -inf never becomes NaN.
+    alone = sampling.mix_log_probs(logits, jnp.array([0.0, 1.0]), rule="logits")
+    np.testing.assert_array_equal(alone, jax.nn.log_softmax(logits[1]))
+
+
+def test_each_greedy_token_is_the_argmax_of_the_hand_mixed_step(key):
+    """Two members, w = (0.3, 0.7): every greedy step takes argmax Σ wᵢ log_softmax(tableᵢ[prev])."""
+    stacked, first = tables(2), jnp.arange(VOCAB, dtype=jnp.int32)
+    weights = jnp.array([0.3, 0.7])
+    out = jax.device_get(run_mixture(stacked, weights, first, key, greedy=True))
+    previous = np.asarray(first)
+    for t in range(out.tokens.shape[1]):
+        hand = 0.3 * np_log_softmax(stacked[0][previous]) + 0.7 * np_log_softmax(stacked[1][previous])
+        active = out.mask[:, t]
+        np.testing.assert_array_equal(out.tokens[active, t], hand.argmax(-1)[active])
+        np.testing.assert_allclose(
+            out.log_probs[active, t], np_log_softmax(hand)[active, hand.argmax(-1)[active]], atol=1e-5
+        )
+        previous = out.tokens[:, t]
+
+
+def test_one_compile_serves_every_weight(key):
+    stacked, first = tables(2), jnp.zeros((4,), jnp.int32)
+    run_mixture(stacked, jnp.array([1.0, 0.0]), first, key)
+    compiled = run_mixture._cache_size()
+    for weights in ([0.5, 0.5], [0.2, 0.8]):
+        run_mixture(stacked, jnp.asarray(weights), first, key)
+    assert run_mixture._cache_size() == compiled
+
+
+def test_mixture_user_errors(key):
+    stacked, first = tables(2), jnp.zeros((2,), jnp.int32)
+    with pytest.raises(ValueError, match="rule"):
+        sampling.sample_mixture(
+            functools.partial(table_start, first),
+            stacked,
+            jnp.ones(2) / 2,
+            key,
+            rule="max",
+            max_length=2,
+            eos_id=None,
+        )
+    with pytest.raises(ValueError, match="weights"):
+        sampling.sample_mixture(
+            functools.partial(table_start, first), stacked, jnp.ones(3) / 3, key, max_length=2, eos_id=None
+        )
+
+    def closure_start(table):
+        return (lambda cache, tokens, step: table_step(table, cache, tokens, step)), jnp.zeros(()), first
+
+    with pytest.raises(ValueError, match="Partial"):
+        sampling.sample_mixture(closure_start, stacked, jnp.ones(2) / 2, key, max_length=2, eos_id=None)

@@ -4,6 +4,7 @@ import json
 import math
 
 import pytest
+from mixing_checks import check_decoding_mixing
 
 from configs import text as text_config
 from tasks import text
@@ -13,8 +14,13 @@ pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 def test_smoke_run_writes_results_samples_and_both_lora_modes(tmp_path):
     run_dir = tmp_path / "run"
-    text.main(["--preset", "smoke", "--out", str(run_dir)])
+    text.main(["--preset", "smoke", "--out", str(run_dir), "--set", "decoding_mixing=true"])
     results = json.loads((run_dir / "results.json").read_text())
+    check_decoding_mixing(results, (run_dir / "summary.md").read_text())
+    # MOD's λ = 1 is the second expert alone: same key, same samples, same perplexity as RS's.
+    assert results["base_perplexity"]["MOD (decoding-time mixing)"][-1]["perplexity"] == pytest.approx(
+        results["base_perplexity"]["rs"][-1]["perplexity"]
+    )
     assert results["reward_names"] == ["positive", "concise"]
     assert len(results["rs"]) == text_config.get_config("smoke").rs_points
     assert "RS with LoRA factors averaged" in results["extra_soups"]

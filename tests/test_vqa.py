@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from mixing_checks import check_decoding_mixing
 
 from configs import vqa as vqa_config
 from tasks import vqa
@@ -12,8 +13,9 @@ pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 def test_smoke_run_writes_the_whole_run_directory(tmp_path):
     run_dir = tmp_path / "run"
-    vqa.main(["--preset", "smoke", "--out", str(run_dir)])
+    vqa.main(["--preset", "smoke", "--out", str(run_dir), "--set", "decoding_mixing=true"])
     results = json.loads((run_dir / "results.json").read_text())
+    check_decoding_mixing(results, (run_dir / "summary.md").read_text())
     assert results["reward_names"] == ["accuracy", "meteor"]
     assert len(results["rs"]) == vqa_config.get_config("smoke").rs_points
     assert len(results["morl"]) == 3  # the two experts and μ = 0.5

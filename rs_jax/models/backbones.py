@@ -14,6 +14,7 @@ ViT). Sampled log-probabilities equal teacher-forced ones under the same ``allow
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -188,14 +189,9 @@ class Backbone(Generic[ModelT]):
           A ``sampling.Sample`` whose log-probs equal ``token_log_probs`` of its tokens.
         """
         _, eos, pad = self.special_ids(model)
-        step, cache, first_tokens = self.start_decoding(model, params, images, prompts, max_length)
-
-        def masked_step(cache, tokens, step_index):
-            logits, cache = step(cache, tokens, step_index)
-            return self.mask_logits(model, logits, allowed), cache
-
+        step, cache, first_tokens = self._start_masked(model, params, images, prompts, max_length, allowed)
         return sampling.sample(
-            masked_step,
+            step,
             cache,
             first_tokens,
             key,
@@ -205,6 +201,63 @@ class Backbone(Generic[ModelT]):
             greedy=greedy,
             temperature=temperature,
         )
+
+    def sample_outputs_mixture(
+        self,
+        model: ModelT,
+        stacked_params: PyTree,
+        weights: jax.Array,
+        images: jax.Array,
+        prompts: jax.Array,
+        key: jax.Array,
+        *,
+        rule: str = "logits",
+        max_length: int,
+        allowed: np.ndarray | None = None,
+        stop_at_eos: bool = True,
+        greedy: bool = False,
+        temperature: float = 1.0,
+    ) -> sampling.Sample:
+        """Outputs (B, max_length) decoded from a mixture of N param sets (``sampling.sample_mixture``).
+
+        Each member's logits are masked to ``allowed`` before mixing. ``rule="logits"``: every
+        token from softmax(Σᵢ wᵢ log pᵢ) (MOD); ``"probs"``: from Σᵢ wᵢ pᵢ (ensembling).
+
+        Args:
+          stacked_params: params with a leading axis N (``soup.stack_experts``).
+          weights: (N,) non-negative mixing weights.
+          The rest: as ``sample_outputs``.
+
+        Returns:
+          A ``sampling.Sample``; with a one-hot ``weights`` the tokens of ``sample_outputs`` on that
+          member with the same key.
+        """
+        _, eos, pad = self.special_ids(model)
+        return sampling.sample_mixture(
+            lambda params: self._start_masked(model, params, images, prompts, max_length, allowed),
+            stacked_params,
+            weights,
+            key,
+            rule=rule,
+            max_length=max_length,
+            eos_id=eos if stop_at_eos else None,
+            pad_id=pad,
+            greedy=greedy,
+            temperature=temperature,
+        )
+
+    def _start_masked(self, model, params, images, prompts, max_length, allowed):
+        """``start_decoding`` whose step (a ``Partial``) masks the logits to ``allowed``."""
+        step, cache, first_tokens = self.start_decoding(model, params, images, prompts, max_length)
+        masked = jax.tree_util.Partial(
+            functools.partial(_masked_step, self.mask_logits, model, allowed), step
+        )
+        return masked, cache, first_tokens
+
+
+def _masked_step(mask_logits, model, allowed, step, cache, tokens, step_index):
+    logits, cache = step(cache, tokens, step_index)
+    return mask_logits(model, logits, allowed), cache
 
 
 VIT_GPT2: Backbone[FlaxVisionEncoderDecoderModel] = Backbone(

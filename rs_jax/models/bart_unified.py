@@ -35,6 +35,7 @@ to the encoder as they are; BART needs ``max_position_embeddings >= max(Lp, L)``
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 from typing import Any
@@ -375,8 +376,9 @@ def start_decoding(
       prompts: (B, Lp) left-aligned prompt ids.
 
     Returns:
-      (step returning the (B, V) logits of the next output, an empty KV cache of ``max_length``
-      slots, the decoder start tokens (B,) to feed at step 0).
+      (step returning the (B, V) logits of the next output, a ``jax.tree_util.Partial`` over the
+      params and encoder states (vmappable by ``sampling.sample_mixture``), an empty KV cache of
+      ``max_length`` slots, the decoder start tokens (B,) to feed at step 0).
     """
     _check_lengths(model, prompts.shape[1], max_length)
     start, _, _ = special_ids(model)
@@ -384,17 +386,20 @@ def start_decoding(
     batch = states.shape[0]
     cache = model.bart.init_cache(batch, max_length, (states,))
     attention = jnp.ones((batch, max_length), jnp.int32)  # the cache index enforces causality
-
-    def step(cache, tokens, step_index):
-        outputs = model.bart.decode(
-            tokens[:, None],
-            (states,),
-            encoder_attention_mask=mask,
-            decoder_attention_mask=attention,
-            decoder_position_ids=jnp.full((batch, 1), step_index, jnp.int32),
-            past_key_values=cache,
-            params=params["bart"],
-        )
-        return outputs.logits[:, 0], outputs.past_key_values
-
+    step = jax.tree_util.Partial(
+        functools.partial(_decode_step, model), params["bart"], states, mask, attention
+    )
     return step, cache, jnp.full((batch,), start, jnp.int32)
+
+
+def _decode_step(model, bart_params, states, mask, attention, cache, tokens, step_index):
+    outputs = model.bart.decode(
+        tokens[:, None],
+        (states,),
+        encoder_attention_mask=mask,
+        decoder_attention_mask=attention,
+        decoder_position_ids=jnp.full((tokens.shape[0], 1), step_index, jnp.int32),
+        past_key_values=cache,
+        params=bart_params,
+    )
+    return outputs.logits[:, 0], outputs.past_key_values

@@ -10,6 +10,7 @@ soups, LoRA and the trainer apply unchanged.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any
 
@@ -178,23 +179,37 @@ def caption_loss(
     return loss, {"cross_entropy": loss}
 
 
-def _step_fn(model: Any, params: PyTree, encoded: Any, max_length: int):
-    batch = encoded[0].shape[0]
+def start_decoding(
+    model: Any, params: PyTree, images: jax.Array, max_length: int
+) -> tuple[jax.tree_util.Partial, PyTree, jax.Array]:
+    """What ``sampling.sample`` needs to caption images (B, H, W, 3) with ``max_length`` tokens.
+
+    Returns:
+      (step returning the (B, V) policy logits, BOS and padding at -inf, as a
+      ``jax.tree_util.Partial`` over the params and the encoded images so that
+      ``sampling.sample_mixture`` can vmap it; an empty KV cache of ``max_length`` slots; the
+      BOS tokens (B,) to feed at step 0).
+    """
+    bos, _, _ = special_ids(model)
+    batch = images.shape[0]
+    encoded = _encode(model, params, images)
+    cache = model.init_cache(batch, max_length, encoded)
     attention = jnp.ones((batch, max_length), jnp.int32)  # the cache index enforces causality
+    step = jax.tree_util.Partial(functools.partial(_decode_step, model), params, encoded, attention)
+    return step, cache, jnp.full((batch,), bos, jnp.int32)
 
-    def step(cache, tokens, step_index):
-        positions = jnp.full((batch, 1), step_index, jnp.int32)
-        outputs = model.decode(
-            tokens[:, None],
-            encoded,
-            decoder_attention_mask=attention,
-            decoder_position_ids=positions,
-            past_key_values=cache,
-            params=params,
-        )
-        return _policy_logits(model, outputs.logits[:, 0]), outputs.past_key_values
 
-    return step
+def _decode_step(model: Any, params: PyTree, encoded: Any, attention: jax.Array, cache, tokens, step_index):
+    positions = jnp.full((tokens.shape[0], 1), step_index, jnp.int32)
+    outputs = model.decode(
+        tokens[:, None],
+        encoded,
+        decoder_attention_mask=attention,
+        decoder_position_ids=positions,
+        past_key_values=cache,
+        params=params,
+    )
+    return _policy_logits(model, outputs.logits[:, 0]), outputs.past_key_values
 
 
 def sample_captions(
@@ -208,13 +223,12 @@ def sample_captions(
     temperature: float = 1.0,
 ) -> sampling.Sample:
     """Captions (B, max_length) sampled (or greedy) with the KV cache, inside jit."""
-    bos, eos, pad = special_ids(model)
-    encoded = _encode(model, params, images)
-    cache = model.init_cache(images.shape[0], max_length, encoded)
+    _, eos, pad = special_ids(model)
+    step, cache, first_tokens = start_decoding(model, params, images, max_length)
     return sampling.sample(
-        _step_fn(model, params, encoded, max_length),
+        step,
         cache,
-        jnp.full((images.shape[0],), bos, jnp.int32),
+        first_tokens,
         key,
         max_length=max_length,
         eos_id=eos,
@@ -224,47 +238,39 @@ def sample_captions(
     )
 
 
-def sample_captions_ensemble(
+def sample_captions_mixture(
     model: Any,
     stacked_params: PyTree,
-    lambdas: jax.Array,
+    weights: jax.Array,
     images: jax.Array,
     key: jax.Array,
     *,
+    rule: str = "logits",
     max_length: int,
-    greedy: bool = True,
+    greedy: bool = False,
+    temperature: float = 1.0,
 ) -> sampling.Sample:
-    """Prediction ensembling of N models: at each step p(·) = Σᵢ λᵢ pᵢ(·) (the oracle of Lemma 4).
+    """Captions (B, max_length) decoded from a mixture of N captioners (``sampling.sample_mixture``).
 
-    Costs N forward passes per token, unlike a soup's one.
+    ``rule="logits"``: every token from softmax(Σᵢ wᵢ log pᵢ) (MOD's decoding-time mixing);
+    ``rule="probs"``: from Σᵢ wᵢ pᵢ (prediction ensembling, the oracle of Lemma 4). Both cost N
+    forward passes per token (and N image encodings), unlike a soup's one.
 
     Args:
       stacked_params: params with a leading axis N (``soup.stack_experts``).
-      lambdas: (N,) non-negative weights summing to 1.
+      weights: (N,) non-negative weights summing to 1.
+      images: (B, H, W, 3) in [0, 1].
     """
-    bos, eos, pad = special_ids(model)
-    batch = images.shape[0]
-    encoded = jax.vmap(lambda params: _encode(model, params, images))(stacked_params)
-    caches = jax.vmap(lambda member: model.init_cache(batch, max_length, member))(encoded)
-    member_step = jax.vmap(
-        lambda params, member, cache, tokens, step_index: _step_fn(model, params, member, max_length)(
-            cache, tokens, step_index
-        ),
-        in_axes=(0, 0, 0, None, None),
-    )
-    log_lambdas = jnp.log(jnp.maximum(lambdas, 1e-30))[:, None, None]
-
-    def step(cache, tokens, step_index):
-        logits, cache = member_step(stacked_params, encoded, cache, tokens, step_index)
-        return jax.nn.logsumexp(jax.nn.log_softmax(logits) + log_lambdas, axis=0), cache
-
-    return sampling.sample(
-        step,
-        caches,
-        jnp.full((batch,), bos, jnp.int32),
+    _, eos, pad = special_ids(model)
+    return sampling.sample_mixture(
+        lambda params: start_decoding(model, params, images, max_length),
+        stacked_params,
+        weights,
         key,
+        rule=rule,
         max_length=max_length,
         eos_id=eos,
         pad_id=pad,
         greedy=greedy,
+        temperature=temperature,
     )

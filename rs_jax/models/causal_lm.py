@@ -205,39 +205,26 @@ def _call(model: Any, params: PyTree, input_ids, attention_mask, position_ids, *
 # --------------------------------------------------------------------------- sampling
 
 
-def generate(
-    model: Any,
-    params: PyTree,
-    prompt_ids: jax.Array,
-    prompt_mask: jax.Array,
-    key: jax.Array,
-    *,
-    max_new_tokens: int,
-    eos_id: int | None,
-    pad_id: int = 0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
-) -> sampling.Sample:
-    """Samples a response to each left-padded prompt with the model's KV cache (jit-able).
+def start_decoding(
+    model: Any, params: PyTree, prompt_ids: jax.Array, prompt_mask: jax.Array, max_new_tokens: int
+) -> tuple[jax.tree_util.Partial, PyTree, jax.Array]:
+    """What ``sampling.sample`` needs to decode ``max_new_tokens`` after each left-padded prompt.
 
-    The cache holds P + max_new_tokens positions: the prompt minus its last token is
-    prefilled in one call, then ``sampling.sample`` feeds the last prompt token and each
-    sampled token one at a time (``position = last prompt position + step``).
+    The cache holds P + max_new_tokens positions: the prompt minus its last token is prefilled
+    in one call; the step feeds the last prompt token at step 0, then each sampled token
+    (``position = last prompt position + step``).
 
     Args:
       model: a transformers Flax causal LM (``load_causal_lm``, ``init_causal_lm``).
       params: its params (e.g. ``lora.apply_lora(base, lora_params, config)``).
       prompt_ids: (B, P) int, left-padded.
       prompt_mask: (B, P) 0/1 or bool, 0 on left pads.
-      key: PRNG key.
       max_new_tokens: response length R.
-      eos_id, pad_id, temperature, top_k, top_p, greedy: see ``sampling.sample``.
 
     Returns:
-      ``Sample`` of (B, R) ``tokens``, ``log_probs`` (raw-model, temperature 1, unfiltered;
-      equal to what ``response_log_probs(sequence_logits(...))`` recomputes) and ``mask``.
+      (step returning the (B, V) float32 logits of the next token, as a ``jax.tree_util.Partial``
+      over the params so that ``sampling.sample_mixture`` can vmap it; the prefilled KV cache;
+      the last prompt tokens (B,) to feed at step 0).
 
     Raises:
       ValueError: on malformed prompts or P + max_new_tokens beyond the model's positions.
@@ -267,24 +254,104 @@ def generate(
             model, params, prompt_ids[:, :-1], attention_mask, positions[:, :-1], past_key_values=cache
         )
         cache = prefill.past_key_values
-    last_position = positions[:, -1]
+    step = jax.tree_util.Partial(
+        functools.partial(_decode_step, model), params, attention_mask, positions[:, -1]
+    )
+    return step, cache, prompt_ids[:, -1]
 
-    def step_fn(cache, tokens, step):
-        out = _call(
-            model,
-            params,
-            tokens[:, None],
-            attention_mask,
-            (last_position + step)[:, None],
-            past_key_values=cache,
-        )
-        return out.logits[:, -1].astype(jnp.float32), out.past_key_values
 
+def _decode_step(model: Any, params: PyTree, attention_mask, last_position, cache, tokens, step):
+    out = _call(
+        model, params, tokens[:, None], attention_mask, (last_position + step)[:, None], past_key_values=cache
+    )
+    return out.logits[:, -1].astype(jnp.float32), out.past_key_values
+
+
+def generate(
+    model: Any,
+    params: PyTree,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
+    *,
+    max_new_tokens: int,
+    eos_id: int | None,
+    pad_id: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+) -> sampling.Sample:
+    """Samples a response to each left-padded prompt with the model's KV cache (jit-able).
+
+    ``start_decoding`` prefills the prompt, then ``sampling.sample`` decodes.
+
+    Args:
+      model: a transformers Flax causal LM (``load_causal_lm``, ``init_causal_lm``).
+      params: its params (e.g. ``lora.apply_lora(base, lora_params, config)``).
+      prompt_ids: (B, P) int, left-padded.
+      prompt_mask: (B, P) 0/1 or bool, 0 on left pads.
+      key: PRNG key.
+      max_new_tokens: response length R.
+      eos_id, pad_id, temperature, top_k, top_p, greedy: see ``sampling.sample``.
+
+    Returns:
+      ``Sample`` of (B, R) ``tokens``, ``log_probs`` (raw-model, temperature 1, unfiltered;
+      equal to what ``response_log_probs(sequence_logits(...))`` recomputes) and ``mask``.
+
+    Raises:
+      ValueError: on malformed prompts or P + max_new_tokens beyond the model's positions.
+    """
+    step_fn, cache, first_tokens = start_decoding(model, params, prompt_ids, prompt_mask, max_new_tokens)
     return sampling.sample(
         step_fn,
         cache,
-        prompt_ids[:, -1],
+        first_tokens,
         key,
+        max_length=max_new_tokens,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+    )
+
+
+def generate_mixture(
+    model: Any,
+    stacked_params: PyTree,
+    weights: jax.Array,
+    prompt_ids: jax.Array,
+    prompt_mask: jax.Array,
+    key: jax.Array,
+    *,
+    rule: str = "logits",
+    max_new_tokens: int,
+    eos_id: int | None,
+    pad_id: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+) -> sampling.Sample:
+    """Responses decoded from the mixture of N param sets of one model (``sampling.sample_mixture``).
+
+    Args:
+      stacked_params: (N, ...) params of the N members (e.g. the base with each expert's LoRA).
+      weights: (N,) mixing weights; ``rule``: "logits" (MOD) or "probs" (ensembling).
+      The rest: as ``generate``.
+
+    Returns:
+      ``Sample`` of (B, R) arrays; with a one-hot ``weights`` the tokens of ``generate`` on that
+      member with the same key.
+    """
+    return sampling.sample_mixture(
+        lambda params: start_decoding(model, params, prompt_ids, prompt_mask, max_new_tokens),
+        stacked_params,
+        weights,
+        key,
+        rule=rule,
         max_length=max_new_tokens,
         eos_id=eos_id,
         pad_id=pad_id,

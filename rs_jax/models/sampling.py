@@ -23,6 +23,14 @@ the same params (``rs_jax.models.causal_lm.sequence_logits``), so the PPO ratio 
 It equals the log-probability of the distribution actually sampled from only in the
 paper's setting (temperature 1, ``top_k=0``, ``top_p=1``); with other settings the samples
 come from a different (behaviour) policy and the caller must account for it.
+
+Decoding-time mixing: ``sample_mixture`` decodes from N models at once (N forward passes per
+token, each model with its own KV cache, vmapped over its stacked params) and samples every token
+from the mixture ``mix_log_probs`` of their next-token distributions at weights w (N,): the
+geometric mixture softmax(Σᵢ wᵢ log pᵢ) of MOD ("Decoding-time language model alignment with
+multiple objectives", NeurIPS 2024; ``rule="logits"``) or the arithmetic mixture Σᵢ wᵢ pᵢ of
+prediction ensembling (``rule="probs"``). The weights are operands: one compiled sampler serves
+every w. No params are merged.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ import jax.numpy as jnp
 
 PyTree = Any
 StepFn = Callable[[PyTree, jax.Array, jax.Array], tuple[jax.Array, PyTree]]
+# params -> (step_fn as a callable pytree, initial cache, first tokens (B,)): one model's decoding.
+StartFn = Callable[[PyTree], tuple[StepFn, PyTree, jax.Array]]
+MIXING_RULES = ("logits", "probs")
 
 
 class Sample(NamedTuple):
@@ -166,3 +177,127 @@ def sample(
     steps = jnp.arange(max_length, dtype=jnp.int32)
     _, (tokens, log_probs, mask) = jax.lax.scan(body, init, steps)
     return Sample(tokens.T, log_probs.T, mask.T)
+
+
+def mix_log_probs(logits: jax.Array, weights: jax.Array, *, rule: str = "logits") -> jax.Array:
+    """The log-probabilities (up to a constant per row) of a mixture of N next-token distributions.
+
+    ``rule="logits"`` (MOD's geometric mixture): Σᵢ wᵢ log_softmax(logitsᵢ), which a sampler
+    turns into softmax(Σᵢ wᵢ log pᵢ). ``rule="probs"`` (prediction ensembling, the arithmetic
+    mixture): log Σᵢ wᵢ softmax(logitsᵢ). Members with wᵢ = 0 are left out (their -inf logits
+    never turn into NaN), so a one-hot w gives exactly ``log_softmax`` of that member's logits.
+
+    Args:
+      logits: (N, B, V) float logits of the N members (-inf: a token a member forbids).
+      weights: (N,) non-negative weights (summing to 1 for a λ of the simplex); may be traced.
+      rule: "logits" or "probs".
+
+    Returns:
+      (B, V) float32 mixed log-probabilities; normalized for "probs" when Σ w = 1, unnormalized
+      for "logits" (softmax normalizes them).
+
+    Raises:
+      ValueError: on an unknown rule or shapes that disagree.
+    """
+    if rule not in MIXING_RULES:
+        raise ValueError(f"rule must be one of {MIXING_RULES}, got {rule!r}.")
+    if logits.ndim != 3 or jnp.shape(weights) != (logits.shape[0],):
+        raise ValueError(
+            f"logits must be (N, B, V) and weights (N,); got {logits.shape} and {jnp.shape(weights)}."
+        )
+    log_probs = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+    weights = jnp.asarray(weights, jnp.float32)[:, None, None]
+    present = weights != 0
+    if rule == "logits":
+        return jnp.sum(jnp.where(present, weights * log_probs, 0.0), axis=0)
+    terms = jnp.where(present, log_probs + jnp.log(jnp.where(present, weights, 1.0)), -jnp.inf)
+    return jax.nn.logsumexp(terms, axis=0)
+
+
+def _start_member(start: StartFn, params: PyTree) -> tuple[StepFn, PyTree, jax.Array]:
+    step_fn, cache, first_tokens = start(params)
+    if not isinstance(step_fn, jax.tree_util.Partial):
+        raise ValueError(
+            "sample_mixture needs start(params) to return its step_fn as a jax.tree_util.Partial "
+            f"(a callable pytree whose leaves are arrays, vmapped over the members); got {type(step_fn)}."
+        )
+    return step_fn, cache, first_tokens
+
+
+def _member_step(tokens: jax.Array, step: jax.Array, step_fn: StepFn, cache: PyTree):
+    return step_fn(cache, tokens, step)
+
+
+def sample_mixture(
+    start: StartFn,
+    stacked_params: PyTree,
+    weights: jax.Array,
+    key: jax.Array,
+    *,
+    rule: str = "logits",
+    max_length: int,
+    eos_id: int | None,
+    pad_id: int = 0,
+    temperature: float = 1.0,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    greedy: bool = False,
+) -> Sample:
+    """Samples from the mixture of N models' next-token distributions, N forward passes per token.
+
+    ``start`` runs once per member, vmapped over ``stacked_params`` (each member prefills its
+    own KV cache); every step then runs the N members' step functions, vmapped, on the token
+    emitted before, mixes their logits with ``mix_log_probs(·, weights, rule=rule)`` and hands
+    the mixture to the loop of ``sample`` (same keys, filtering, EOS and padding). With a
+    one-hot ``weights`` = e_i this samples the same tokens as ``sample`` on member i alone with
+    the same key. ``weights`` is an operand: under ``jit`` one compile serves every w.
+
+    Args:
+      start: ``params -> (step_fn, cache, first_tokens (B,))`` of one member, as ``sample`` takes
+        them; ``step_fn`` must be a ``jax.tree_util.Partial`` whose leaves are arrays (its
+        static parts in ``Partial``'s function, e.g. a ``functools.partial`` over the model), so
+        that the vmap over members can carry it. ``first_tokens`` must not depend on the params.
+      stacked_params: the N members' params with a leading axis N (``soup.stack_experts``).
+      weights: (N,) non-negative mixing weights w.
+      key: PRNG key, as ``sample``.
+      rule: "logits" (MOD: softmax(Σᵢ wᵢ log pᵢ)) or "probs" (ensembling: Σᵢ wᵢ pᵢ).
+      max_length, eos_id, pad_id, temperature, top_k, top_p, greedy: as ``sample``; temperature
+        and filters apply to the mixed log-probabilities.
+
+    Returns:
+      A ``Sample`` of (B, L) arrays; ``log_probs`` are those of the mixed distribution
+      (temperature 1, unfiltered) at the emitted tokens.
+
+    Raises:
+      ValueError: on an unknown rule, weights that are not (N,), or a ``step_fn`` that is not a
+        ``Partial``.
+    """
+    if rule not in MIXING_RULES:
+        raise ValueError(f"rule must be one of {MIXING_RULES}, got {rule!r}.")
+    n_members = {leaf.shape[0] if jnp.ndim(leaf) else None for leaf in jax.tree.leaves(stacked_params)}
+    weights = jnp.asarray(weights)
+    if len(n_members) != 1 or None in n_members or weights.shape != (next(iter(n_members)),):
+        raise ValueError(
+            f"stacked_params need one leading axis N shared by every leaf and weights (N,); got "
+            f"leading sizes {sorted(n_members, key=str)} and weights of shape {weights.shape}."
+        )
+    step_fns, caches, first_tokens = jax.vmap(lambda params: _start_member(start, params))(stacked_params)
+    members_step = jax.vmap(_member_step, in_axes=(None, None, 0, 0))
+
+    def mixed_step(caches, tokens, step):
+        logits, caches = members_step(tokens, step, step_fns, caches)
+        return mix_log_probs(logits, weights, rule=rule), caches
+
+    return sample(
+        mixed_step,
+        caches,
+        first_tokens[0],
+        key,
+        max_length=max_length,
+        eos_id=eos_id,
+        pad_id=pad_id,
+        temperature=temperature,
+        top_k=top_k,
+        top_p=top_p,
+        greedy=greedy,
+    )

@@ -33,6 +33,7 @@ whose decoder vocabulary is the task's is this backbone's pre-trained path.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING, Any
 
@@ -234,8 +235,9 @@ def start_decoding(
       prompts: (B, Lp) left-aligned prompt ids.
 
     Returns:
-      (step returning the (B, V) logits of the next output, the KV cache with the context but its
-      last token prefilled, that last token (B,) to feed at step 0).
+      (step returning the (B, V) logits of the next output, a ``jax.tree_util.Partial`` over the
+      params and encoded image (vmappable by ``sampling.sample_mixture``), the KV cache with the
+      context but its last token prefilled, that last token (B,) to feed at step 0).
     """
     _check_lengths(model, prompts.shape[1], max_length)
     bos, _, pad = captioner.special_ids(model)
@@ -254,20 +256,22 @@ def start_decoding(
             past_key_values=cache,
             params=params,
         ).past_key_values
-    last_position = positions[:, -1]
-
-    def step(cache, tokens, step_index):
-        outputs = model.decode(
-            tokens[:, None],
-            encoded,
-            decoder_attention_mask=attention,
-            decoder_position_ids=(last_position + step_index)[:, None],
-            past_key_values=cache,
-            params=params,
-        )
-        return outputs.logits[:, 0], outputs.past_key_values
-
+    step = jax.tree_util.Partial(
+        functools.partial(_decode_step, model), params, encoded, attention, positions[:, -1]
+    )
     return step, cache, context[:, -1]
+
+
+def _decode_step(model, params, encoded, attention, last_position, cache, tokens, step_index):
+    outputs = model.decode(
+        tokens[:, None],
+        encoded,
+        decoder_attention_mask=attention,
+        decoder_position_ids=(last_position + step_index)[:, None],
+        past_key_values=cache,
+        params=params,
+    )
+    return outputs.logits[:, 0], outputs.past_key_values
 
 
 def load_unified(

@@ -167,6 +167,37 @@ class LMPPOLearner:
             greedy=greedy,
         )
 
+    def generate_mixture(
+        self,
+        stacked_lora: PyTree,
+        weights: jax.Array,
+        prompt_ids,
+        prompt_mask,
+        key,
+        *,
+        rule: str = "logits",
+        greedy: bool = False,
+    ):
+        """Responses decoded from the mixture of the N policies base + LoRAᵢ at weights (N,)
+        (``causal_lm.generate_mixture``: N forward passes per token, the LoRA factors of
+        ``stacked_lora`` (leaves (N, ...)) each applied to the frozen base, never averaged)."""
+        merged = jax.vmap(
+            lambda lora_params: lora.apply_lora(self.base_params, lora_params, self.lora_config)
+        )(stacked_lora)
+        return causal_lm.generate_mixture(
+            self.model,
+            merged,
+            weights,
+            prompt_ids,
+            prompt_mask,
+            key,
+            rule=rule,
+            max_new_tokens=self.config.max_new_tokens,
+            eos_id=self.eos_id,
+            pad_id=self.pad_id,
+            greedy=greedy,
+        )
+
     def _outputs(self, params, prompt_ids, prompt_mask, tokens, mask):
         logits, hidden = causal_lm.sequence_outputs(
             self.model, self.policy_params(params), prompt_ids, prompt_mask, tokens, mask
