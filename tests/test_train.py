@@ -277,3 +277,27 @@ def test_value_warmup_trains_the_value_head_and_leaves_the_policy_unchanged(tmp_
         pipeline.warm_up(
             str(tmp_path), task, dataclasses.replace(phase, warmup_trainable=None), states, optimizer
         )
+
+
+def test_bound_penalty_counts_only_the_mean_outside_the_action_range():
+    learner = make_learner(config=dataclasses.replace(CONFIG, bound_coef=2.0))
+    params = learner.init_params(jax.random.PRNGKey(0))
+    mlp = params["policy"]["MLP_0"]
+    last = sorted(mlp)[-1]
+    shifted = {
+        **params,
+        "policy": {**params["policy"], "MLP_0": {**mlp, last: {**mlp[last], "bias": jnp.full(1, 1.5)}}},
+    }
+    minibatch = {
+        "obs": jnp.zeros((4, 2)),
+        "actions": jnp.zeros((4, 1)),
+        "log_probs": jnp.zeros(4),
+        "advantages": jnp.arange(4.0),
+        "targets": jnp.zeros(4),
+    }
+    _, inside = learner.loss(params, minibatch, None)
+    outside_loss, outside = learner.loss(shifted, minibatch, None)
+    assert float(inside["out_of_bounds"]) == 0.0
+    assert float(outside["out_of_bounds"]) == pytest.approx(0.25, rel=1e-3)  # (1.5 - 1)², one action
+    unpenalized = dataclasses.replace(learner, config=CONFIG)
+    assert float(outside_loss - unpenalized.loss(shifted, minibatch, None)[0]) == pytest.approx(0.5, rel=1e-3)
