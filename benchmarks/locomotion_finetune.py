@@ -128,14 +128,14 @@ def main() -> None:
     parser.add_argument("--preset", default="cpu", help="smoke: seconds, to check the script (not kept)")
     parser.add_argument("--runs", default="runs/locomotion_finetune", help="where the run directories go")
     args = parser.parse_args()
-    previous = {"variants": []}
-    if os.path.exists(RESULT):
-        with open(RESULT) as handle:
-            previous = json.load(handle)
     for name in args.variants or list(VARIANTS):
         entry = run_variant(name, args.expert, args.seed, args.runs, args.preset)
         if args.preset != "cpu":
             continue
+        previous = {"variants": []}
+        if os.path.exists(RESULT):  # read just before writing: variants may run in parallel processes
+            with open(RESULT) as handle:
+                previous = json.load(handle)
         keep = [
             old
             for old in previous["variants"]
