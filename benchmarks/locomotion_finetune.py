@@ -118,16 +118,61 @@ def run_variant(name: str, expert: str, seed: int, root: str, preset: str = "cpu
     return entry
 
 
+def training_diagnostics(root: str, seed: int) -> dict:
+    """Per-update training metrics of every run directory under ``root`` (finished or not): the
+    pre-training's last update and each variant's warm-up and fine-tuning updates so far."""
+    wanted = ("reward", "value_loss", "out_of_bounds", "entropy")
+
+    def read(path: str) -> list[dict]:
+        if not os.path.exists(path):
+            return []
+        with open(path) as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+        return [
+            {
+                "update": r["update"],
+                **{k: r.get(k)[0] if isinstance(r.get(k), list) else r.get(k) for k in wanted},
+            }
+            for r in records
+        ]
+
+    result = {}
+    for name in sorted(os.listdir(root)):
+        directory = os.path.join(root, name)
+        if name.startswith("pretrain-cpu"):
+            result[name] = {"pretrain_last": read(os.path.join(directory, "pretrain", "metrics.jsonl"))[-1:]}
+        elif name.endswith(f"-cpu-seed{seed}"):
+            result[name] = {
+                phase: read(os.path.join(directory, phase, "metrics.jsonl"))
+                for phase in ("finetune_warmup", "finetune")
+            }
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("variants", nargs="*", default=list(VARIANTS), choices=(*VARIANTS, []))
+    parser.add_argument("variants", nargs="*", default=[], choices=(*VARIANTS, []))
     parser.add_argument("--expert", default="risky", choices=tuple(EXPERTS))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--preset", default="cpu", help="smoke: seconds, to check the script (not kept)")
     parser.add_argument("--runs", default="runs/locomotion_finetune", help="where the run directories go")
+    parser.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="only record the training metrics of the run directories so far (runs still going included)",
+    )
     args = parser.parse_args()
+    if args.diagnostics:
+        measured = {"variants": []}
+        if os.path.exists(RESULT):
+            with open(RESULT) as handle:
+                measured = json.load(handle)
+        measured["training_diagnostics"] = training_diagnostics(args.runs, args.seed)
+        measured.setdefault("machine", machine_info())
+        write_result(RESULT, measured)
+        return
     for name in args.variants or list(VARIANTS):
         entry = run_variant(name, args.expert, args.seed, args.runs, args.preset)
         if args.preset != "cpu":

@@ -248,6 +248,31 @@ def variants_block(measured: dict[str, Any]) -> str:
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "** : beyond 2 paired standard errors (an improvement)."]
+    if not measured["variants"]:
+        lines = [*lines[:1], "", "No variant has finished its evaluation yet."]
+    diagnostics = measured.get("training_diagnostics") or {}
+    if diagnostics:
+        lines += [
+            "",
+            "Training metrics per update (`--diagnostics`; runs still going included): value loss, "
+            "Σ max(|mean| − 1, 0)² of the policy mean over the batch, and the training reward "
+            "(vx per step for the risky expert).",
+            "",
+            "| run | phase | updates | value loss: first, largest, last | mean outside [-1, 1]: "
+            "first → last | training reward: first → last |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run, phases in diagnostics.items():
+            for phase, records in phases.items():
+                if not records:
+                    continue
+                values = [r["value_loss"] for r in records]
+                first, last = records[0], records[-1]
+                lines.append(
+                    f"| {run} | {phase} | {last['update']} | {values[0]:.3g}, {max(values):.3g}, "
+                    f"{values[-1]:.3g} | {first['out_of_bounds']:.3g} → {last['out_of_bounds']:.3g} "
+                    f"| {first['reward']:.3g} → {last['reward']:.3g} |"
+                )
     return "\n".join(lines)
 
 
