@@ -215,8 +215,70 @@ def seed_block(task: str, reference: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+VARIANTS_FILE = os.path.join(ROOT, "benchmarks", "results", "locomotion_specialization.json")
+
+
+def variants_block(measured: dict[str, Any]) -> str:
+    """The fine-tuning variants of ``benchmarks/locomotion_finetune.py``: each expert minus the init
+    on both rewards (paired, 64 episodes) and the training reward of the first and last updates."""
+    lines = [
+        "Measured by `python benchmarks/locomotion_finetune.py` (one expert per row, same pre-trained "
+        "init, expert minus init on the same 64 episodes, ± paired s.e.):",
+        "",
+        "| variant | expert | seed | R1 = Σ vx: expert − init | R2 = Σ (vx − Σa²): expert − init "
+        "| training reward, first → last update | mean outside [-1, 1], last update |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for entry in measured["variants"]:
+        curves = {  # one run: a metric is a one-element list (the runs' axis of the vmapped fit)
+            metric: [value[0] if isinstance(value, list) else value for value in values]
+            for metric, values in entry["every_10_updates"].items()
+        }
+        cells = [
+            f"{entry['variant']} ({_escape(entry['changes'])})",
+            entry["expert"],
+            str(entry["seed"]),
+            *(
+                f"{entry[r]['expert_minus_init']:.4g} ± {entry[r]['stderr']:.2g}"
+                + (" **" if entry[r]["expert_minus_init"] > 2 * entry[r]["stderr"] else "")
+                for r in ("R1", "R2")
+            ),
+            f"{curves['reward'][0]:.3g} → {curves['reward'][-1]:.3g}",
+            f"{curves['out_of_bounds'][-1]:.3g}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "** : beyond 2 paired standard errors (an improvement)."]
+    if not measured["variants"]:
+        lines = [*lines[:1], "", "No variant has finished its evaluation yet."]
+    diagnostics = measured.get("training_diagnostics") or {}
+    if diagnostics:
+        lines += [
+            "",
+            "Training metrics per update (`--diagnostics`; runs still going included): value loss, "
+            "Σ max(|mean| − 1, 0)² of the policy mean over the batch, and the training reward "
+            "(vx per step for the risky expert).",
+            "",
+            "| run | phase | updates | value loss: first, largest, last | mean outside [-1, 1]: "
+            "first → last | training reward: first → last |",
+            "|---|---|---|---|---|---|",
+        ]
+        for run, phases in diagnostics.items():
+            for phase, records in phases.items():
+                if not records:
+                    continue
+                values = [r["value_loss"] for r in records]
+                first, last = records[0], records[-1]
+                lines.append(
+                    f"| {run} | {phase} | {last['update']} | {values[0]:.3g}, {max(values):.3g}, "
+                    f"{values[-1]:.3g} | {first['out_of_bounds']:.3g} → {last['out_of_bounds']:.3g} "
+                    f"| {first['reward']:.3g} → {last['reward']:.3g} |"
+                )
+    return "\n".join(lines)
+
+
 def render(readme: str) -> str:
-    """README text with every results block regenerated from its task's file."""
+    """README text with every results block regenerated from its task's file (and the locomotion
+    fine-tuning variants from ``VARIANTS_FILE``)."""
 
     def replace(match: re.Match) -> str:
         task = match.group(1)
@@ -225,7 +287,17 @@ def render(readme: str) -> str:
         block = task_block(results) + samples_block(results) + seed_block(task, results)
         return f"<!-- results:{task} -->\n{block}\n<!-- /results:{task} -->"
 
-    return re.sub(r"<!-- results:([\w-]+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)
+    readme = re.sub(r"<!-- results:([\w-]+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)
+    if os.path.exists(VARIANTS_FILE):
+        with open(VARIANTS_FILE) as handle:
+            block = variants_block(json.load(handle))
+        readme = re.sub(
+            r"<!-- variants:locomotion -->\n.*?<!-- /variants:locomotion -->",
+            lambda _: f"<!-- variants:locomotion -->\n{block}\n<!-- /variants:locomotion -->",
+            readme,
+            flags=re.DOTALL,
+        )
+    return readme
 
 
 def main() -> None:

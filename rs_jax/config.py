@@ -28,6 +28,10 @@ class BudgetConfig:
       pretrain_num_epochs / pretrain_num_minibatches: the same for pre-training (None: as
         fine-tuning).
       checkpoint_every: updates between checkpoints.
+      value_warmup_updates: updates at the start of fine-tuning that train only the leaves the
+        task's ``FineTuning.warmup_trainable`` marks (e.g. a freshly initialized value head) on
+        rollouts of the unchanged policy, with an Adam state of their own; the
+        ``finetune_updates`` follow with a fresh Adam state (0: no warm-up).
     """
 
     pretrain_updates: int
@@ -40,6 +44,7 @@ class BudgetConfig:
     pretrain_num_epochs: int | None = None
     pretrain_num_minibatches: int | None = None
     checkpoint_every: int = 20
+    value_warmup_updates: int = 0
 
 
 def _parse(raw: str, current: Any, key: str) -> Any:
@@ -98,6 +103,7 @@ ZERO_ALLOWED = frozenset(
     {
         "pretrain_updates",
         "checkpoint_every",
+        "value_warmup_updates",
         "seed",
         "max_images",
         "max_expressions",

@@ -327,6 +327,11 @@ def _write_figures(run_dir, names, expert_names, rs, morl, init, extra_soups) ->
         plots.plot_spider(os.path.join(run_dir, "spider.png"), series, names)
 
 
+def markdown_cell(text: str) -> str:
+    """``text`` safe inside a Markdown table cell: its pipes escaped (reward names like ``vx - |a|^2``)."""
+    return str(text).replace("|", "\\|")
+
+
 def _write_summary(run_dir, names, expert_names, summary, lmc, specialization) -> None:
     lines = [
         "# Rewarded soups vs MORL",
@@ -387,7 +392,8 @@ def _write_summary(run_dir, names, expert_names, summary, lmc, specialization) -
             "|---|---|---|---|---|",
         ]
         lines += [
-            f"| {e['expert']} | {names[e['reward']]} | {e['rival']} | {e['difference']:.4g} ± "
+            f"| {markdown_cell(e['expert'])} | {markdown_cell(names[e['reward']])} | "
+            f"{markdown_cell(e['rival'])} | {e['difference']:.4g} ± "
             f"{e['stderr']:.2g} | {'yes' if e['beyond_2_stderr'] else 'no'} |"
             for e in specialization
         ]

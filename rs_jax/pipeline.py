@@ -227,6 +227,9 @@ class FineTuning:
       mixtures: name -> a ``DecodingMixture`` of the experts evaluated at the RS grid, with its
         cost (e.g. ``MOD``, prediction ensembling); None or empty: none.
       report: outcome -> the task's sections, results entries, JSON files and figures.
+      warmup_trainable: params -> a pytree of bools, True on the leaves that the
+        ``budget.value_warmup_updates`` first updates train (e.g. a fresh value head beside the
+        pre-trained policy); the others keep their start values during the warm-up.
     """
 
     learner: trainer.Learner
@@ -241,6 +244,7 @@ class FineTuning:
     extra_evaluations: Callable[[TrainedRuns, jax.Array], Mapping[str, Evaluation]] | None = None
     mixtures: Mapping[str, DecodingMixture] | None = None
     report: Callable[[Outcome], Report] | None = None
+    warmup_trainable: Callable[[PyTree], PyTree] | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -328,6 +332,72 @@ def pretrain(run_dir: str, task: Task, *, resume: bool = False, shard: bool = Fa
     return state.params, state.carry
 
 
+WARMUP_STREAM = 0x5EED  # folded into each run's key: the warm-up's rollouts are not the training's
+
+
+def only_trainable(
+    optimizer: optax.GradientTransformation, trainable: Callable[[PyTree], PyTree]
+) -> optax.GradientTransformation:
+    """``optimizer`` on the leaves where ``trainable(params)`` is True; the others get zero updates."""
+
+    def labels(params: PyTree) -> PyTree:
+        return jax.tree.map(lambda keep: "train" if keep else "freeze", trainable(params))
+
+    return optax.multi_transform({"train": optimizer, "freeze": optax.set_to_zero()}, labels)
+
+
+def warm_up(
+    run_dir: str,
+    task: Task,
+    phase: FineTuning,
+    states: trainer.TrainState,
+    optimizer: optax.GradientTransformation,
+    *,
+    resume: bool = False,
+    mesh: Any = None,
+) -> trainer.TrainState:
+    """The ``budget.value_warmup_updates`` updates before fine-tuning (``run_dir/finetune_warmup``).
+
+    Every run collects rollouts with its start policy and trains only ``phase.warmup_trainable``'s
+    leaves (a fresh value head learns the run's own reward), with keys of their own. Returns the
+    stacked ``states`` with the warmed params and carry, a fresh ``optimizer`` state and step 0.
+
+    Raises:
+      ValueError: a warm-up was asked for but the task names nothing to warm up.
+    """
+    budget = task.budget
+    if phase.warmup_trainable is None:
+        raise ValueError(
+            f"budget.value_warmup_updates={budget.value_warmup_updates}, but the task "
+            f"{task.name!r} names no warm-up parameters (FineTuning.warmup_trainable); set it to 0."
+        )
+    warm_optimizer = only_trainable(
+        clipped_adam(budget.finetune_learning_rate, budget.max_grad_norm), phase.warmup_trainable
+    )
+    warm_states = states._replace(
+        opt_state=jax.vmap(warm_optimizer.init)(states.params),
+        rng=jax.vmap(lambda key: jax.random.fold_in(key, WARMUP_STREAM))(states.rng),
+    )
+    update = trainer.make_update(
+        phase.learner, warm_optimizer, budget.num_epochs, budget.num_minibatches, mesh=mesh
+    )
+    warmed, _ = trainer.fit(
+        update,
+        warm_states,
+        jnp.asarray(task.run_weights, jnp.float32),
+        budget.value_warmup_updates,
+        run_dir=os.path.join(run_dir, "finetune_warmup"),
+        checkpoint_every=budget.checkpoint_every,
+        resume=resume,
+        vmapped=True,
+        progress=f"warming up {len(task.run_weights)} runs (policy unchanged)",
+        mesh=mesh,
+    )
+    return states._replace(
+        params=warmed.params, opt_state=jax.vmap(optimizer.init)(warmed.params), carry=warmed.carry
+    )
+
+
 def experts_and_morl(n_rewards: int, morl_mus: Sequence[float]) -> np.ndarray:
     """(M, N) μ of the runs: the N experts (one-hot), then MORL at (1 − μ, μ) for each μ of
     ``morl_mus`` when N = 2, or at the uniform μ when N ≥ 3; MORL μ that equal an expert's are
@@ -361,6 +431,8 @@ def finetune(
 ) -> TrainedRuns:
     """Fine-tunes all M runs vmapped in one program (``run_dir/finetune``) and saves the N experts.
 
+    With ``budget.value_warmup_updates``, the runs first warm up (``warm_up``).
+
     With ``shard``, the runs are split over the devices' ``expert`` axis and each batch over
     ``data`` (``distributed.mesh_for_runs``).
     """
@@ -379,9 +451,12 @@ def finetune(
     update = trainer.make_update(
         phase.learner, optimizer, budget.num_epochs, budget.num_minibatches, mesh=mesh
     )
+    stacked = trainer.stack_states(states)
+    if budget.value_warmup_updates:
+        stacked = warm_up(run_dir, task, phase, stacked, optimizer, resume=resume, mesh=mesh)
     stacked, _ = trainer.fit(
         update,
-        trainer.stack_states(states),
+        stacked,
         run_weights,
         budget.finetune_updates,
         run_dir=os.path.join(run_dir, "finetune"),

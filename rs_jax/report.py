@@ -26,6 +26,7 @@ import base64
 import html
 import json
 import pathlib
+import re
 import sys
 from collections.abc import Sequence
 from importlib import resources
@@ -163,7 +164,11 @@ def markdown_html(markdown: str) -> str:
         if table:
             rows = [row for row in table if not set(row.replace("|", "").strip()) <= set("-: ")]
             cells = [
-                [html.escape(cell.strip()) for cell in row.strip().strip("|").split("|")] for row in rows
+                [
+                    html.escape(cell.strip().replace("\\|", "|"))
+                    for cell in re.split(r"(?<!\\)\|", row.strip().removeprefix("|").removesuffix("|"))
+                ]
+                for row in rows
             ]
             head = "".join(f"<th>{cell}</th>" for cell in cells[0])
             body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in cells[1:])

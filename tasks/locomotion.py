@@ -25,6 +25,11 @@ from rs_jax.rewards import locomotion as rewards
 from rs_jax.train import ppo
 
 
+def value_only(params):
+    """True on the value head's leaves, False on the policy's: what ``budget.value_warmup_updates`` trains."""
+    return {name: jax.tree.map(lambda _, keep=name == "value": keep, tree) for name, tree in params.items()}
+
+
 def build(config: locomotion_config.LocomotionConfig) -> pipeline.Task:
     """The task's declaration: env, learners, rewards, runs and budget."""
     env = envs.get_environment(config.env, backend=config.backend)
@@ -66,6 +71,7 @@ def build(config: locomotion_config.LocomotionConfig) -> pipeline.Task:
             start=start,
             evaluate=jax.tree_util.Partial(evaluate),
             soup_part=lambda params: params["policy"],
+            warmup_trainable=value_only,
         )
 
     return pipeline.Task(

@@ -81,3 +81,25 @@ def test_demo_end_to_end(tmp_path):
         summary["true_front_expected_utility"], abs=0.01
     )
     assert summary["lmc_holds_everywhere"]
+
+
+def test_summary_tables_escape_pipes_in_reward_names(tmp_path):
+    from rs_jax import report
+
+    grid = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    rng = np.random.default_rng(0)
+    samples = rng.normal(size=(3, 8, 2)) + np.array([[5.0, 0.0], [2.0, 2.0], [0.0, 5.0]])[:, None]
+    names = ("risky R1 = vx", "cautious R2 = vx - |a|^2")
+    experiment.write_results(
+        tmp_path,
+        reward_names=names,
+        expert_names=("risky", "cautious"),
+        rs=experiment.Evaluation.from_samples(grid, samples),
+        init=experiment.Evaluation.from_samples(np.full((1, 2), np.nan), rng.normal(size=(1, 8, 2))),
+    )
+    markdown = (tmp_path / "summary.md").read_text()
+    rows = [line for line in markdown.splitlines() if line.startswith("| cautious |")]
+    assert rows and all("vx - \\|a\\|^2" in row for row in rows)
+    page = report.markdown_html(markdown)
+    assert "<td>cautious R2 = vx - |a|^2</td>" in page
+    assert all(row.count("<td>") == 5 for row in page.split("<tr>") if "<td>cautious" in row)

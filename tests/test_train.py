@@ -235,3 +235,69 @@ def test_evaluate_sums_components_over_an_episode():
     eval_env = EpisodeWrapper(VmapWrapper(Cart()), episode_length=10, action_repeat=1)
     returns = ppo.evaluate(learner, params, normalizer.init_stats(2), eval_env, 4, 10, jax.random.PRNGKey(1))
     np.testing.assert_allclose(np.asarray(returns), np.tile([3.0, -0.9], (4, 1)), rtol=1e-5)
+
+
+def test_value_warmup_trains_the_value_head_and_leaves_the_policy_unchanged(tmp_path):
+    from rs_jax import pipeline
+    from rs_jax.config import BudgetConfig
+    from tasks.locomotion import value_only
+
+    learner = make_learner()
+    budget = BudgetConfig(0, 1, 1e-3, 1e-3, num_epochs=2, num_minibatches=2, value_warmup_updates=2)
+    phase = pipeline.FineTuning(
+        learner=learner,
+        start=lambda key: (learner.init_params(key), learner.init_carry(key)),
+        evaluate=lambda params, key: jnp.zeros((1, 2)),
+        warmup_trainable=value_only,
+    )
+    task = pipeline.Task(
+        name="toy",
+        reward_names=("r1", "r2"),
+        expert_names=("a", "b"),
+        run_mus=np.eye(2),
+        run_weights=np.array([locomotion.RISKY_WEIGHTS, locomotion.CAUTIOUS_WEIGHTS]),
+        pretraining=pipeline.Pretrained(None),
+        finetuning=lambda params, carry: phase,
+        budget=budget,
+        seed=0,
+        rs_points=2,
+    )
+    optimizer = pipeline.clipped_adam(1e-3, 1.0)
+    states = trainer.stack_states([make_state(learner, optimizer, seed) for seed in (0, 1)])
+    warmed = pipeline.warm_up(str(tmp_path), task, phase, states, optimizer)
+    chex.assert_trees_all_equal(warmed.params["policy"], states.params["policy"])
+    for before, after in zip(
+        jax.tree.leaves(states.params["value"]), jax.tree.leaves(warmed.params["value"])
+    ):
+        assert np.all(np.any(np.asarray(before != after).reshape(2, -1), axis=1)), "each run's value moved"
+    chex.assert_trees_all_equal(warmed.opt_state, jax.vmap(optimizer.init)(warmed.params))
+    assert np.all(np.asarray(warmed.step) == 0)
+    assert len((tmp_path / "finetune_warmup" / "metrics.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="warmup_trainable"):
+        pipeline.warm_up(
+            str(tmp_path), task, dataclasses.replace(phase, warmup_trainable=None), states, optimizer
+        )
+
+
+def test_bound_penalty_counts_only_the_mean_outside_the_action_range():
+    learner = make_learner(config=dataclasses.replace(CONFIG, bound_coef=2.0))
+    params = learner.init_params(jax.random.PRNGKey(0))
+    mlp = params["policy"]["MLP_0"]
+    last = sorted(mlp)[-1]
+    shifted = {
+        **params,
+        "policy": {**params["policy"], "MLP_0": {**mlp, last: {**mlp[last], "bias": jnp.full(1, 1.5)}}},
+    }
+    minibatch = {
+        "obs": jnp.zeros((4, 2)),
+        "actions": jnp.zeros((4, 1)),
+        "log_probs": jnp.zeros(4),
+        "advantages": jnp.arange(4.0),
+        "targets": jnp.zeros(4),
+    }
+    _, inside = learner.loss(params, minibatch, None)
+    outside_loss, outside = learner.loss(shifted, minibatch, None)
+    assert float(inside["out_of_bounds"]) == 0.0
+    assert float(outside["out_of_bounds"]) == pytest.approx(0.25, rel=1e-3)  # (1.5 - 1)², one action
+    unpenalized = dataclasses.replace(learner, config=CONFIG)
+    assert float(outside_loss - unpenalized.loss(shifted, minibatch, None)[0]) == pytest.approx(0.5, rel=1e-3)

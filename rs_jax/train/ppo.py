@@ -43,6 +43,9 @@ class PPOConfig:
       normalize_observations: keep running observation statistics.
       freeze_normalizer: use the statistics without updating them (fine-tuning).
       policy_layers / value_layers: hidden sizes of the MLPs.
+      bound_coef: weight of a penalty on the policy mean outside the executed range [-1, 1],
+        mean over the batch of Σ max(|mean| - 1, 0)² (actions are clipped to [-1, 1] before the
+        env steps, so outside it the reward gives the mean no gradient back; 0: no penalty).
     """
 
     num_envs: int = 64
@@ -58,6 +61,7 @@ class PPOConfig:
     freeze_normalizer: bool = False
     policy_layers: Sequence[int] = (64, 64)
     value_layers: Sequence[int] = (64, 64)
+    bound_coef: float = 0.0
 
 
 class MLP(nn.Module):
@@ -287,8 +291,15 @@ class PPOLearner:
         values = self.value.apply({"params": params["value"]}, minibatch["obs"])[..., 0]
         value_loss = 0.5 * jnp.mean(jnp.square(values - minibatch["targets"]))
         entropy = jnp.mean(jnp.sum(log_std + 0.5 * LOG_2PI_E, axis=-1))
+        out_of_bounds = jnp.mean(jnp.sum(jnp.square(jax.nn.relu(jnp.abs(mean) - 1.0)), axis=-1))
         total = policy_loss + config.value_coef * value_loss - config.entropy_coef * entropy
-        return total, {"policy_loss": policy_loss, "value_loss": value_loss, "entropy": entropy}
+        total = total + config.bound_coef * out_of_bounds
+        return total, {
+            "policy_loss": policy_loss,
+            "value_loss": value_loss,
+            "entropy": entropy,
+            "out_of_bounds": out_of_bounds,
+        }
 
 
 def evaluate(
