@@ -299,6 +299,7 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
         ),
         finetuning=finetuning,
         budget=config.budget,
+        merge_rules=config.merge_rules,
         seed=config.seed,
         rs_points=config.rs_points,
         morl_runs=tuple(i for i, seed in enumerate(seed_of_run) if seed == 0),

@@ -280,6 +280,7 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         ),
         finetuning=finetuning,
         budget=config.budget,
+        merge_rules=config.merge_rules,
         seed=config.seed,
         rs_points=config.rs_points,
     )

@@ -266,6 +266,7 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
             report=report,
         ),
         budget=config.budget,
+        merge_rules=config.merge_rules,
         seed=config.seed,
         rs_points=config.rs_points,
     )

@@ -472,6 +472,7 @@ def build(config: text_config.TextConfig) -> pipeline.Task:
         pretraining=policy.pretraining,
         finetuning=finetuning,
         budget=config.budget,
+        merge_rules=config.merge_rules,
         seed=config.seed,
         rs_points=config.rs_points,
     )

@@ -255,6 +255,7 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
             report=report,
         ),
         budget=config.budget,
+        merge_rules=config.merge_rules,
         seed=config.seed,
         rs_points=config.rs_points,
     )
