@@ -55,6 +55,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "half the pre-training: 117 updates (300k steps)",
         [*NONE, "budget.pretrain_updates=117"],
     ),
+    "keep_value": ("diagnostic, not the paper's protocol: the pre-trained value head kept", NONE),
     "tanh": (
         "tanh-squashed Gaussian policy (brax's), pre-trained and fine-tuned",
         [*NONE, "ppo.squash=tanh"],
@@ -91,6 +92,14 @@ def run_variant(name: str, expert: str, seed: int, root: str, preset: str = "cpu
     shutil.rmtree(run_dir, ignore_errors=True)
     os.makedirs(run_dir)
     phase = task.finetuning(params, carry)
+    if name == "keep_value":
+        fresh_start = phase.start
+
+        def start(key):
+            fresh, env_carry = fresh_start(key)
+            return {**fresh, "value": params["value"]}, env_carry
+
+        phase = dataclasses.replace(phase, start=start)
     start = time.perf_counter()
     trained = pipeline.finetune(run_dir, task, phase)
     seconds = time.perf_counter() - start
