@@ -245,6 +245,20 @@ class Backbone(Generic[ModelT]):
         ``options`` are ``sample_outputs``'s keyword arguments."""
         return self.sample_outputs(model, params, batch["images"], batch["prompts"], key, **options).tokens
 
+    def batch_log_prob(
+        self,
+        model: ModelT,
+        params: PyTree,
+        batch: Mapping[str, jax.Array],
+        outputs: jax.Array,
+        allowed: np.ndarray | None = None,
+    ) -> jax.Array:
+        """(B,) log π(outputs | image, prompt) of outputs (B, L) for a batch's ``images`` and
+        ``prompts``: the sum of ``token_log_probs``."""
+        return self.token_log_probs(model, params, batch["images"], batch["prompts"], outputs, allowed).sum(
+            axis=-1
+        )
+
     def sample_batch_mixture(
         self,
         model: ModelT,
@@ -315,9 +329,9 @@ class TokenIds(Protocol):
 
 
 class BackboneSettings(Protocol):
-    """The backbone fields of a task config (``configs/grounding.py``, ``configs/vqa.py``): the
-    backbone's name, local HF directories ("" builds a tiny model), the seed that draws what a
-    directory lacks, and the tiny model's sizes."""
+    """The backbone fields of a task config (``configs.UnifiedModelConfig``, which the configs of
+    grounding and VQA extend): the backbone's name, local HF directories ("" builds a tiny model),
+    the seed that draws what a directory lacks, and the tiny model's sizes."""
 
     backbone: str
     model: str
