@@ -15,6 +15,7 @@ the first and last updates. Results are merged into benchmarks/results/locomotio
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shutil
@@ -50,6 +51,14 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         [*NONE, "budget.value_warmup_updates=20", "ppo.bound_coef=1"],
     ),
     "lr1e-4": ("fine-tuning step size 1e-4", [*NONE, "budget.finetune_learning_rate=1e-4"]),
+    "pretrain117": (
+        "half the pre-training: 117 updates (300k steps)",
+        [*NONE, "budget.pretrain_updates=117"],
+    ),
+    "tanh": (
+        "tanh-squashed Gaussian policy (brax's), pre-trained and fine-tuned",
+        [*NONE, "ppo.squash=tanh"],
+    ),
 }
 EXPERTS = {"risky": 0, "cautious": 1}
 
@@ -61,7 +70,10 @@ def run_variant(name: str, expert: str, seed: int, root: str, preset: str = "cpu
     config_lib.validate(config)
     full = locomotion.build(config)
     reward = EXPERTS[expert]
-    pretrain_dir = os.path.join(root, f"pretrain-{preset}-seed{seed}-{config.budget.pretrain_updates}")
+    squash = "" if config.ppo.squash == "clip" else f"-{config.ppo.squash}"
+    pretrain_dir = os.path.join(
+        root, f"pretrain-{preset}-seed{seed}-{config.budget.pretrain_updates}{squash}"
+    )
     params, carry = pipeline.pretrain(pretrain_dir, full, resume=True)
     task = pipeline.Task(
         name=full.name,
@@ -83,10 +95,15 @@ def run_variant(name: str, expert: str, seed: int, root: str, preset: str = "cpu
     trained = pipeline.finetune(run_dir, task, phase)
     seconds = time.perf_counter() - start
     _, _, eval_key = pipeline.phase_keys(seed)
-    scores = {
-        label: np.asarray(phase.evaluate(part, eval_key), np.float64)
-        for label, part in (("init", trained.init), ("expert", trained.runs[0]))
-    }
+    scores = {}  # (policy, model) -> (64, 2) returns
+    for policy in ("mean", "sample"):
+        evaluate = (
+            locomotion.build(dataclasses.replace(config, eval_deterministic=policy == "mean"))
+            .finetuning(params, carry)
+            .evaluate
+        )
+        for label, part in (("init", trained.init), ("expert", trained.runs[0])):
+            scores[policy, label] = np.asarray(evaluate(part, eval_key), np.float64)
     with open(os.path.join(run_dir, "finetune", "metrics.jsonl")) as handle:
         history = [json.loads(line) for line in handle]
     entry = {
@@ -102,18 +119,20 @@ def run_variant(name: str, expert: str, seed: int, root: str, preset: str = "cpu
             for metric in ("reward", "value_loss", "out_of_bounds")
         },
     }
-    for column, reward_name in enumerate(("R1", "R2")):
-        init_mean, _ = mean_and_stderr(scores["init"][:, column])
-        expert_mean, _ = mean_and_stderr(scores["expert"][:, column])
-        diff, diff_se = mean_and_stderr(scores["expert"][:, column] - scores["init"][:, column])
-        entry[reward_name] = {
-            "init": float(init_mean),
-            "expert": float(expert_mean),
-            "expert_minus_init": float(diff),
-            "stderr": float(diff_se),
-        }
-    own = entry[("R1", "R2")[reward]]
-    entry["beats_init_beyond_2_stderr"] = bool(own["expert_minus_init"] > 2 * own["stderr"])
+    for policy in ("mean", "sample"):
+        for column, reward_name in enumerate(("R1", "R2")):
+            init, expert_scores = scores[policy, "init"][:, column], scores[policy, "expert"][:, column]
+            diff, diff_se = mean_and_stderr(expert_scores - init)
+            entry[f"{reward_name}_{policy}_policy"] = {
+                "init": float(init.mean()),
+                "expert": float(expert_scores.mean()),
+                "expert_minus_init": float(diff),
+                "stderr": float(diff_se),
+            }
+        own = entry[f"{('R1', 'R2')[reward]}_{policy}_policy"]
+        entry[f"beats_init_beyond_2_stderr_{policy}_policy"] = bool(
+            own["expert_minus_init"] > 2 * own["stderr"]
+        )
     print(json.dumps(entry))
     return entry
 

@@ -137,20 +137,23 @@ def task_block(results: dict[str, Any]) -> str:
         row(label, point["rewards"], (family, _label("λ", point["lambda"])))
 
     summary = results["summary"]
-    lines += ["", "| family | trainings | expected utility ↑ | hypervolume ↑ |", "|---|---|---|---|"]
-    lines.append(
-        f"| rewarded soups | {summary['rs_trainings']} | {summary['rs_expected_utility']:.4g} | "
-        f"{summary['rs_hypervolume']:.4g} |"
-    )
+    lines += [
+        "",
+        "| family | trainings | expected utility ↑ | hypervolume ↑ | IGD ↓ |",
+        "|---|---|---|---|---|",
+    ]
+    families = [("rewarded soups", "rs", summary["rs_trainings"])]
     if "morl_trainings" in summary:
+        families.append(("MORL", "morl", summary["morl_trainings"]))
+    families += [
+        (family, family, f"{summary['rs_trainings']} (same experts)")
+        for family in results.get("extra_soups") or {}
+    ]
+    for label, key, trainings in families:
+        igd = summary.get(f"{key}_igd")
         lines.append(
-            f"| MORL | {summary['morl_trainings']} | {summary['morl_expected_utility']:.4g} | "
-            f"{summary['morl_hypervolume']:.4g} |"
-        )
-    for family in results.get("extra_soups") or {}:
-        lines.append(
-            f"| {_escape(family)} | {summary['rs_trainings']} (same experts) | "
-            f"{summary[family + '_expected_utility']:.4g} | {summary[family + '_hypervolume']:.4g} |"
+            f"| {_escape(label)} | {trainings} | {summary[key + '_expected_utility']:.4g} | "
+            f"{summary[key + '_hypervolume']:.4g} | {'—' if igd is None else f'{igd:.4g}'} |"
         )
     facts = []
     if summary.get("rs_efficiency") is not None:
@@ -222,12 +225,15 @@ def variants_block(measured: dict[str, Any]) -> str:
     """The fine-tuning variants of ``benchmarks/locomotion_finetune.py``: each expert minus the init
     on both rewards (paired, 64 episodes) and the training reward of the first and last updates."""
     lines = [
-        "Measured by `python benchmarks/locomotion_finetune.py` (one expert per row, same pre-trained "
-        "init, expert minus init on the same 64 episodes, ± paired s.e.):",
+        "Measured by `python benchmarks/locomotion_finetune.py` (one expert per row, from the "
+        "pre-trained init of its variant, expert minus init on the same 64 episodes, ± paired s.e.; "
+        "the mean action as the task scores it, and one column with actions sampled from the "
+        "Gaussian policy):",
         "",
         "| variant | expert | seed | R1 = Σ vx: expert − init | R2 = Σ (vx − Σa²): expert − init "
-        "| training reward, first → last update | mean outside [-1, 1], last update |",
-        "|---|---|---|---|---|---|---|",
+        "| R1, sampled actions: expert − init | training reward, first → last update "
+        "| mean outside [-1, 1], last update |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for entry in measured["variants"]:
         curves = {  # one run: a metric is a one-element list (the runs' axis of the vmapped fit)
@@ -241,7 +247,7 @@ def variants_block(measured: dict[str, Any]) -> str:
             *(
                 f"{entry[r]['expert_minus_init']:.4g} ± {entry[r]['stderr']:.2g}"
                 + (" **" if entry[r]["expert_minus_init"] > 2 * entry[r]["stderr"] else "")
-                for r in ("R1", "R2")
+                for r in ("R1_mean_policy", "R2_mean_policy", "R1_sample_policy")
             ),
             f"{curves['reward'][0]:.3g} → {curves['reward'][-1]:.3g}",
             f"{curves['out_of_bounds'][-1]:.3g}",
@@ -276,6 +282,31 @@ def variants_block(measured: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+RULE_PREFIXES = ("TIES", "DARE", "task arithmetic")  # the names pipeline.merge_rule_families gives
+
+
+def merge_rules_block(reference_runs: dict[str, dict[str, Any]]) -> str:
+    """Each merge rule's front against the linear soup (RS) in every task's reference run."""
+    lines = [
+        "| task | front | expected utility ↑ | hypervolume ↑ | IGD ↓ | EU − EU of RS |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task, results in reference_runs.items():
+        summary = results["summary"]
+        rules = [name for name in results.get("extra_soups") or {} if name.startswith(RULE_PREFIXES)]
+        if not rules:
+            continue
+        for label, key in [("RS (linear)", "rs"), *((rule, rule) for rule in rules)]:
+            difference = summary[f"{key}_expected_utility"] - summary["rs_expected_utility"]
+            lines.append(
+                f"| {task} | {_escape(label)} | {summary[key + '_expected_utility']:.4g} | "
+                f"{summary[key + '_hypervolume']:.4g} | {summary[key + '_igd']:.4g} | "
+                + ("—" if key == "rs" else f"{difference:+.3g}")
+                + " |"
+            )
+    return "\n".join(lines)
+
+
 def render(readme: str) -> str:
     """README text with every results block regenerated from its task's file (and the locomotion
     fine-tuning variants from ``VARIANTS_FILE``)."""
@@ -297,7 +328,17 @@ def render(readme: str) -> str:
             readme,
             flags=re.DOTALL,
         )
-    return readme
+    reference_runs = {}
+    for name in sorted(os.listdir(RESULTS_DIR)):
+        if name.endswith(".json") and "-seed" not in name:
+            with open(os.path.join(RESULTS_DIR, name)) as handle:
+                reference_runs[name.removesuffix(".json")] = json.load(handle)
+    return re.sub(
+        r"<!-- merge-rules -->\n.*?<!-- /merge-rules -->",
+        lambda _: f"<!-- merge-rules -->\n{merge_rules_block(reference_runs)}\n<!-- /merge-rules -->",
+        readme,
+        flags=re.DOTALL,
+    )
 
 
 def main() -> None:

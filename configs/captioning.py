@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rs_jax.config import BudgetConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig
 
 BUDGET = BudgetConfig(
     pretrain_updates=1000,
@@ -60,6 +60,7 @@ class CaptioningConfig:
     seeds_per_reward: int = 2
     morl_mus: tuple[float, ...] = (0.5,)
     rs_points: int = 11
+    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     extrapolation: tuple[float, ...] = (-0.2, 1.2)
     eval_images: int = 256

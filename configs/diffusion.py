@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rs_jax.config import BudgetConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig
 
 BUDGET = BudgetConfig(
     pretrain_updates=2000,
@@ -79,6 +79,7 @@ class DiffusionConfig:
     finetune_batch: int = 8
     morl: bool = True  # MORL at μ = ½ of every pair of rewards and at the uniform μ
     rs_points: int = 4  # points per edge of the simplex grid (4: multiples of 1/3 for 3 experts)
+    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     eval_prompts: int = 96
     feature_dim: int = 32  # random features of the Fréchet distance
     reference_images: int = 1024  # scene images the Fréchet distance compares with

@@ -24,7 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 from configs import UnifiedModelConfig, unified_preset
-from rs_jax.config import BudgetConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig
 
 BUDGET = BudgetConfig(
     pretrain_updates=3000,
@@ -59,6 +59,7 @@ class GroundingConfig(UnifiedModelConfig):
     iou_threshold: float = 0.5
     morl: bool = True  # also train MORL at the uniform weighting μ = (1/3, 1/3, 1/3)
     rs_points: int = 7  # points per edge of the simplex grid: 28 soups for N = 3, the uniform one included
+    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     eval_objects: int = 600  # scene world: balanced over the three size buckets
     figure_scenes: int = 6
 

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rs_jax.config import BudgetConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig
 from rs_jax.train.ppo import PPOConfig
 
 
@@ -66,8 +66,10 @@ class LocomotionConfig:
     )
     morl_mus: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
     rs_points: int = 11
+    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     eval_episodes: int = 64
     eval_episode_length: int = 500
+    eval_deterministic: bool = True  # the mean action (brax's deterministic_eval); False: sample it
 
 
 PRESETS = ("cpu", "paper", "smoke")

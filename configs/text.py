@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from rs_jax.config import BudgetConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig
 from rs_jax.train.lm_ppo import LMPPOConfig
 
 
@@ -94,6 +94,7 @@ class TextConfig:
     )
     morl_mus: tuple[float, ...] = (0.0, 0.5, 1.0)
     rs_points: int = 11
+    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     eval_prompts: int = 128
     sample_prompts: int = 4

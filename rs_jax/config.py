@@ -1,4 +1,4 @@
-"""The configs' shared budget group and command-line overrides for the frozen-dataclass configs.
+"""The configs' shared budget and merge-rule groups, and command-line overrides of the frozen configs.
 
 ``override(config, ["ppo.num_envs=128", "budget.finetune_updates=40"])`` returns a new config;
 an unknown key or a value that does not parse as the field's type is a ValueError naming it.
@@ -45,6 +45,27 @@ class BudgetConfig:
     pretrain_num_minibatches: int | None = None
     checkpoint_every: int = 20
     value_warmup_updates: int = 0
+
+
+MERGE_RULES = ("ties", "dare", "task_arithmetic")
+
+
+@dataclasses.dataclass(frozen=True)
+class MergeRulesConfig:
+    """Merge rules (``rs_jax.merge_rules``) whose fronts every task evaluates beside RS, at the RS
+    grid's λ, base θ₀ = the pre-trained init; every task config has one as ``merge_rules``.
+
+    Attributes:
+      rules: names among ``MERGE_RULES``; () evaluates none.
+      ties_density: TIES's kept fraction of each task vector, per leaf (the TIES paper's top 20%).
+      dare_drop_probability: DARE's p (mergekit's and PEFT's examples keep half: p = 0.5).
+      task_arithmetic_scale: α of task arithmetic θ₀ + α Σᵢ λᵢτᵢ (α = 1 is the linear soup).
+    """
+
+    rules: tuple[str, ...] = ("ties", "dare")
+    ties_density: float = 0.2
+    dare_drop_probability: float = 0.5
+    task_arithmetic_scale: float = 1.0
 
 
 def _parse(raw: str, current: Any, key: str) -> Any:
@@ -126,9 +147,13 @@ STRICTLY_POSITIVE = frozenset(
         "value_clip",
         "encoder_init_scale",
         "keep_fraction",
+        "ties_density",
+        "task_arithmetic_scale",
     }
 )
-UNIT_INTERVAL = frozenset({"keep_fraction", "uncond_probability", "iou_threshold", "discount", "gae_lambda"})
+UNIT_INTERVAL = frozenset(
+    {"ties_density", "keep_fraction", "uncond_probability", "iou_threshold", "discount", "gae_lambda"}
+)
 UNIT_INTERVAL_TUPLES = frozenset({"morl_mus"})
 
 
@@ -151,6 +176,20 @@ def _check_number(key: str, value: Any) -> None:
         raise ValueError(f"Config key {key!r} must lie in [0, 1]; got {value}.")
 
 
+def _check_merge_rules(config: MergeRulesConfig, prefix: str) -> None:
+    unknown = [rule for rule in config.rules if rule not in MERGE_RULES]
+    if unknown or len(set(config.rules)) != len(config.rules):
+        raise ValueError(
+            f"Config key {prefix + 'rules'!r} must name distinct rules among {list(MERGE_RULES)}; "
+            f"got {list(config.rules)}."
+        )
+    if not 0 <= config.dare_drop_probability < 1:
+        raise ValueError(
+            f"Config key {prefix + 'dare_drop_probability'!r} must lie in [0, 1); "
+            f"got {config.dare_drop_probability}."
+        )
+
+
 def validate(config: Any, prefix: str = "") -> None:
     """Checks every field's range before any work: ints ≥ 1 (≥ 0 or ≥ 2 where named above), floats
     finite and ≥ 0 (> 0 or in [0, 1] where named above), numbers in tuples likewise (λ extrapolation
@@ -159,6 +198,8 @@ def validate(config: Any, prefix: str = "") -> None:
     Raises:
       ValueError: naming the ``--set`` key, its range and the value.
     """
+    if isinstance(config, MergeRulesConfig):
+        _check_merge_rules(config, prefix)
     for field in dataclasses.fields(config):
         key, value = prefix + field.name, getattr(config, field.name)
         if dataclasses.is_dataclass(value):

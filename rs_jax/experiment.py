@@ -265,6 +265,17 @@ def write_results(
     for name, evaluation in extra_fronts.items():
         summary[f"{name}_expected_utility"] = pareto.expected_utility(evaluation.means)
         summary[f"{name}_hypervolume"] = pareto.hypervolume(evaluation.means, reference)
+    # IGD against the true front where known, else against the best front of all the run's points.
+    igd_front = (
+        true_front.means
+        if true_front is not None
+        else pareto.reference_front(
+            rs.means, *(ev.means for ev in (morl, init, *extra_fronts.values()) if ev is not None)
+        )
+    )
+    for name, evaluation in {"rs": rs, "morl": morl, **extra_fronts}.items():
+        if evaluation is not None and name != "true_front":
+            summary[f"{name}_igd"] = pareto.igd(evaluation.means, igd_front)
 
     specialization = paired_specialization(rs, init, expert_names, reward_mask)
     if specialization is not None:
@@ -347,15 +358,15 @@ def _write_summary(run_dir, names, expert_names, summary, lmc, specialization) -
         "",
         f"Rewards: {', '.join(names)}. Experts: {', '.join(expert_names)}.",
         "",
-        "| method | trainings | expected utility ↑ | hypervolume ↑ |",
-        "|---|---|---|---|",
+        "| method | trainings | expected utility ↑ | hypervolume ↑ | IGD ↓ |",
+        "|---|---|---|---|---|",
         f"| rewarded soups | {summary['rs_trainings']} | {summary['rs_expected_utility']:.4g} | "
-        f"{summary['rs_hypervolume']:.4g} |",
+        f"{summary['rs_hypervolume']:.4g} | {summary['rs_igd']:.4g} |",
     ]
     if "morl_trainings" in summary:
         lines.append(
             f"| MORL | {summary['morl_trainings']} | {summary['morl_expected_utility']:.4g} | "
-            f"{summary['morl_hypervolume']:.4g} |"
+            f"{summary['morl_hypervolume']:.4g} | {summary['morl_igd']:.4g} |"
         )
     for key in summary:
         if key.endswith("_expected_utility") and not key.startswith(("rs_", "morl_", "init_")):
@@ -363,15 +374,18 @@ def _write_summary(run_dir, names, expert_names, summary, lmc, specialization) -
             trainings = (
                 "— (analytic)" if name == "true_front" else f"{summary['rs_trainings']} (same experts)"
             )
+            igd = summary.get(f"{name}_igd")
             lines.append(
-                f"| {name.replace('_', ' ')} | {trainings} | {summary[key]:.4g} | "
-                f"{summary[name + '_hypervolume']:.4g} |"
+                f"| {markdown_cell(name.replace('_', ' '))} | {trainings} | {summary[key]:.4g} | "
+                f"{summary[name + '_hypervolume']:.4g} | {'—' if igd is None else f'{igd:.4g}'} |"
             )
     lines += [
         "",
         "Expected utility: E over uniform linear preferences μ of the best μ·R among the points.",
         f"Hypervolume reference point: {np.round(summary['hypervolume_reference'], 4).tolist()} "
         "(worst evaluated reward minus 5% of its range).",
+        "IGD: mean distance from each point of the reference front (the true front where known, "
+        "else the non-dominated points of every method of this run) to the method's nearest point.",
     ]
     if summary.get("rs_efficiency") is not None:
         lines.append(

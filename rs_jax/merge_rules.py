@@ -21,8 +21,9 @@ Conventions shared by every rule:
   passes. As in ``soup.sweep``, a list or tuple is read as N experts.
 - ``weights``: λ of shape (N,) on the simplex, the user's preference over the rewards. Every
   rule reduces to the λ-weighted linear soup Σᵢ λᵢθᵢ = θ₀ + Σᵢ λᵢτᵢ (τᵢ = θᵢ − θ₀) when its
-  own parameters are neutral (``scale=1``, ``density=1``, ``drop_probability=0``, equal
-  Fishers), and every rule but SLERP gives θ₀ + τᵢ at the vertex λ = eᵢ.
+  own parameters are neutral (``scale=1``, ``drop_probability=0``, equal Fishers; TIES at
+  ``density=1`` only where the λ-weighted τᵢ agree in sign, since its sign election still drops
+  the minority), and every rule but SLERP gives θ₀ + τᵢ at the vertex λ = eᵢ.
 - ``base``: θ₀, a pytree like one expert.
 - dtypes: sums are accumulated in at least float32, and each leaf comes back in the experts'
   dtype (bfloat16 experts give a bfloat16 soup).

@@ -35,9 +35,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rs_jax import checkpoint, distributed, experiment, failures, operands, run_identity, soup
+from rs_jax import checkpoint, distributed, experiment, failures, merge_rules, operands, run_identity, soup
 from rs_jax import config as config_lib
-from rs_jax.config import BudgetConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig
 from rs_jax.experiment import Evaluation
 from rs_jax.report import write_html
 from rs_jax.train import trainer
@@ -118,6 +118,7 @@ class SoupFamily:
 
 
 MOD = "MOD (decoding-time mixing)"  # the name of MOD's front in results.json and summary.md
+DARE_KEY_SALT = 0x0DA7E  # folded into the eval key: DARE's drop masks
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,6 +254,7 @@ class TaskSettings(Protocol):
     budget: BudgetConfig
     seed: int
     rs_points: int
+    merge_rules: MergeRulesConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -272,6 +274,7 @@ class Task:
       rs_points: points per edge of the RS simplex grid.
       morl_runs: indices of the runs reported as MORL (default all; e.g. only the first seed
         when experts are trained twice for model soups).
+      merge_rules: the merge rules whose fronts are evaluated beside RS (``merge_rule_families``).
     """
 
     name: str
@@ -285,6 +288,7 @@ class Task:
     seed: int
     rs_points: int
     morl_runs: tuple[int, ...] | None = None
+    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
 
     @classmethod
     def one_expert_per_reward(
@@ -298,7 +302,8 @@ class Task:
         morl_runs: tuple[int, ...] | None = None,
     ) -> Task:
         """The task whose N experts are its N ``rewards`` and whose runs weigh the rewards by their
-        μ (``run_weights`` = ``run_mus``, (M, N)), with the budget, seed and RS grid of ``config``."""
+        μ (``run_weights`` = ``run_mus``, (M, N)), with the budget, seed, RS grid and merge rules of
+        ``config``."""
         return cls(
             name=name,
             reward_names=tuple(rewards),
@@ -311,6 +316,7 @@ class Task:
             seed=config.seed,
             rs_points=config.rs_points,
             morl_runs=morl_runs,
+            merge_rules=config.merge_rules,
         )
 
 
@@ -546,6 +552,38 @@ def bind_key(evaluate: Callable[[PyTree, jax.Array], jax.Array], key: jax.Array)
     return jax.tree_util.Partial(_evaluate_with_key, evaluate, key)
 
 
+def merge_rule_families(
+    rules: MergeRulesConfig, grid: np.ndarray, member_weights: np.ndarray, base: PyTree, key: jax.Array
+) -> dict[str, SoupFamily]:
+    """The front of each merge rule of ``rules`` at the RS grid, named with its parameters.
+
+    Args:
+      grid: (K, N) the RS λ (the families' labels).
+      member_weights: (K, M + 1) the same λ over the sweep's members ``[*runs, init]``; the init's
+        task vector is zero, so its row entry changes nothing.
+      base: θ₀, the init's soup part: the rules merge the task vectors τᵢ = θᵢ − θ₀ (on a LoRA
+        soup part, the factors, as PEFT's ``ties`` and ``dare_linear`` do).
+      key: DARE's drop masks (one set for the whole grid).
+    """
+    bound = {
+        "ties": (
+            f"TIES (density {rules.ties_density:g})",
+            jax.tree_util.Partial(merge_rules.ties, base=base, density=rules.ties_density),
+        ),
+        "dare": (
+            f"DARE (p {rules.dare_drop_probability:g})",
+            jax.tree_util.Partial(
+                merge_rules.dare, base=base, drop_probability=rules.dare_drop_probability, key=key
+            ),
+        ),
+        "task_arithmetic": (
+            f"task arithmetic (scale {rules.task_arithmetic_scale:g})",
+            jax.tree_util.Partial(merge_rules.task_arithmetic, base=base, scale=rules.task_arithmetic_scale),
+        ),
+    }
+    return {bound[rule][0]: SoupFamily(grid, member_weights, merge=bound[rule][1]) for rule in rules.rules}
+
+
 def evaluate(
     trained: TrainedRuns,
     phase: FineTuning,
@@ -553,12 +591,14 @@ def evaluate(
     eval_key: jax.Array,
     *,
     n_rewards: int,
+    rules: MergeRulesConfig | None = None,
 ) -> tuple[Evaluation, Evaluation, Evaluation, dict[str, Evaluation], dict[str, Any]]:
     """RS over a simplex grid, every run, the init and the extra soups: one compiled sweep per rule;
     then the decoding-time mixtures of the experts at the RS grid.
 
     The sweep's members are ``[*trained.runs, trained.init]`` (M + 1 of them); RS and the extra
-    families that share its merge rule are rows of one grid over them.
+    families that share its merge rule are rows of one grid over them. ``rules`` adds the front of
+    each merge rule at the RS grid (``merge_rule_families``), a sweep each.
 
     Returns:
       (rs, runs, init, extras, costs): evaluations of the first ``n_rewards`` columns, each with
@@ -582,6 +622,10 @@ def evaluate(
                 f"extra soup {name!r}: member weights must be (P, {len(members)}); got {weights.shape}."
             )
         families[name] = family
+    if rules is not None:
+        families |= merge_rule_families(
+            rules, grid, embedded, trained.init, jax.random.fold_in(eval_key, DARE_KEY_SALT)
+        )
     eval_fn = bind_key(phase.evaluate, eval_key)
     stacked = soup.stack_experts(members)
     by_rule: dict[int, list[str]] = {}
@@ -818,7 +862,12 @@ def _train_evaluate_report(
     trained = finetune(run_dir, task, phase, resume=resume, shard=shard)
     _, _, eval_key = phase_keys(task.seed)
     rs, runs, init, extras, costs = evaluate(
-        trained, phase, task.rs_points, eval_key, n_rewards=len(task.reward_names)
+        trained,
+        phase,
+        task.rs_points,
+        eval_key,
+        n_rewards=len(task.reward_names),
+        rules=task.merge_rules,
     )
     morl = runs if task.morl_runs is None else runs.take(list(task.morl_runs))
     summary = experiment.write_results(

@@ -63,6 +63,7 @@ def build(config: locomotion_config.LocomotionConfig) -> pipeline.Task:
                 config.eval_episodes,
                 config.eval_episode_length,
                 key,
+                deterministic=config.eval_deterministic,
             )
             return rewards.risky_cautious(returns)
 
@@ -87,6 +88,7 @@ def build(config: locomotion_config.LocomotionConfig) -> pipeline.Task:
         ),
         finetuning=finetuning,
         budget=config.budget,
+        merge_rules=config.merge_rules,
         seed=config.seed,
         rs_points=config.rs_points,
     )

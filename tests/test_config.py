@@ -89,6 +89,9 @@ def test_every_numeric_field_of_every_task_is_range_checked_by_name(name, key, b
         ("budget.finetune_learning_rate=0", "must be > 0"),
         ("ppo.discount=1.5", r"must lie in \[0, 1\]"),
         ("rewards=positive,positive", "distinct rewards"),
+        ("merge_rules.rules=ties,magic", "distinct rules among"),
+        ("merge_rules.dare_drop_probability=1", r"must lie in \[0, 1\)"),
+        ("merge_rules.ties_density=0", "must be > 0"),
     ],
 )
 def test_boundaries_and_cross_field_rules(assignment, message):

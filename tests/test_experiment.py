@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from rs_jax import demo, experiment, plots, soup
+from rs_jax import demo, experiment, pareto, plots, soup
 
 
 def test_write_results_three_rewards(tmp_path):
@@ -37,6 +37,10 @@ def test_write_results_three_rewards(tmp_path):
     assert results["summary"]["rs_trainings"] == 3
     assert summary["lmc_holds_everywhere"]
     assert "rewarded soups | 3" in (tmp_path / "summary.md").read_text()
+    # IGD against the non-dominated points of every method of the run.
+    front = pareto.reference_front(means, morl.means, init.means)
+    assert results["summary"]["rs_igd"] == pytest.approx(pareto.igd(means, front))
+    assert results["summary"]["morl_igd"] == pytest.approx(pareto.igd(morl.means, front))
     spider = json.loads((tmp_path / "spider.json").read_text())
     assert "expert small" in spider["series"] and "pre-trained init" in spider["series"]
 

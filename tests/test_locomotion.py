@@ -47,6 +47,12 @@ def test_locomotion_smoke_end_to_end(tmp_path):
     )
     assert manifests[0].base_model == manifests[1].base_model
     assert summary["rs_trainings"] == 2 and summary["morl_trainings"] == 3
+    # The merge rules' fronts at the RS grid, scored like RS (config merge_rules).
+    for rule in ("TIES (density 0.2)", "DARE (p 0.5)"):
+        assert [point["lambda"] for point in results["extra_soups"][rule]] == [
+            p["lambda"] for p in results["rs"]
+        ]
+        assert {f"{rule}_expected_utility", f"{rule}_hypervolume", f"{rule}_igd"} <= set(summary)
     finetune_log = [
         json.loads(line) for line in (tmp_path / "finetune" / "metrics.jsonl").read_text().splitlines()
     ]

@@ -195,3 +195,45 @@ def test_a_rule_in_a_sweep_is_one_program_with_base_as_an_operand():
     rule = jax.tree_util.Partial(merge_rules.ties, base=shifted_base, density=0.5)
     soup.sweep(counted, experts, grid, merge=rule, strategy="map")
     assert len(traces) == 2  # one per strategy; a new θ₀ of the same shapes reuses the program
+
+
+def _pipeline_outputs(rules):
+    """pipeline.evaluate on two experts and a MORL run of a linear 'model' (rewards = params)."""
+    from rs_jax import pipeline
+
+    init = {"w": jnp.array([0.0, 0.0, 1.0])}
+    runs = [
+        {"w": jnp.array([1.0, -0.5, 1.0])},
+        {"w": jnp.array([0.5, 0.0, 1.0])},
+        {"w": jnp.array([-0.2, 1.0, 1.0])},
+    ]
+    trained = pipeline.TrainedRuns(runs, np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]), [0, 2], init)
+    phase = pipeline.FineTuning(
+        learner=None, start=None, evaluate=jax.tree_util.Partial(lambda params, key: params["w"][None, :2])
+    )
+    return pipeline.evaluate(trained, phase, 5, jax.random.PRNGKey(0), n_rewards=2, rules=rules)
+
+
+def test_pipeline_evaluates_each_merge_rule_at_the_rs_grid_with_its_parameters():
+    from rs_jax.config import MergeRulesConfig
+
+    rs, _, _, extras, _ = _pipeline_outputs(MergeRulesConfig(rules=("ties", "dare")))
+    assert sorted(extras) == ["DARE (p 0.5)", "TIES (density 0.2)"]
+    ties_front = extras["TIES (density 0.2)"]
+    np.testing.assert_allclose(ties_front.weights, rs.weights)
+    experts = soup.stack_experts([{"w": jnp.array([1.0, -0.5, 1.0])}, {"w": jnp.array([-0.2, 1.0, 1.0])}])
+    for lam, means in zip(ties_front.weights, ties_front.means):
+        merged = merge_rules.ties(
+            experts, jnp.asarray(lam), base={"w": jnp.array([0.0, 0.0, 1.0])}, density=0.2
+        )
+        np.testing.assert_allclose(means, np.asarray(merged["w"][:2]), atol=1e-6)
+
+
+def test_neutral_dare_and_task_arithmetic_give_the_linear_soup_front():
+    from rs_jax.config import MergeRulesConfig
+
+    neutral = MergeRulesConfig(rules=("dare", "task_arithmetic"), dare_drop_probability=0.0)
+    rs, _, _, extras, _ = _pipeline_outputs(neutral)
+    assert sorted(extras) == ["DARE (p 0)", "task arithmetic (scale 1)"]
+    for evaluation in extras.values():
+        np.testing.assert_allclose(evaluation.means, rs.means, atol=1e-6)

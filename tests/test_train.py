@@ -236,6 +236,25 @@ def test_evaluate_sums_components_over_an_episode():
     returns = ppo.evaluate(learner, params, normalizer.init_stats(2), eval_env, 4, 10, jax.random.PRNGKey(1))
     np.testing.assert_allclose(np.asarray(returns), np.tile([3.0, -0.9], (4, 1)), rtol=1e-5)
 
+    # The Gaussian policy (log-std 0: std 1): a clipped sample per step, from keys split off ``key``.
+    key = jax.random.PRNGKey(1)
+    sampled = ppo.evaluate(
+        learner, params, normalizer.init_stats(2), eval_env, 4, 10, key, deterministic=False
+    )
+    _, action_key = jax.random.split(key)
+    noise = jnp.stack([jax.random.normal(k, (4, 1)) for k in jax.random.split(action_key, 10)])
+    actions = jnp.clip(0.3 + noise, -1.0, 1.0)[..., 0]  # (steps, episodes)
+    expected = jnp.stack([actions.sum(0), -jnp.square(actions).sum(0)], axis=-1)
+    np.testing.assert_allclose(np.asarray(sampled), np.asarray(expected), rtol=1e-5, atol=1e-5)
+    assert not np.allclose(np.asarray(sampled), np.asarray(returns))
+
+    # A tanh-squashed policy executes tanh(mean).
+    tanh_learner = make_learner(config=dataclasses.replace(CONFIG, squash="tanh"))
+    squashed = ppo.evaluate(tanh_learner, params, normalizer.init_stats(2), eval_env, 4, 10, key)
+    np.testing.assert_allclose(
+        np.asarray(squashed), np.tile([10 * np.tanh(0.3), -10 * np.tanh(0.3) ** 2], (4, 1)), rtol=1e-5
+    )
+
 
 def test_value_warmup_trains_the_value_head_and_leaves_the_policy_unchanged(tmp_path):
     from rs_jax import pipeline

@@ -46,6 +46,9 @@ class PPOConfig:
       bound_coef: weight of a penalty on the policy mean outside the executed range [-1, 1],
         mean over the batch of Σ max(|mean| - 1, 0)² (actions are clipped to [-1, 1] before the
         env steps, so outside it the reward gives the mean no gradient back; 0: no penalty).
+      squash: how a Gaussian sample becomes the executed action in [-1, 1]: "clip", or "tanh"
+        (brax's ``NormalTanhDistribution``; the PPO ratio is that of the Gaussian samples, the
+        tanh Jacobian cancelling in it).
     """
 
     num_envs: int = 64
@@ -62,6 +65,7 @@ class PPOConfig:
     policy_layers: Sequence[int] = (64, 64)
     value_layers: Sequence[int] = (64, 64)
     bound_coef: float = 0.0
+    squash: str = "clip"
 
 
 class MLP(nn.Module):
@@ -91,6 +95,18 @@ class GaussianPolicy(nn.Module):
         mean = MLP(self.hidden, self.action_size)(observations)
         log_std = self.param("log_std", nn.initializers.constant(-0.5), (self.action_size,))
         return mean, jnp.broadcast_to(log_std, mean.shape)
+
+
+SQUASHES = ("clip", "tanh")
+
+
+def executed_actions(actions: jax.Array, squash: str) -> jax.Array:
+    """(..., A) Gaussian samples (or means) -> the actions the env executes, in [-1, 1]."""
+    if squash == "tanh":
+        return jnp.tanh(actions)
+    if squash == "clip":
+        return jnp.clip(actions, -1.0, 1.0)
+    raise ValueError(f"ppo.squash must be one of {SQUASHES}, got {squash!r}.")
 
 
 def gaussian_log_prob(actions: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
@@ -218,7 +234,7 @@ class PPOLearner:
 
         def step(env_state, step_keys):
             actions, log_probs = jax.vmap(sample)(params, stats, env_state.obs, step_keys)
-            executed = fold(jnp.clip(actions, -1.0, 1.0))
+            executed = fold(executed_actions(actions, self.config.squash))
             flat_state = fold(env_state)
             flat_next = self.env.step(flat_state, executed)
             components = unfold(self.reward_components(flat_state, executed, flat_next))
@@ -310,22 +326,28 @@ def evaluate(
     num_episodes: int,
     episode_length: int,
     key: jax.Array,
+    deterministic: bool = True,
 ) -> jax.Array:
-    """Per-episode sums of the reward components under the deterministic (mean) policy.
+    """Per-episode sums of the reward components of the policy, actions squashed (``config.squash``).
 
     Args:
       eval_env: the env batched over episodes without auto-reset (an episode stops
         counting once ``done``).
+      deterministic: act with the policy's mean (brax's ``deterministic_eval``); False samples
+        the Gaussian the PPO objective optimizes, with keys split from ``key``.
 
     Returns:
       (num_episodes, C) returns of each reward component.
     """
-    state = eval_env.reset(jax.random.split(key, num_episodes))
+    reset_key, action_key = jax.random.split(key)
+    state = eval_env.reset(jax.random.split(reset_key, num_episodes))
 
-    def step(carry, _):
+    def step(carry, step_key):
         state, alive, totals = carry
-        mean, _ = learner.act(params, stats, state.obs)
-        actions = jnp.clip(mean, -1.0, 1.0)
+        mean, log_std = learner.act(params, stats, state.obs)
+        if not deterministic:
+            mean = mean + jnp.exp(log_std) * jax.random.normal(step_key, mean.shape)
+        actions = executed_actions(mean, learner.config.squash)
         next_state = eval_env.step(state, actions)
         totals = totals + alive[:, None] * learner.reward_components(state, actions, next_state)
         return (next_state, alive * (1.0 - next_state.done), totals), None
@@ -333,5 +355,5 @@ def evaluate(
     # A zero-action call only to learn the number of components C for the accumulator.
     components = learner.reward_components(state, jnp.zeros((num_episodes, learner.action_size)), state)
     init = (state, jnp.ones(num_episodes), jnp.zeros_like(components))
-    (_, _, totals), _ = jax.lax.scan(step, init, length=episode_length)
+    (_, _, totals), _ = jax.lax.scan(step, init, jax.random.split(action_key, episode_length))
     return totals
