@@ -20,8 +20,8 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
-from common import machine_info, median_seconds, write_result
-from sweep import add_model_arguments, build_eval, build_experts, floor_seconds, model_info
+from common import median_seconds
+from sweep import add_model_arguments, build_eval, build_experts, floor_seconds, write_sweep_result
 
 from rs_jax import merge_rules, soup
 
@@ -109,24 +109,15 @@ def main() -> None:
         trims[name] = {"seconds": seconds, "same_mask_as_bisection": same}
         print(f"trim by {name:28s} {seconds:8.3f} s   same result: {same}", flush=True)
 
-    result = {
-        "benchmark": "merge_rules",
-        "what": f"K={len(grid)} soups of 2 experts per merge rule, one soup.sweep each "
+    what = (
+        f"K={len(grid)} soups of 2 experts per merge rule, one soup.sweep each "
         f"(strategy {strategy!r}), eval = LM log-likelihood + entropy on {args.batch}x{args.seq} tokens; "
         "ratio = sweep wall time / (K x single eval, measured just before the rule); "
         "trims = TIES trim of both task vectors "
-        f"of the whole model to density {DENSITY}, by how the k-th largest magnitude is found",
-        "model": model_info(args, experts[0]),
-        "single_eval_seconds": single_seconds,
-        "floor_seconds": floor,
-        "strategy": strategy,
-        "rules": rows,
-        "trims": trims,
-        "machine": machine_info(),
-        "repeats": args.repeats,
-    }
-    write_result(args.out, result)
-    print(f"single eval {single_seconds:.3f} s; floor {floor:.3f} s")
+        f"of the whole model to density {DENSITY}, by how the k-th largest magnitude is found"
+    )
+    measured = {"strategy": strategy, "rules": rows, "trims": trims}
+    write_sweep_result(args, experts[0], (single_seconds, floor), "merge_rules", what, measured)
 
 
 if __name__ == "__main__":

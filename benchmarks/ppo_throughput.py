@@ -72,6 +72,20 @@ HYPER = {
 }
 
 
+# The HYPER keys that are ``ppo.PPOConfig`` fields, with the field's name.
+PPO_FIELDS = {
+    "num_envs": "num_envs",
+    "unroll_length": "unroll_length",
+    "discount": "discount",
+    "gae_lambda": "gae_lambda",
+    "clip_epsilon": "clip_epsilon",
+    "entropy_cost": "entropy_coef",
+    "reward_scaling": "reward_scaling",
+    "hidden": "policy_layers",
+    "value_hidden": "value_layers",
+}
+
+
 def import_brax_ppo() -> tuple[types.ModuleType, types.ModuleType]:
     """brax's PPO ``(networks, train)`` modules.
 
@@ -136,17 +150,7 @@ def run_brax(env, steps: int, hyper: dict = HYPER) -> dict:
 
 def make_learner(env) -> ppo.PPOLearner:
     """Our PPO with ``HYPER`` on the env's own reward."""
-    config = ppo.PPOConfig(
-        num_envs=HYPER["num_envs"],
-        unroll_length=HYPER["unroll_length"],
-        discount=HYPER["discount"],
-        gae_lambda=HYPER["gae_lambda"],
-        clip_epsilon=HYPER["clip_epsilon"],
-        entropy_coef=HYPER["entropy_cost"],
-        reward_scaling=HYPER["reward_scaling"],
-        policy_layers=HYPER["hidden"],
-        value_layers=HYPER["value_hidden"],
-    )
+    config = ppo.PPOConfig(**{field: HYPER[key] for key, field in PPO_FIELDS.items()})
     train_env = wrap(env, episode_length=HYPER["episode_length"])
     return ppo.PPOLearner(train_env, locomotion.env_reward, env.observation_size, env.action_size, config)
 

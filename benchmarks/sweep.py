@@ -67,6 +67,31 @@ def model_info(args: argparse.Namespace, params: dict) -> dict:
     }
 
 
+def write_sweep_result(
+    args: argparse.Namespace,
+    params: dict,
+    timings: tuple[float, float],
+    benchmark: str,
+    what: str,
+    measured: dict,
+) -> None:
+    """Writes ``args.out``: the benchmark, the model of ``params`` (``model_info``), the
+    (single eval, floor) ``timings`` of ``floor_seconds``, the ``measured`` fields and the machine."""
+    single_seconds, floor = timings
+    result = {
+        "benchmark": benchmark,
+        "what": what,
+        "model": model_info(args, params),
+        "single_eval_seconds": single_seconds,
+        "floor_seconds": floor,
+        **measured,
+        "machine": machine_info(),
+        "repeats": args.repeats,
+    }
+    write_result(args.out, result)
+    print(f"single eval {single_seconds:.3f} s; floor {floor:.3f} s")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -96,20 +121,12 @@ def main() -> None:
             f"{name:12s} {seconds:8.3f} s   {seconds / floor:5.2f} × floor   (max |Δ| vs loop {max_diff:.1e})"
         )
 
-    result = {
-        "benchmark": "sweep",
-        "what": f"K={len(grid)} soups of 2 experts, eval = LM log-likelihood + entropy on "
-        f"{args.batch}x{args.seq} tokens; ratio = strategy wall time / (K x single eval)",
-        "model": model_info(args, experts[0]),
-        "single_eval_seconds": single_seconds,
-        "floor_seconds": floor,
-        "auto_resolves_to": soup.default_strategy(),
-        "strategies": rows,
-        "machine": machine_info(),
-        "repeats": args.repeats,
-    }
-    write_result(args.out, result)
-    print(f"single eval {single_seconds:.3f} s; floor {floor:.3f} s")
+    what = (
+        f"K={len(grid)} soups of 2 experts, eval = LM log-likelihood + entropy on "
+        f"{args.batch}x{args.seq} tokens; ratio = strategy wall time / (K x single eval)"
+    )
+    measured = {"auto_resolves_to": soup.default_strategy(), "strategies": rows}
+    write_sweep_result(args, experts[0], (single_seconds, floor), "sweep", what, measured)
 
 
 if __name__ == "__main__":

@@ -1,1 +1,59 @@
-"""One config per task, ``configs/<task>.py``, with presets (``cpu`` default, ``paper`` for a GPU)."""
+"""One config per task, ``configs/<task>.py``, with presets (``cpu`` default, ``paper`` for a GPU),
+and the preset values the unified vision-language tasks (grounding, VQA) share."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from rs_jax.config import BudgetConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class UnifiedModelConfig:
+    """The backbone fields of a unified ViT + text-model task config (``configs/grounding.py``,
+    ``configs/vqa.py``; what ``rs_jax.models.backbones.build_model`` reads): the backbone, local HF
+    directories ("" builds a tiny model), the seed and the tiny model's sizes."""
+
+    backbone: str = "vit-gpt2"  # "vit-gpt2" (rs_jax.models.unified) or "bart" (rs_jax.models.bart_unified)
+    model: str = ""  # a local HF directory with this vocabulary (vit-gpt2: a VisionEncoderDecoder;
+    # bart: a BartForConditionalGeneration); "" builds a tiny one
+    vision_model: str = ""  # bart with model=: a local HF ViT / CLIP-vision directory
+    seed: int = 0
+    image_size: int = 32
+    patch_size: int = 8
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    encoder_init_scale: float = 1.0  # ViT initializer_range (see rs_jax.models.unified)
+
+
+def unified_preset(preset: str, budget: BudgetConfig) -> dict[str, Any]:
+    """The config fields a unified ViT + text-model task (``configs/grounding.py``, ``configs/vqa.py``)
+    sets the same way in its ``"paper"`` or ``"smoke"`` preset: the model sizes, the batch sizes and
+    the task's ``budget`` with that preset's updates.
+
+    Raises:
+      ValueError: on another preset.
+    """
+    if preset == "paper":
+        sizes = {"image_size": 224, "patch_size": 16, "hidden_size": 384, "num_layers": 6, "num_heads": 6}
+        batches = {"pretrain_batch": 128, "images_per_update": 32, "num_samples": 5}
+        updates = {
+            "pretrain_updates": 20_000,
+            "pretrain_learning_rate": 1e-4,
+            "finetune_updates": 5000,
+            "finetune_learning_rate": 1e-5,
+            "checkpoint_every": 1000,
+        }
+    elif preset == "smoke":
+        sizes = {"image_size": 16, "hidden_size": 16, "num_layers": 1, "num_heads": 2}
+        batches = {"pretrain_batch": 4, "images_per_update": 2, "num_samples": 2}
+        updates = {
+            "pretrain_updates": 2,
+            "finetune_updates": 2,
+            "checkpoint_every": 0,
+        }  # 0: at each phase's end
+    else:
+        raise ValueError(f"No unified-task values for preset {preset!r}; there are for 'paper' and 'smoke'.")
+    return {**sizes, **batches, "budget": dataclasses.replace(budget, **updates)}

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from configs import UnifiedModelConfig, unified_preset
 from rs_jax.config import BudgetConfig, MergeRulesConfig
 
 BUDGET = BudgetConfig(
@@ -38,24 +39,13 @@ BUDGET = BudgetConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class GroundingConfig:
-    backbone: str = "vit-gpt2"  # "vit-gpt2" (rs_jax.models.unified) or "bart" (rs_jax.models.bart_unified)
-    model: str = ""  # a local HF directory with this vocabulary (vit-gpt2: a VisionEncoderDecoder;
-    # bart: a BartForConditionalGeneration); "" builds a tiny one
-    vision_model: str = ""  # bart with model=: a local HF ViT / CLIP-vision directory
+class GroundingConfig(UnifiedModelConfig):
     refs: str = ""  # refs(unc).p of RefCOCO+/RefCOCO; "" uses the procedural scene world
     instances: str = ""  # the dataset's instances.json (with refs)
     image_dir: str = ""  # folder of the images named by instances.json
     train_split: str = "train"
     eval_split: str = "val"
     max_expressions: int = 0  # real data: load at most this many expressions per split (0: all)
-    seed: int = 0
-    image_size: int = 32
-    patch_size: int = 8
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    encoder_init_scale: float = 1.0  # ViT initializer_range (see rs_jax.models.unified)
     prompt_length: int = 10  # tokens of a referring expression incl. <eos>
     max_objects: int = 3  # scene world: objects per scene (1..max)
     num_bins: int = 1000
@@ -83,44 +73,17 @@ def get_config(preset: str = "cpu") -> GroundingConfig:
         return GroundingConfig()
     if preset == "paper":
         return GroundingConfig(
-            image_size=224,
-            patch_size=16,
-            hidden_size=384,
-            num_layers=6,
-            num_heads=6,
+            **unified_preset("paper", BUDGET),
             prompt_length=24,
             location_sigma=0.0,
-            pretrain_batch=128,
-            images_per_update=32,
-            num_samples=5,
             rs_points=13,  # multiples of 1/12: the uniform soup included
             eval_objects=0,  # real data: the whole evaluation split
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=20_000,
-                pretrain_learning_rate=1e-4,
-                finetune_updates=5000,
-                finetune_learning_rate=1e-5,
-                checkpoint_every=1000,
-            ),
         )
     if preset == "smoke":
         return GroundingConfig(
-            image_size=16,
-            hidden_size=16,
-            num_layers=1,
-            num_heads=2,
-            pretrain_batch=4,
-            images_per_update=2,
-            num_samples=2,
+            **unified_preset("smoke", BUDGET),
             rs_points=4,
             eval_objects=6,
             figure_scenes=2,
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=2,
-                finetune_updates=2,
-                checkpoint_every=0,  # only at the end of each phase
-            ),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from configs import UnifiedModelConfig, unified_preset
 from rs_jax.config import BudgetConfig, MergeRulesConfig
 
 BUDGET = BudgetConfig(
@@ -42,15 +43,11 @@ BUDGET = BudgetConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class VQAConfig:
+class VQAConfig(UnifiedModelConfig):
     rewards: tuple[str, ...] = (
         "accuracy",
         "meteor",
     )  # two or more of rs_jax.rewards.answers.ANSWER_REWARD_NAMES
-    backbone: str = "vit-gpt2"  # "vit-gpt2" (rs_jax.models.unified) or "bart" (rs_jax.models.bart_unified)
-    model: str = ""  # a local HF directory with this vocabulary (vit-gpt2: a VisionEncoderDecoder;
-    # bart: a BartForConditionalGeneration); "" builds a tiny one
-    vision_model: str = ""  # bart with model=: a local HF ViT / CLIP-vision directory
     questions: str = ""  # VQAv2 training questions JSON; "" uses the procedural scene world
     annotations: str = ""  # its annotations JSON
     image_dir: str = ""  # folder of its images
@@ -59,13 +56,6 @@ class VQAConfig:
     eval_annotations: str = ""
     eval_image_dir: str = ""
     max_questions: int = 0  # real data: load at most this many questions per file (0: all)
-    seed: int = 0
-    image_size: int = 32
-    patch_size: int = 8
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
-    encoder_init_scale: float = 1.0  # ViT initializer_range (see rs_jax.models.unified)
     question_length: int = 12  # tokens incl. <eos>
     answer_length: int = 7
     num_answers: int = 10  # reference answers kept per question (real data)
@@ -90,43 +80,16 @@ def get_config(preset: str = "cpu") -> VQAConfig:
         return VQAConfig()
     if preset == "paper":
         return VQAConfig(
-            image_size=224,
-            patch_size=16,
-            hidden_size=384,
-            num_layers=6,
-            num_heads=6,
+            **unified_preset("paper", BUDGET),
             question_length=24,
             answer_length=8,
-            pretrain_batch=128,
-            images_per_update=32,
-            num_samples=5,
             eval_questions=5000,
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=20_000,
-                pretrain_learning_rate=1e-4,
-                finetune_updates=5000,
-                finetune_learning_rate=1e-5,
-                checkpoint_every=1000,
-            ),
         )
     if preset == "smoke":
         return VQAConfig(
-            image_size=16,
-            hidden_size=16,
-            num_layers=1,
-            num_heads=2,
-            pretrain_batch=4,
-            images_per_update=2,
-            num_samples=2,
+            **unified_preset("smoke", BUDGET),
             rs_points=3,
             eval_questions=4,
             figure_questions=2,
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=2,
-                finetune_updates=2,
-                checkpoint_every=0,  # only at the end of each phase
-            ),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

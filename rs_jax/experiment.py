@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -120,16 +120,25 @@ def _points(evaluation: Evaluation, names: Sequence[str], weight_key: str) -> li
     ]
 
 
-def expert_rows(grid: np.ndarray) -> list[int]:
-    """Index of each vertex (one-hot λ) in a grid (K, N); ValueError if one is missing."""
+def vertex_rows(points: np.ndarray, n: int, missing: Callable[[int, list[float]], str]) -> list[int]:
+    """For each of the n vertices of the simplex (one-hot rows of ``np.eye(n)``), the index of the
+    first row of ``points`` (K, n) at it (``np.isclose``).
+
+    Raises:
+      ValueError: with the message ``missing(i, vertex)`` of the first vertex i no row is at.
+    """
     rows = []
-    for i in range(grid.shape[1]):
-        vertex = np.eye(grid.shape[1])[i]
-        matches = np.flatnonzero(np.all(np.isclose(grid, vertex), axis=1))
+    for i, vertex in enumerate(np.eye(n)):
+        matches = np.flatnonzero(np.all(np.isclose(points, vertex), axis=1))
         if matches.size == 0:
-            raise ValueError(f"The RS grid lacks expert {i} (λ = {vertex.tolist()}).")
+            raise ValueError(missing(i, vertex.tolist()))
         rows.append(int(matches[0]))
     return rows
+
+
+def expert_rows(grid: np.ndarray) -> list[int]:
+    """Index of each vertex (one-hot λ) in a grid (K, N); ValueError if one is missing."""
+    return vertex_rows(grid, grid.shape[1], lambda i, vertex: f"The RS grid lacks expert {i} (λ = {vertex}).")
 
 
 def paired_specialization(

@@ -28,7 +28,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import jax
 import jax.numpy as jnp
@@ -248,6 +248,15 @@ class FineTuning:
     warmup_trainable: Callable[[PyTree], PyTree] | None = None
 
 
+class TaskSettings(Protocol):
+    """The fields of a task config that ``Task.one_expert_per_reward`` reads."""
+
+    budget: BudgetConfig
+    seed: int
+    rs_points: int
+    merge_rules: MergeRulesConfig
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A task's declaration.
@@ -280,6 +289,35 @@ class Task:
     rs_points: int
     morl_runs: tuple[int, ...] | None = None
     merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
+
+    @classmethod
+    def one_expert_per_reward(
+        cls,
+        name: str,
+        rewards: Sequence[str],
+        run_mus: np.ndarray,
+        pretraining: Pretraining | Pretrained,
+        finetuning: Callable[[PyTree, PyTree], FineTuning],
+        config: TaskSettings,
+        morl_runs: tuple[int, ...] | None = None,
+    ) -> Task:
+        """The task whose N experts are its N ``rewards`` and whose runs weigh the rewards by their
+        μ (``run_weights`` = ``run_mus``, (M, N)), with the budget, seed, RS grid and merge rules of
+        ``config``."""
+        return cls(
+            name=name,
+            reward_names=tuple(rewards),
+            expert_names=tuple(rewards),
+            run_mus=run_mus,
+            run_weights=run_mus,
+            pretraining=pretraining,
+            finetuning=finetuning,
+            budget=config.budget,
+            seed=config.seed,
+            rs_points=config.rs_points,
+            morl_runs=morl_runs,
+            merge_rules=config.merge_rules,
+        )
 
 
 # --------------------------------------------------------------------------- phases
@@ -384,21 +422,41 @@ def warm_up(
     update = trainer.make_update(
         phase.learner, warm_optimizer, budget.num_epochs, budget.num_minibatches, mesh=mesh
     )
-    warmed, _ = trainer.fit(
-        update,
-        warm_states,
-        jnp.asarray(task.run_weights, jnp.float32),
-        budget.value_warmup_updates,
-        run_dir=os.path.join(run_dir, "finetune_warmup"),
-        checkpoint_every=budget.checkpoint_every,
-        resume=resume,
-        vmapped=True,
-        progress=f"warming up {len(task.run_weights)} runs (policy unchanged)",
-        mesh=mesh,
+    warm_dir = os.path.join(run_dir, "finetune_warmup")
+    progress = f"warming up {len(task.run_weights)} runs (policy unchanged)"
+    warmed = _fit_runs(
+        update, warm_states, task, budget.value_warmup_updates, warm_dir, progress, resume, mesh
     )
     return states._replace(
         params=warmed.params, opt_state=jax.vmap(optimizer.init)(warmed.params), carry=warmed.carry
     )
+
+
+def _fit_runs(
+    update: Callable,
+    states: trainer.TrainState,
+    task: Task,
+    num_updates: int,
+    directory: str,
+    progress: str,
+    resume: bool,
+    mesh: Any,
+) -> trainer.TrainState:
+    """The M stacked ``states`` after ``trainer.fit`` to ``num_updates``, vmapped at the task's (M, C)
+    reward weights and checkpointed in ``directory`` every ``budget.checkpoint_every`` updates."""
+    fitted, _ = trainer.fit(
+        update,
+        states,
+        jnp.asarray(task.run_weights, jnp.float32),
+        num_updates,
+        run_dir=directory,
+        checkpoint_every=task.budget.checkpoint_every,
+        resume=resume,
+        vmapped=True,
+        progress=progress,
+        mesh=mesh,
+    )
+    return fitted
 
 
 def experts_and_morl(n_rewards: int, morl_mus: Sequence[float]) -> np.ndarray:
@@ -420,13 +478,11 @@ def expert_indices(run_mus: np.ndarray, expert_names: Sequence[str]) -> list[int
     Raises:
       ValueError: an expert has no run.
     """
-    indices = []
-    for name, vertex in zip(expert_names, np.eye(len(expert_names))):
-        matches = np.flatnonzero(np.all(np.isclose(run_mus, vertex), axis=1))
-        if matches.size == 0:
-            raise ValueError(f"No fine-tuning run has μ = {vertex.tolist()} (the {name!r} expert).")
-        indices.append(int(matches[0]))
-    return indices
+    return experiment.vertex_rows(
+        run_mus,
+        len(expert_names),
+        lambda i, vertex: f"No fine-tuning run has μ = {vertex} (the {expert_names[i]!r} expert).",
+    )
 
 
 def finetune(
@@ -457,18 +513,9 @@ def finetune(
     stacked = trainer.stack_states(states)
     if budget.value_warmup_updates:
         stacked = warm_up(run_dir, task, phase, stacked, optimizer, resume=resume, mesh=mesh)
-    stacked, _ = trainer.fit(
-        update,
-        stacked,
-        run_weights,
-        budget.finetune_updates,
-        run_dir=os.path.join(run_dir, "finetune"),
-        checkpoint_every=budget.checkpoint_every,
-        resume=resume,
-        vmapped=True,
-        progress=f"fine-tuning {len(states)} runs (vmapped)",
-        mesh=mesh,
-    )
+    finetune_dir = os.path.join(run_dir, "finetune")
+    progress = f"fine-tuning {len(states)} runs (vmapped)"
+    stacked = _fit_runs(update, stacked, task, budget.finetune_updates, finetune_dir, progress, resume, mesh)
     runs = [
         phase.soup_part(jax.tree.map(lambda leaf, i=i: leaf[i], stacked.params)) for i in range(len(states))
     ]
@@ -743,6 +790,34 @@ def write_report(run_dir: str, report: Report) -> None:
         _write_json(os.path.join(run_dir, name), value)
     for name, draw in report.figures.items():
         draw(os.path.join(run_dir, name))
+
+
+def check_rewards(rewards: Sequence[str], known: Sequence[str]) -> None:
+    """Checks that a config's ``rewards`` name at least two rewards, each one of ``known``.
+
+    Raises:
+      ValueError: naming the unknown rewards, if any.
+    """
+    unknown = [name for name in rewards if name not in known]
+    if len(rewards) < 2 or unknown:
+        raise ValueError(
+            f"rewards must name at least two of {', '.join(known)}; got "
+            f"{list(rewards)}" + (f" (unknown: {unknown})." if unknown else ".")
+        )
+
+
+def check_pretrains(
+    budget: BudgetConfig, model_dir: str, *, model: str = "the model", directory: str = "<HF directory>"
+) -> None:
+    """Checks that something gives the pre-trained ``model``: a ``model_dir`` or pre-training updates.
+
+    Raises:
+      ValueError: when neither does, saying which ``--set`` fixes it.
+    """
+    if budget.pretrain_updates == 0 and not model_dir:
+        raise ValueError(
+            f"Nothing pre-trains {model}: give --set model={directory} or budget.pretrain_updates>0."
+        )
 
 
 def check_task(task: Task) -> None:

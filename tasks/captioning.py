@@ -190,16 +190,8 @@ def _extrapolation(
 
 def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
     """The task's declaration: data, model, learners, rewards, runs and budget."""
-    unknown = [name for name in config.rewards if name not in text_metrics.REWARD_NAMES]
-    if len(config.rewards) < 2 or unknown:
-        raise ValueError(
-            f"rewards must name at least two of {', '.join(text_metrics.REWARD_NAMES)}; got "
-            f"{list(config.rewards)}" + (f" (unknown: {unknown})." if unknown else ".")
-        )
-    if config.budget.pretrain_updates == 0 and not config.model:
-        raise ValueError(
-            "Nothing pre-trains the captioner: give --set model=<HF directory> or budget.pretrain_updates>0."
-        )
+    pipeline.check_rewards(config.rewards, text_metrics.REWARD_NAMES)
+    pipeline.check_pretrains(config.budget, config.model, model="the captioner")
     _, _, eval_key = pipeline.phase_keys(config.seed)
     data = coco_data(config) if config.data else scene_data(config, jax.random.fold_in(eval_key, 7))
     pretrained = None
@@ -288,20 +280,15 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
             report=report,
         )
 
-    return pipeline.Task(
+    return pipeline.Task.one_expert_per_reward(
         name="captioning",
-        reward_names=tuple(config.rewards),
-        expert_names=tuple(config.rewards),
+        rewards=config.rewards,
         run_mus=run_mus,
-        run_weights=run_mus,
         pretraining=pipeline.loaded_or_supervised(
             pretrained, pretrain_learner, lambda key: captioner.init_params(model, key), n_rewards
         ),
         finetuning=finetuning,
-        budget=config.budget,
-        merge_rules=config.merge_rules,
-        seed=config.seed,
-        rs_points=config.rs_points,
+        config=config,
         morl_runs=tuple(i for i, seed in enumerate(seed_of_run) if seed == 0),
     )
 

@@ -41,15 +41,11 @@ from rs_jax.train import rwr, supervised
 
 def scene_config(config: diffusion_config.DiffusionConfig) -> scenes.SceneConfig:
     """Scenes with just what this task reads: images and the captions up to the prompt's style."""
-    minimal = scenes.SceneConfig(
+    minimal = scenes.reading_config(
+        "captions",
         image_size=config.image_size,
         max_objects=config.max_objects,
         num_captions=config.prompt_style + 1,
-        referring_length=2,
-        num_questions=1,
-        question_length=2,
-        num_answers=1,
-        answer_length=2,
     )
     return dataclasses.replace(minimal, caption_length=scenes.needed_lengths(minimal)["caption_length"])
 
@@ -121,11 +117,7 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         raise ValueError(
             f"rewards must name at least two of {image_rewards.REWARD_NAMES}; got {config.rewards}."
         )
-    if config.budget.pretrain_updates == 0 and not config.model:
-        raise ValueError(
-            "Nothing pre-trains the model: give --set model=<Stable Diffusion dir> or "
-            "budget.pretrain_updates>0."
-        )
+    pipeline.check_pretrains(config.budget, config.model, directory="<Stable Diffusion dir>")
     if config.model and config.budget.pretrain_updates:
         raise ValueError(
             "A Stable Diffusion model is fine-tuned as given: set budget.pretrain_updates=0 with model=…."
@@ -269,20 +261,15 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         )
 
     reference_gaussian = quality.gaussian_from_features(quality.random_features(feature_params, reference))
-    return pipeline.Task(
+    return pipeline.Task.one_expert_per_reward(
         name="diffusion",
-        reward_names=tuple(names),
-        expert_names=tuple(names),
+        rewards=names,
         run_mus=run_mus,
-        run_weights=run_mus,
         pretraining=pipeline.loaded_or_supervised(
             pretrained, pretrain_learner, lambda key: diffusion.init_params(model, key), len(names)
         ),
         finetuning=finetuning,
-        budget=config.budget,
-        merge_rules=config.merge_rules,
-        seed=config.seed,
-        rs_points=config.rs_points,
+        config=config,
     )
 
 

@@ -76,16 +76,11 @@ def _take_slot(array: jax.Array, slot: jax.Array) -> jax.Array:
 def scene_data(config: grounding_config.GroundingConfig, eval_key: jax.Array) -> GroundingData:
     """The scene world: one random object of each fresh scene per row; a held-out set balanced over
     the three size buckets."""
-    scene_config = scenes.SceneConfig(  # texts other than referring expressions kept minimal: faster compile
+    scene_config = scenes.reading_config(
+        "referring",
         image_size=config.image_size,
         max_objects=config.max_objects,
         referring_length=config.prompt_length,
-        num_captions=1,
-        caption_length=2,
-        num_questions=1,
-        question_length=2,
-        num_answers=1,
-        answer_length=2,
     )
     vocabulary, first_location_id = with_location_tokens(scenes.scene_vocabulary(), config.num_bins)
 
@@ -171,10 +166,7 @@ def _hits(
 
 def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
-    if config.budget.pretrain_updates == 0 and not config.model:
-        raise ValueError(
-            "Nothing pre-trains the model: give --set model=<HF directory> or budget.pretrain_updates>0."
-        )
+    pipeline.check_pretrains(config.budget, config.model)
     _, _, eval_key = pipeline.phase_keys(config.seed)
     data = refcoco_data(config) if config.refs else scene_data(config, jax.random.fold_in(eval_key, 7))
     first, num_bins = data.first_location_id, config.num_bins
@@ -196,18 +188,10 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
             sigma=config.location_sigma,
         )
 
+    box_options = {"max_length": OUTPUT_LENGTH, "allowed": location_only, "stop_at_eos": False}
+
     def sample_boxes(params, batch, key, greedy=False):
-        return backbone.sample_outputs(
-            model,
-            params,
-            batch["images"],
-            batch["prompts"],
-            key,
-            max_length=OUTPUT_LENGTH,
-            allowed=location_only,
-            stop_at_eos=False,
-            greedy=greedy,
-        ).tokens
+        return backbone.sample_batch(model, params, batch, key, greedy=greedy, **box_options)
 
     pretrain_learner = supervised.SupervisedLearner(
         lambda key: data.sample(key, config.pretrain_batch),
@@ -216,9 +200,9 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
     finetune_learner = reinforce.ReinforceLearner(
         sample_inputs=lambda key: data.sample(key, config.images_per_update),
         sample_outputs=sample_boxes,
-        log_prob=lambda params, inputs, outputs: backbone.token_log_probs(
-            model, params, inputs["images"], inputs["prompts"], outputs, location_only
-        ).sum(axis=-1),
+        log_prob=lambda params, inputs, outputs: backbone.batch_log_prob(
+            model, params, inputs, outputs, location_only
+        ),
         reward_components=lambda inputs, outputs: boxes.size_rewards(
             locations.location_tokens_to_boxes(outputs, first, num_bins),
             inputs["boxes"],
@@ -246,12 +230,10 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
             figures={"boxes.png": lambda path: _draw_boxes(path, config, data, predict, outcome.trained)},
         )
 
-    return pipeline.Task(
+    return pipeline.Task.one_expert_per_reward(
         name="grounding",
-        reward_names=boxes.SIZE_BUCKETS,
-        expert_names=boxes.SIZE_BUCKETS,
+        rewards=boxes.SIZE_BUCKETS,
         run_mus=run_mus,
-        run_weights=run_mus,
         pretraining=pipeline.loaded_or_supervised(
             pretrained,
             pretrain_learner,
@@ -265,10 +247,7 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
             reward_mask=eval_buckets,
             report=report,
         ),
-        budget=config.budget,
-        merge_rules=config.merge_rules,
-        seed=config.seed,
-        rs_points=config.rs_points,
+        config=config,
     )
 
 

@@ -463,18 +463,13 @@ def build(config: text_config.TextConfig) -> pipeline.Task:
         )
 
     mus = np.array([[1.0 - mu, mu] for mu in config.morl_mus])
-    return pipeline.Task(
+    return pipeline.Task.one_expert_per_reward(
         name="text",
-        reward_names=tuple(config.rewards),
-        expert_names=tuple(config.rewards),
+        rewards=config.rewards,
         run_mus=mus,
-        run_weights=mus,
         pretraining=policy.pretraining,
         finetuning=finetuning,
-        budget=config.budget,
-        merge_rules=config.merge_rules,
-        seed=config.seed,
-        rs_points=config.rs_points,
+        config=config,
     )
 
 

@@ -51,13 +51,11 @@ class VQAData:
 
 def scene_data(config: vqa_config.VQAConfig, eval_key: jax.Array) -> VQAData:
     """The scene world: one random question of each fresh scene per row; held-out scenes for evaluation."""
-    scene_config = scenes.SceneConfig(  # captions and referring expressions minimal: faster compile
+    scene_config = scenes.reading_config(
+        "questions",
         image_size=config.image_size,
         question_length=config.question_length,
         answer_length=config.answer_length,
-        num_captions=1,
-        caption_length=2,
-        referring_length=2,
     )
 
     def pick(drawn: scenes.Scenes, question: jax.Array) -> dict[str, jax.Array]:
@@ -156,16 +154,8 @@ def _mixture_rewards(
 
 def build(config: vqa_config.VQAConfig) -> pipeline.Task:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
-    unknown = [name for name in config.rewards if name not in answers.ANSWER_REWARD_NAMES]
-    if len(config.rewards) < 2 or unknown:
-        raise ValueError(
-            f"rewards must name at least two of {', '.join(answers.ANSWER_REWARD_NAMES)}; got "
-            f"{list(config.rewards)}" + (f" (unknown: {unknown})." if unknown else ".")
-        )
-    if config.budget.pretrain_updates == 0 and not config.model:
-        raise ValueError(
-            "Nothing pre-trains the model: give --set model=<HF directory> or budget.pretrain_updates>0."
-        )
+    pipeline.check_rewards(config.rewards, answers.ANSWER_REWARD_NAMES)
+    pipeline.check_pretrains(config.budget, config.model)
     _, _, eval_key = pipeline.phase_keys(config.seed)
     data = vqav2_data(config) if config.questions else scene_data(config, jax.random.fold_in(eval_key, 7))
     backbone, model, pretrained = backbones.build_model(
@@ -175,30 +165,15 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
     words_only = backbone.word_mask(model, None)
     score = answers.answer_rewards(config.rewards, pad_id=pad_id, eos_id=eos_id)
 
+    answer_options = {"max_length": config.answer_length, "allowed": words_only}
+
     def sample_answers(params, batch, key, greedy=False):
-        return backbone.sample_outputs(
-            model,
-            params,
-            batch["images"],
-            batch["prompts"],
-            key,
-            max_length=config.answer_length,
-            allowed=words_only,
-            greedy=greedy,
-        ).tokens
+        return backbone.sample_batch(model, params, batch, key, greedy=greedy, **answer_options)
 
     def sample_mixture(stacked, weights, batch, key):
-        return backbone.sample_outputs_mixture(
-            model,
-            stacked,
-            weights,
-            batch["images"],
-            batch["prompts"],
-            key,
-            max_length=config.answer_length,
-            allowed=words_only,
-            greedy=True,
-        ).tokens
+        return backbone.sample_batch_mixture(
+            model, stacked, weights, batch, key, greedy=True, **answer_options
+        )
 
     def pretrain_batch(key):
         data_key, reference_key = jax.random.split(key)
@@ -214,9 +189,9 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
     finetune_learner = reinforce.ReinforceLearner(
         sample_inputs=lambda key: data.sample(key, config.images_per_update),
         sample_outputs=sample_answers,
-        log_prob=lambda params, inputs, outputs: backbone.token_log_probs(
-            model, params, inputs["images"], inputs["prompts"], outputs, words_only
-        ).sum(axis=-1),
+        log_prob=lambda params, inputs, outputs: backbone.batch_log_prob(
+            model, params, inputs, outputs, words_only
+        ),
         reward_components=lambda inputs, outputs: score(outputs, inputs["references"]),
         num_samples=config.num_samples,
         baseline="others",
@@ -230,12 +205,10 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
             figures={"samples.png": lambda path: _draw_samples(path, config, data, sample_answers, members)}
         )
 
-    return pipeline.Task(
+    return pipeline.Task.one_expert_per_reward(
         name="vqa",
-        reward_names=tuple(config.rewards),
-        expert_names=tuple(config.rewards),
+        rewards=config.rewards,
         run_mus=run_mus,
-        run_weights=run_mus,
         pretraining=pipeline.loaded_or_supervised(
             pretrained, pretrain_learner, lambda key: backbone.init_params(model, key), len(config.rewards)
         ),
@@ -254,10 +227,7 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
             ),
             report=report,
         ),
-        budget=config.budget,
-        merge_rules=config.merge_rules,
-        seed=config.seed,
-        rs_points=config.rs_points,
+        config=config,
     )
 
 

@@ -5,6 +5,7 @@ Rank promotion raises (a silent broadcast is the classic shape bug). Dtype promo
 which "strict" rejects.
 """
 
+import json
 import os
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=4")
@@ -41,3 +42,17 @@ def fast_compile():
     jax.config.update("jax_disable_most_optimizations", True)
     yield
     jax.config.update("jax_disable_most_optimizations", previous)
+
+
+@pytest.fixture
+def smoke_run(tmp_path):
+    """``smoke_run(main, *settings)``: runs a task's ``main`` on the smoke preset into
+    ``tmp_path / "run"`` with the ``--set`` ``settings``; returns (that run directory, its
+    results.json)."""
+
+    def run(main, *settings):
+        run_dir = tmp_path / "run"
+        main(["--preset", "smoke", "--out", str(run_dir), *(["--set", *settings] if settings else [])])
+        return run_dir, json.loads((run_dir / "results.json").read_text())
+
+    return run

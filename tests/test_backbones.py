@@ -46,6 +46,19 @@ def test_sampled_log_probs_equal_teacher_forcing_and_respect_the_mask(tiny):
         )
 
 
+def test_batch_helpers_read_the_images_and_prompts_of_a_batch(tiny):
+    backbone, model, params = tiny
+    batch = {"images": jax.random.uniform(jax.random.PRNGKey(1), (6, IMAGE, IMAGE, 3)), "prompts": PROMPTS}
+    words, key = backbone.word_mask(model, WORDS), jax.random.PRNGKey(2)
+    tokens = backbone.sample_batch(model, params, batch, key, max_length=OUTPUT, allowed=words)
+    sample = backbone.sample_outputs(
+        model, params, batch["images"], PROMPTS, key, max_length=OUTPUT, allowed=words
+    )
+    np.testing.assert_array_equal(tokens, sample.tokens)
+    log_prob = backbone.batch_log_prob(model, params, batch, tokens, words)
+    np.testing.assert_allclose(log_prob, sample.log_probs.sum(axis=-1), atol=1e-4)
+
+
 def test_mixture_of_one_hot_weights_is_that_model(tiny):
     backbone, model, params = tiny
     images = jax.random.uniform(jax.random.PRNGKey(1), (3, IMAGE, IMAGE, 3))

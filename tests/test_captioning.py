@@ -11,10 +11,8 @@ from tasks import captioning
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
-def test_smoke_run_writes_the_whole_run_directory(tmp_path):
-    run_dir = tmp_path / "run"
-    captioning.main(["--preset", "smoke", "--out", str(run_dir), "--set", "decoding_mixing=true"])
-    results = json.loads((run_dir / "results.json").read_text())
+def test_smoke_run_writes_the_whole_run_directory(smoke_run):
+    run_dir, results = smoke_run(captioning.main, "decoding_mixing=true")
     check_decoding_mixing(results, (run_dir / "summary.md").read_text())
     ensembling = results["evaluation_cost"]["prediction ensembling (N passes)"]
     assert ensembling["rule"] == "probs" and ensembling["forward_passes_per_token"] == 2

@@ -11,10 +11,8 @@ from tasks import diffusion
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
-def test_smoke_run_writes_the_whole_run_directory(tmp_path):
-    run_dir = tmp_path / "run"
-    diffusion.main(["--preset", "smoke", "--out", str(run_dir)])
-    results = json.loads((run_dir / "results.json").read_text())
+def test_smoke_run_writes_the_whole_run_directory(smoke_run):
+    run_dir, results = smoke_run(diffusion.main)
     assert results["reward_names"] == ["colourfulness", "brightness", "skin"]
     assert len(results["morl"]) == 3 + 3 + 1  # the experts, ½ of every pair, the uniform μ
     quality = results["quality"]

@@ -220,18 +220,8 @@ def test_merge_cli_bad_input_is_one_clear_error_and_writes_nothing(
     prepare(experts)
     before = tree_digest(tmp_path)
     out = tmp_path / "merged"
-    code = merge.main(
-        [
-            "--experts",
-            str(experts / "a"),
-            str(experts / "b"),
-            "--weights",
-            *weights,
-            "--out",
-            str(out),
-            stream,
-        ]
-    )
+    paths = [str(experts / "a"), str(experts / "b")]
+    code = merge.main(["--experts", *paths, "--weights", *weights, "--out", str(out), stream])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err

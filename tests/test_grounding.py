@@ -11,10 +11,8 @@ from tasks import grounding
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
-def test_smoke_run_writes_the_whole_run_directory(tmp_path):
-    run_dir = tmp_path / "run"
-    grounding.main(["--preset", "smoke", "--out", str(run_dir)])
-    results = json.loads((run_dir / "results.json").read_text())
+def test_smoke_run_writes_the_whole_run_directory(smoke_run):
+    run_dir, results = smoke_run(grounding.main)
     assert results["reward_names"] == ["small", "medium", "large"]
     assert len(results["rs"]) == 10  # a 4-point simplex grid over 3 experts, the uniform soup included
     assert [point["mu"] for point in results["morl"]][-1] == [1 / 3] * 3

@@ -13,18 +13,8 @@ def test_merge_cli_orbax_end_to_end(tmp_path, capsys):
     for name, value in [("risky", 1.0), ("cautious", 3.0)]:
         checkpoint.save_expert(tmp_path / name, expert(value), reward=name, base_model="init@1")
     out = tmp_path / "merged"
-    code = merge.main(
-        [
-            "--experts",
-            str(tmp_path / "risky"),
-            str(tmp_path / "cautious"),
-            "--weights",
-            "0.3",
-            "0.7",
-            "--out",
-            str(out),
-        ]
-    )
+    experts = [str(tmp_path / "risky"), str(tmp_path / "cautious")]
+    code = merge.main(["--experts", *experts, "--weights", "0.3", "0.7", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     params, manifest = checkpoint.restore_expert(out, expected_base="init@1")
     np.testing.assert_allclose(np.asarray(params["w"]), 0.3 * 1.0 + 0.7 * 3.0, rtol=1e-6)

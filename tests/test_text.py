@@ -12,10 +12,8 @@ from tasks import text
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
-def test_smoke_run_writes_results_samples_and_both_lora_modes(tmp_path):
-    run_dir = tmp_path / "run"
-    text.main(["--preset", "smoke", "--out", str(run_dir), "--set", "decoding_mixing=true"])
-    results = json.loads((run_dir / "results.json").read_text())
+def test_smoke_run_writes_results_samples_and_both_lora_modes(smoke_run):
+    run_dir, results = smoke_run(text.main, "decoding_mixing=true")
     check_decoding_mixing(results, (run_dir / "summary.md").read_text())
     # MOD's λ = 1 is the second expert alone: same key, same samples, same perplexity as RS's.
     assert results["base_perplexity"]["MOD (decoding-time mixing)"][-1]["perplexity"] == pytest.approx(

@@ -11,10 +11,8 @@ from tasks import vqa
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
-def test_smoke_run_writes_the_whole_run_directory(tmp_path):
-    run_dir = tmp_path / "run"
-    vqa.main(["--preset", "smoke", "--out", str(run_dir), "--set", "decoding_mixing=true"])
-    results = json.loads((run_dir / "results.json").read_text())
+def test_smoke_run_writes_the_whole_run_directory(smoke_run):
+    run_dir, results = smoke_run(vqa.main, "decoding_mixing=true")
     check_decoding_mixing(results, (run_dir / "summary.md").read_text())
     assert results["reward_names"] == ["accuracy", "meteor"]
     assert len(results["rs"]) == vqa_config.get_config("smoke").rs_points

@@ -166,18 +166,10 @@ def ppo_setup(
 def brax_hyper(config: locomotion_config.LocomotionConfig) -> dict[str, Any]:
     """The locomotion config as ``ppo_throughput.HYPER`` keys, for brax's ``ppo.train``."""
     return {
-        "num_envs": config.ppo.num_envs,
-        "unroll_length": config.ppo.unroll_length,
+        **{key: getattr(config.ppo, field) for key, field in ppo_throughput.PPO_FIELDS.items()},
         "num_minibatches": config.budget.num_minibatches,
         "num_epochs": config.budget.num_epochs,
         "learning_rate": config.budget.finetune_learning_rate,
-        "entropy_cost": config.ppo.entropy_coef,
-        "discount": config.ppo.discount,
-        "gae_lambda": config.ppo.gae_lambda,
-        "clip_epsilon": config.ppo.clip_epsilon,
-        "reward_scaling": config.ppo.reward_scaling,
-        "hidden": config.ppo.policy_layers,
-        "value_hidden": config.ppo.value_layers,
         "episode_length": config.episode_length,
         "eval_episodes": 128,
     }

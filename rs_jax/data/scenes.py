@@ -380,6 +380,33 @@ class SceneConfig:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std}.")
 
 
+# The fields that make each kind of text minimal: one text of 2 tokens (a word and ``<eos>``).
+_MINIMAL_TEXTS = {
+    "captions": {"num_captions": 1, "caption_length": 2},
+    "referring": {"referring_length": 2},
+    "questions": {"num_questions": 1, "question_length": 2, "num_answers": 1, "answer_length": 2},
+}
+
+
+def reading_config(texts: str, **fields: Any) -> SceneConfig:
+    """The ``SceneConfig`` of ``fields`` for a task that reads only one kind of ``texts``
+    ("captions", "referring" or "questions" with their answers): the other kinds are minimal (one
+    text of 2 tokens), which compiles faster.
+
+    Raises:
+      ValueError: on an unknown kind of text.
+    """
+    if texts not in _MINIMAL_TEXTS:
+        raise ValueError(f"texts must be one of {sorted(_MINIMAL_TEXTS)}, got {texts!r}.")
+    minimal = {
+        field: value
+        for kind, kept in _MINIMAL_TEXTS.items()
+        if kind != texts
+        for field, value in kept.items()
+    }
+    return SceneConfig(**(minimal | fields))
+
+
 def needed_lengths(config: SceneConfig) -> dict[str, int]:
     """Token lengths (incl. ``<eos>``) that hold the longest possible text of each field, so
     that nothing is cut: compare with the ``*_length`` fields of ``config``."""

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -172,8 +172,7 @@ class Backbone(Generic[ModelT]):
         max_length: int,
         allowed: np.ndarray | None = None,
         stop_at_eos: bool = True,
-        greedy: bool = False,
-        temperature: float = 1.0,
+        **picking: Unpack[sampling.TokenPicking],
     ) -> sampling.Sample:
         """Outputs (B, max_length) sampled (or greedy) for each image and prompt, with a KV cache, in jit.
 
@@ -183,12 +182,11 @@ class Backbone(Generic[ModelT]):
           allowed: (V,) bool mask of the tokens the policy may emit; None: ``default_allowed``.
           stop_at_eos: rows emit ``<pad>`` after their ``<eos>`` (False for fixed-length outputs such
             as the 4 location tokens).
-          greedy / temperature: as ``sampling.sample``.
+          **picking: greedy, temperature, top_k, top_p, as ``sampling.sample``.
 
         Returns:
           A ``sampling.Sample`` whose log-probs equal ``token_log_probs`` of its tokens.
         """
-        _, eos, pad = self.special_ids(model)
         step, cache, first_tokens = self._start_masked(model, params, images, prompts, max_length, allowed)
         return sampling.sample(
             step,
@@ -196,10 +194,8 @@ class Backbone(Generic[ModelT]):
             first_tokens,
             key,
             max_length=max_length,
-            eos_id=eos if stop_at_eos else None,
-            pad_id=pad,
-            greedy=greedy,
-            temperature=temperature,
+            **self._stopping(model, stop_at_eos),
+            **picking,
         )
 
     def sample_outputs_mixture(
@@ -215,8 +211,7 @@ class Backbone(Generic[ModelT]):
         max_length: int,
         allowed: np.ndarray | None = None,
         stop_at_eos: bool = True,
-        greedy: bool = False,
-        temperature: float = 1.0,
+        **picking: Unpack[sampling.TokenPicking],
     ) -> sampling.Sample:
         """Outputs (B, max_length) decoded from a mixture of N param sets (``sampling.sample_mixture``).
 
@@ -232,7 +227,6 @@ class Backbone(Generic[ModelT]):
           A ``sampling.Sample``; with a one-hot ``weights`` the tokens of ``sample_outputs`` on that
           member with the same key.
         """
-        _, eos, pad = self.special_ids(model)
         return sampling.sample_mixture(
             lambda params: self._start_masked(model, params, images, prompts, max_length, allowed),
             stacked_params,
@@ -240,11 +234,51 @@ class Backbone(Generic[ModelT]):
             key,
             rule=rule,
             max_length=max_length,
-            eos_id=eos if stop_at_eos else None,
-            pad_id=pad,
-            greedy=greedy,
-            temperature=temperature,
+            **self._stopping(model, stop_at_eos),
+            **picking,
         )
+
+    def sample_batch(
+        self, model: ModelT, params: PyTree, batch: Mapping[str, jax.Array], key: jax.Array, **options: Any
+    ) -> jax.Array:
+        """(B, max_length) tokens of ``sample_outputs`` for a batch's ``images`` and ``prompts``;
+        ``options`` are ``sample_outputs``'s keyword arguments."""
+        return self.sample_outputs(model, params, batch["images"], batch["prompts"], key, **options).tokens
+
+    def batch_log_prob(
+        self,
+        model: ModelT,
+        params: PyTree,
+        batch: Mapping[str, jax.Array],
+        outputs: jax.Array,
+        allowed: np.ndarray | None = None,
+    ) -> jax.Array:
+        """(B,) log π(outputs | image, prompt) of outputs (B, L) for a batch's ``images`` and
+        ``prompts``: the sum of ``token_log_probs``."""
+        return self.token_log_probs(model, params, batch["images"], batch["prompts"], outputs, allowed).sum(
+            axis=-1
+        )
+
+    def sample_batch_mixture(
+        self,
+        model: ModelT,
+        stacked_params: PyTree,
+        weights: jax.Array,
+        batch: Mapping[str, jax.Array],
+        key: jax.Array,
+        **options: Any,
+    ) -> jax.Array:
+        """(B, max_length) tokens of ``sample_outputs_mixture`` for a batch's ``images`` and ``prompts``;
+        ``options`` are ``sample_outputs_mixture``'s keyword arguments."""
+        images, prompts = batch["images"], batch["prompts"]
+        return self.sample_outputs_mixture(
+            model, stacked_params, weights, images, prompts, key, **options
+        ).tokens
+
+    def _stopping(self, model: ModelT, stop_at_eos: bool) -> sampling.Decoding:
+        """The ``eos_id`` (None unless ``stop_at_eos``) and ``pad_id`` of ``sampling.sample``."""
+        _, eos, pad = self.special_ids(model)
+        return sampling.Decoding(eos_id=eos if stop_at_eos else None, pad_id=pad)
 
     def _start_masked(self, model, params, images, prompts, max_length, allowed):
         """``start_decoding`` whose step (a ``Partial``) masks the logits to ``allowed``."""
@@ -295,9 +329,9 @@ class TokenIds(Protocol):
 
 
 class BackboneSettings(Protocol):
-    """The backbone fields of a task config (``configs/grounding.py``, ``configs/vqa.py``): the
-    backbone's name, local HF directories ("" builds a tiny model), the seed that draws what a
-    directory lacks, and the tiny model's sizes."""
+    """The backbone fields of a task config (``configs.UnifiedModelConfig``, which the configs of
+    grounding and VQA extend): the backbone's name, local HF directories ("" builds a tiny model),
+    the seed that draws what a directory lacks, and the tiny model's sizes."""
 
     backbone: str
     model: str

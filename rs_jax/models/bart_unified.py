@@ -351,13 +351,8 @@ def encode(
 def output_logits(
     model: BartUnified, params: PyTree, images: jax.Array, prompts: jax.Array, outputs: jax.Array
 ) -> jax.Array:
-    """(B, L, V) logits of output t given the image, the prompt and outputs₍<t₎, by teacher forcing.
-
-    Args:
-      images: (B, H, W, 3) in [0, 1].
-      prompts: (B, Lp) left-aligned prompt ids.
-      outputs: (B, L) output ids.
-    """
+    """(B, L, V) logits of output t given the image, the prompt and outputs₍<t₎, by teacher forcing;
+    images (B, H, W, 3), prompts (B, Lp) and outputs (B, L) as ``unified.output_logits`` takes them."""
     _check_lengths(model, prompts.shape[1], outputs.shape[1])
     start, _, _ = special_ids(model)
     states, mask = encode(model, params, images, prompts)
@@ -369,17 +364,9 @@ def output_logits(
 def start_decoding(
     model: BartUnified, params: PyTree, images: jax.Array, prompts: jax.Array, max_length: int
 ) -> tuple[sampling.StepFn, PyTree, jax.Array]:
-    """What ``sampling.sample`` needs to decode ``max_length`` outputs for each image and prompt.
-
-    Args:
-      images: (B, H, W, 3) in [0, 1].
-      prompts: (B, Lp) left-aligned prompt ids.
-
-    Returns:
-      (step returning the (B, V) logits of the next output, a ``jax.tree_util.Partial`` over the
-      params and encoder states (vmappable by ``sampling.sample_mixture``), an empty KV cache of
-      ``max_length`` slots, the decoder start tokens (B,) to feed at step 0).
-    """
+    """What ``sampling.sample`` needs to decode ``max_length`` outputs for each image (B, H, W, 3) and
+    prompt (B, Lp), as ``unified.start_decoding``: the step (a ``jax.tree_util.Partial`` over the params
+    and encoder states), an empty KV cache of ``max_length`` slots and the decoder start tokens (B,)."""
     _check_lengths(model, prompts.shape[1], max_length)
     start, _, _ = special_ids(model)
     states, mask = encode(model, params, images, prompts)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-from typing import Any
+from typing import Any, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -219,22 +219,13 @@ def sample_captions(
     key: jax.Array,
     *,
     max_length: int,
-    greedy: bool = False,
-    temperature: float = 1.0,
+    **picking: Unpack[sampling.TokenPicking],
 ) -> sampling.Sample:
-    """Captions (B, max_length) sampled (or greedy) with the KV cache, inside jit."""
-    _, eos, pad = special_ids(model)
+    """Captions (B, max_length) sampled (or greedy; ``picking`` as ``sampling.sample``) with the KV
+    cache, inside jit, for images (B, H, W, 3) in [0, 1]."""
     step, cache, first_tokens = start_decoding(model, params, images, max_length)
     return sampling.sample(
-        step,
-        cache,
-        first_tokens,
-        key,
-        max_length=max_length,
-        eos_id=eos,
-        pad_id=pad,
-        greedy=greedy,
-        temperature=temperature,
+        step, cache, first_tokens, key, max_length=max_length, **_stopping(model), **picking
     )
 
 
@@ -247,8 +238,7 @@ def sample_captions_mixture(
     *,
     rule: str = "logits",
     max_length: int,
-    greedy: bool = False,
-    temperature: float = 1.0,
+    **picking: Unpack[sampling.TokenPicking],
 ) -> sampling.Sample:
     """Captions (B, max_length) decoded from a mixture of N captioners (``sampling.sample_mixture``).
 
@@ -260,8 +250,8 @@ def sample_captions_mixture(
       stacked_params: params with a leading axis N (``soup.stack_experts``).
       weights: (N,) non-negative weights summing to 1.
       images: (B, H, W, 3) in [0, 1].
+      **picking: as ``sample_captions``.
     """
-    _, eos, pad = special_ids(model)
     return sampling.sample_mixture(
         lambda params: start_decoding(model, params, images, max_length),
         stacked_params,
@@ -269,8 +259,12 @@ def sample_captions_mixture(
         key,
         rule=rule,
         max_length=max_length,
-        eos_id=eos,
-        pad_id=pad,
-        greedy=greedy,
-        temperature=temperature,
+        **_stopping(model),
+        **picking,
     )
+
+
+def _stopping(model: Any) -> sampling.Decoding:
+    """The decoder's ``eos_id`` and ``pad_id`` for ``sampling.sample``."""
+    _, eos, pad = special_ids(model)
+    return sampling.Decoding(eos_id=eos, pad_id=pad)

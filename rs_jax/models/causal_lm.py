@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import inspect
 import os
-from typing import Any, Literal
+from typing import Any, Literal, Unpack
 
 import flax.linen as nn
 import jax
@@ -275,12 +275,7 @@ def generate(
     key: jax.Array,
     *,
     max_new_tokens: int,
-    eos_id: int | None,
-    pad_id: int = 0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    **decoding: Unpack[sampling.Decoding],
 ) -> sampling.Sample:
     """Samples a response to each left-padded prompt with the model's KV cache (jit-able).
 
@@ -293,7 +288,8 @@ def generate(
       prompt_mask: (B, P) 0/1 or bool, 0 on left pads.
       key: PRNG key.
       max_new_tokens: response length R.
-      eos_id, pad_id, temperature, top_k, top_p, greedy: see ``sampling.sample``.
+      **decoding: eos_id (required), pad_id, temperature, top_k, top_p, greedy; see
+        ``sampling.sample``.
 
     Returns:
       ``Sample`` of (B, R) ``tokens``, ``log_probs`` (raw-model, temperature 1, unfiltered;
@@ -303,19 +299,7 @@ def generate(
       ValueError: on malformed prompts or P + max_new_tokens beyond the model's positions.
     """
     step_fn, cache, first_tokens = start_decoding(model, params, prompt_ids, prompt_mask, max_new_tokens)
-    return sampling.sample(
-        step_fn,
-        cache,
-        first_tokens,
-        key,
-        max_length=max_new_tokens,
-        eos_id=eos_id,
-        pad_id=pad_id,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
-    )
+    return sampling.sample(step_fn, cache, first_tokens, key, max_length=max_new_tokens, **decoding)
 
 
 def generate_mixture(
@@ -328,12 +312,7 @@ def generate_mixture(
     *,
     rule: str = "logits",
     max_new_tokens: int,
-    eos_id: int | None,
-    pad_id: int = 0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    **decoding: Unpack[sampling.Decoding],
 ) -> sampling.Sample:
     """Responses decoded from the mixture of N param sets of one model (``sampling.sample_mixture``).
 
@@ -353,12 +332,7 @@ def generate_mixture(
         key,
         rule=rule,
         max_length=max_new_tokens,
-        eos_id=eos_id,
-        pad_id=pad_id,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
+        **decoding,
     )
 
 

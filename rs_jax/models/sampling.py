@@ -36,7 +36,7 @@ every w. No params are merged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Required, TypedDict, Unpack
 
 import jax
 import jax.numpy as jnp
@@ -46,6 +46,22 @@ StepFn = Callable[[PyTree, jax.Array, jax.Array], tuple[jax.Array, PyTree]]
 # params -> (step_fn as a callable pytree, initial cache, first tokens (B,)): one model's decoding.
 StartFn = Callable[[PyTree], tuple[StepFn, PyTree, jax.Array]]
 MIXING_RULES = ("logits", "probs")
+
+
+class TokenPicking(TypedDict, total=False):
+    """How ``sample`` picks each token from the logits; every key is ``sample``'s argument of that name."""
+
+    temperature: float
+    top_k: int
+    top_p: float
+    greedy: bool
+
+
+class Decoding(TokenPicking, total=False):
+    """``TokenPicking`` and when rows stop: ``eos_id`` (required) and ``pad_id``, as ``sample``'s."""
+
+    eos_id: Required[int | jax.Array | None]
+    pad_id: int
 
 
 class Sample(NamedTuple):
@@ -236,12 +252,7 @@ def sample_mixture(
     *,
     rule: str = "logits",
     max_length: int,
-    eos_id: int | None,
-    pad_id: int = 0,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    greedy: bool = False,
+    **decoding: Unpack[Decoding],
 ) -> Sample:
     """Samples from the mixture of N models' next-token distributions, N forward passes per token.
 
@@ -261,8 +272,9 @@ def sample_mixture(
       weights: (N,) non-negative mixing weights w.
       key: PRNG key, as ``sample``.
       rule: "logits" (MOD: softmax(Σᵢ wᵢ log pᵢ)) or "probs" (ensembling: Σᵢ wᵢ pᵢ).
-      max_length, eos_id, pad_id, temperature, top_k, top_p, greedy: as ``sample``; temperature
-        and filters apply to the mixed log-probabilities.
+      max_length: as ``sample``.
+      **decoding: eos_id (required), pad_id, temperature, top_k, top_p, greedy, as ``sample``;
+        temperature and filters apply to the mixed log-probabilities.
 
     Returns:
       A ``Sample`` of (B, L) arrays; ``log_probs`` are those of the mixed distribution
@@ -288,16 +300,4 @@ def sample_mixture(
         logits, caches = members_step(tokens, step, step_fns, caches)
         return mix_log_probs(logits, weights, rule=rule), caches
 
-    return sample(
-        mixed_step,
-        caches,
-        first_tokens[0],
-        key,
-        max_length=max_length,
-        eos_id=eos_id,
-        pad_id=pad_id,
-        temperature=temperature,
-        top_k=top_k,
-        top_p=top_p,
-        greedy=greedy,
-    )
+    return sample(mixed_step, caches, first_tokens[0], key, max_length=max_length, **decoding)
