@@ -41,7 +41,9 @@ from common import machine_info, write_result  # noqa: E402
 RESULT = os.path.join(os.path.dirname(__file__), "results", "locomotion_specialization.json")
 
 # name -> (what it changes, config overrides of the CPU default)
-NONE = ["budget.value_warmup_updates=0", "ppo.bound_coef=0"]
+# Every variant starts from the config without a warm-up (a warm-up at the fine-tuning step size
+# where a variant adds one) and without the bound penalty.
+NONE = ["budget.value_warmup_updates=0", "budget.value_warmup_learning_rate=3e-4", "ppo.bound_coef=0"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("no value warm-up, no bound penalty", NONE),
     "warmup20": ("20 updates fitting the fresh value head first", [*NONE, "budget.value_warmup_updates=20"]),
@@ -54,6 +56,10 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "pretrain117": (
         "half the pre-training: 117 updates (300k steps)",
         [*NONE, "budget.pretrain_updates=117"],
+    ),
+    "warmup20_lr3e-3": (
+        "20 updates fitting the fresh value head first, at step size 3e-3",
+        [*NONE, "budget.value_warmup_updates=20", "budget.value_warmup_learning_rate=3e-3"],
     ),
     "keep_value": ("diagnostic, not the paper's protocol: the pre-trained value head kept", NONE),
     "tanh": (

@@ -19,11 +19,10 @@ Presets:
          humanoid's +5 healthy bonus is not added, episodes still end when it falls.
   smoke  seconds; for tests.
 
-Measured result (cpu, benchmarks/results/tasks/locomotion*.json, seeds 0/1/2): the cautious
-expert beats the init and the risky expert on R₂; the risky expert uses larger actions but is
-slower than the init on R₁ (by 139, 27, 102, paired s.e. 5-7); RS efficiency 0.64, 0.89, 0.86.
-budget.value_warmup_updates and ppo.bound_coef (both 0 here) are the two fixes under
-measurement (README, Locomotion; benchmarks/locomotion_finetune.py).
+The fresh value head (the paper discards the pre-trained one) is first fitted for 20 updates
+on rollouts of the unchanged pre-trained policy, at step size 3e-3, before the policy moves:
+without that warm-up the risky expert ends slower than its init (README, Locomotion;
+benchmarks/locomotion_finetune.py measures the variants).
 """
 
 from __future__ import annotations
@@ -49,6 +48,8 @@ class LocomotionConfig:
             num_epochs=4,
             num_minibatches=8,
             checkpoint_every=20,
+            value_warmup_updates=20,
+            value_warmup_learning_rate=3e-3,
         )
     )
     ppo: PPOConfig = dataclasses.field(

@@ -32,6 +32,7 @@ class BudgetConfig:
         task's ``FineTuning.warmup_trainable`` marks (e.g. a freshly initialized value head) on
         rollouts of the unchanged policy, with an Adam state of their own; the
         ``finetune_updates`` follow with a fresh Adam state (0: no warm-up).
+      value_warmup_learning_rate: Adam's step size in the warm-up (None: ``finetune_learning_rate``).
     """
 
     pretrain_updates: int
@@ -45,6 +46,7 @@ class BudgetConfig:
     pretrain_num_minibatches: int | None = None
     checkpoint_every: int = 20
     value_warmup_updates: int = 0
+    value_warmup_learning_rate: float | None = None
 
 
 MERGE_RULES = ("ties", "dare", "task_arithmetic")
@@ -139,6 +141,7 @@ STRICTLY_POSITIVE = frozenset(
     {
         "pretrain_learning_rate",
         "finetune_learning_rate",
+        "value_warmup_learning_rate",
         "max_grad_norm",
         "lora_alpha",
         "clip_epsilon",

@@ -413,7 +413,13 @@ def warm_up(
             f"{task.name!r} names no warm-up parameters (FineTuning.warmup_trainable); set it to 0."
         )
     warm_optimizer = only_trainable(
-        clipped_adam(budget.finetune_learning_rate, budget.max_grad_norm), phase.warmup_trainable
+        clipped_adam(
+            budget.finetune_learning_rate
+            if budget.value_warmup_learning_rate is None
+            else budget.value_warmup_learning_rate,
+            budget.max_grad_norm,
+        ),
+        phase.warmup_trainable,
     )
     warm_states = states._replace(
         opt_state=jax.vmap(warm_optimizer.init)(states.params),
