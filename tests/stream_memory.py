@@ -30,9 +30,12 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def run_probe(script: str, *args: str) -> dict:
     """Runs ``python tests/<script> ARGS`` from the repository root; returns its last JSON line.
 
-    Two malloc arenas: glibc otherwise keeps one arena per thread, which makes RssAnon noisy.
+    RssAnon then tracks live arrays: two malloc arenas (glibc otherwise keeps one per thread),
+    and a fixed mmap threshold of 128 KiB, so every array above it is mapped and unmapped on
+    its own instead of glibc raising the threshold after the first free and leaving freed
+    arrays in a fragmented heap (which made the same merge measure 19-36 MB).
     """
-    env = {**os.environ, "MALLOC_ARENA_MAX": "2"}
+    env = {**os.environ, "MALLOC_ARENA_MAX": "2", "MALLOC_MMAP_THRESHOLD_": "131072"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [REPO, os.environ.get("PYTHONPATH")]))
     probe = subprocess.run(
         [sys.executable, os.path.join("tests", script), *args],
