@@ -7,7 +7,7 @@ import os
 import platform
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -32,6 +32,20 @@ def write_result(path: str, result: dict[str, Any]) -> None:
     with open(path, "w") as handle:
         json.dump(result, handle, indent=2)
     print(f"wrote {path}")
+
+
+def merge_variant_entry(path: str, description: str, entry: dict[str, Any], key: Sequence[str]) -> None:
+    """Adds ``entry`` to the ``variants`` of the JSON at ``path``, replacing the entry with the
+    same ``key`` fields; the file is read just before writing, as variants may run in parallel."""
+    previous = {"variants": []}
+    if os.path.exists(path):
+        with open(path) as handle:
+            previous = json.load(handle)
+    identity = tuple(entry[field] for field in key)
+    keep = [old for old in previous["variants"] if tuple(old.get(field) for field in key) != identity]
+    write_result(
+        path, {**previous, "description": description, "machine": machine_info(), "variants": [*keep, entry]}
+    )
 
 
 def median_seconds_and_result(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:

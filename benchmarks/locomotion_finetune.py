@@ -36,9 +36,14 @@ from rs_jax.experiment import mean_and_stderr  # noqa: E402
 from tasks import locomotion  # noqa: E402
 
 sys.path.insert(0, HERE)
-from common import machine_info, write_result  # noqa: E402
+from common import machine_info, merge_variant_entry, write_result  # noqa: E402
 
 RESULT = os.path.join(os.path.dirname(__file__), "results", "locomotion_specialization.json")
+DESCRIPTION = (
+    "Fine-tuning variants of tasks.locomotion's CPU default: each expert minus the pre-trained init "
+    "on the same 64 evaluation episodes (paired), R1 = sum vx, R2 = sum (vx - |a|^2); training "
+    "metrics every 10 updates (and the last)."
+)
 
 # name -> (what it changes, config overrides of the CPU default)
 # Every variant starts from the config without a warm-up (a warm-up at the fine-tuning step size
@@ -209,25 +214,8 @@ def main() -> None:
         return
     for name in args.variants or list(VARIANTS):
         entry = run_variant(name, args.expert, args.seed, args.runs, args.preset)
-        if args.preset != "cpu":
-            continue
-        previous = {"variants": []}
-        if os.path.exists(RESULT):  # read just before writing: variants may run in parallel processes
-            with open(RESULT) as handle:
-                previous = json.load(handle)
-        keep = [
-            old
-            for old in previous["variants"]
-            if (old["variant"], old["expert"], old["seed"]) != (name, args.expert, args.seed)
-        ]
-        previous = {
-            "description": "Fine-tuning variants of tasks.locomotion's CPU default: each expert minus "
-            "the pre-trained init on the same 64 evaluation episodes (paired), R1 = sum vx, "
-            "R2 = sum (vx - |a|^2); training metrics every 10 updates (and the last).",
-            "machine": machine_info(),
-            "variants": [*keep, entry],
-        }
-        write_result(RESULT, previous)
+        if args.preset == "cpu":
+            merge_variant_entry(RESULT, DESCRIPTION, entry, ("variant", "expert", "seed"))
 
 
 if __name__ == "__main__":
