@@ -19,6 +19,8 @@ import re
 import sys
 from typing import Any
 
+from rs_jax.config import MERGE_RULES
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results", "tasks")
 README = os.path.join(ROOT, "README.md")
@@ -282,7 +284,7 @@ def variants_block(measured: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-RULE_PREFIXES = ("TIES", "DARE", "task arithmetic")  # the names pipeline.merge_rule_families gives
+RULE_PREFIXES = tuple(setting.title for setting in MERGE_RULES.values())  # merge_rule_families' labels
 
 
 def merge_rules_block(reference_runs: dict[str, dict[str, Any]]) -> str:

@@ -10,7 +10,7 @@ import dataclasses
 import json
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple, get_args, get_type_hints
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,7 +49,27 @@ class BudgetConfig:
     value_warmup_learning_rate: float | None = None
 
 
-MERGE_RULES = ("ties", "dare", "task_arithmetic")
+class MergeRuleSetting(NamedTuple):
+    """How a ``MergeRulesConfig`` field sets one rule of ``rs_jax.merge_rules.RULES``.
+
+    Attributes:
+      title: the rule's name in front labels, e.g. "TIES".
+      keyword: the rule's parameter, e.g. "density".
+      field: the ``MergeRulesConfig`` field that holds its value, e.g. "ties_density".
+      symbol: the parameter's name in front labels, e.g. "density" in "TIES (density 0.2)".
+    """
+
+    title: str
+    keyword: str
+    field: str
+    symbol: str
+
+
+MERGE_RULES = {
+    "ties": MergeRuleSetting("TIES", "density", "ties_density", "density"),
+    "dare": MergeRuleSetting("DARE", "drop_probability", "dare_drop_probability", "p"),
+    "task_arithmetic": MergeRuleSetting("task arithmetic", "scale", "task_arithmetic_scale", "scale"),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,6 +137,9 @@ def _set(config: Any, path: list[str], raw: str, full_key: str) -> Any:
         raise ValueError(f"Config key {full_key!r} is a group; set its fields, e.g. {full_key}.<field>=…")
     else:
         value = _parse(raw, current, full_key)
+        declared = get_args(get_type_hints(type(config))[path[0]])
+        if current is None and type(value) is int and float in declared:
+            value = float(value)  # an optional float given as "0" or "3"
     return dataclasses.replace(config, **{path[0]: value})
 
 

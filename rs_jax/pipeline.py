@@ -24,6 +24,7 @@ task draws its data from the same keys the pipeline trains with.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import os
 import time
@@ -571,23 +572,17 @@ def merge_rule_families(
         soup part, the factors, as PEFT's ``ties`` and ``dare_linear`` do).
       key: DARE's drop masks (one set for the whole grid).
     """
-    bound = {
-        "ties": (
-            f"TIES (density {rules.ties_density:g})",
-            jax.tree_util.Partial(merge_rules.ties, base=base, density=rules.ties_density),
-        ),
-        "dare": (
-            f"DARE (p {rules.dare_drop_probability:g})",
-            jax.tree_util.Partial(
-                merge_rules.dare, base=base, drop_probability=rules.dare_drop_probability, key=key
-            ),
-        ),
-        "task_arithmetic": (
-            f"task arithmetic (scale {rules.task_arithmetic_scale:g})",
-            jax.tree_util.Partial(merge_rules.task_arithmetic, base=base, scale=rules.task_arithmetic_scale),
-        ),
-    }
-    return {bound[rule][0]: SoupFamily(grid, member_weights, merge=bound[rule][1]) for rule in rules.rules}
+    families = {}
+    for rule in rules.rules:
+        setting = config_lib.MERGE_RULES[rule]
+        value = getattr(rules, setting.field)
+        keywords = {"base": base, setting.keyword: value}
+        if "key" in inspect.signature(merge_rules.RULES[rule]).parameters:
+            keywords["key"] = key
+        label = f"{setting.title} ({setting.symbol} {value:g})"
+        merge = jax.tree_util.Partial(merge_rules.RULES[rule], **keywords)
+        families[label] = SoupFamily(grid, member_weights, merge=merge)
+    return families
 
 
 def evaluate(

@@ -101,6 +101,28 @@ def test_boundaries_and_cross_field_rules(assignment, message):
         config_lib.validate(config_lib.override(text.get_config("cpu"), [assignment]))
 
 
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("ppo.squash=sigmoid", r"'ppo.squash' must be one of \['clip', 'tanh'\]"),
+        ("budget.value_warmup_learning_rate=0", "'budget.value_warmup_learning_rate' must be > 0"),
+    ],
+)
+def test_named_choices_and_optional_floats_are_checked_before_any_work(assignment, message):
+    from configs import locomotion
+
+    with pytest.raises(ValueError, match=message):
+        config_lib.validate(config_lib.override(locomotion.get_config("cpu"), [assignment]))
+
+
+def test_an_optional_float_given_as_an_integer_is_a_float():
+    from configs import locomotion
+
+    config = config_lib.override(locomotion.get_config("cpu"), ["budget.value_warmup_learning_rate=3"])
+    assert config.budget.value_warmup_learning_rate == 3.0
+    assert isinstance(config.budget.value_warmup_learning_rate, float)
+
+
 def test_a_task_without_an_expert_run_is_refused_before_any_work(tmp_path):
     import numpy as np
 

@@ -237,3 +237,28 @@ def test_neutral_dare_and_task_arithmetic_give_the_linear_soup_front():
     assert sorted(extras) == ["DARE (p 0)", "task arithmetic (scale 1)"]
     for evaluation in extras.values():
         np.testing.assert_allclose(evaluation.means, rs.means, atol=1e-6)
+
+
+def test_the_config_group_binds_each_rule_to_its_field_and_labels_its_front():
+    from rs_jax import config as config_lib
+    from rs_jax import pipeline
+
+    rules = config_lib.MergeRulesConfig(
+        rules=tuple(config_lib.MERGE_RULES),
+        ties_density=0.4,
+        dare_drop_probability=0.25,
+        task_arithmetic_scale=0.5,
+    )
+    grid = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
+    key = jax.random.key(3)
+    families = pipeline.merge_rule_families(rules, grid, grid, base=BASE, key=key)
+    experts, weights = disjoint_experts(), [0.2, 0.3, 0.5]
+    want = {
+        "TIES (density 0.4)": merge_rules.ties(experts, weights, base=BASE, density=0.4),
+        "DARE (p 0.25)": merge_rules.dare(experts, weights, base=BASE, drop_probability=0.25, key=key),
+        "task arithmetic (scale 0.5)": merge_rules.task_arithmetic(experts, weights, base=BASE, scale=0.5),
+    }
+    assert list(families) == list(want)
+    for label, family in families.items():
+        np.testing.assert_array_equal(family.labels, grid)
+        assert_trees_close(family.merge(experts, weights), want[label])

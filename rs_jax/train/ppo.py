@@ -26,6 +26,15 @@ RewardComponents = Callable[[Any, jax.Array, Any], jax.Array]  # (state, action,
 LOG_2PI_E = math.log(2 * math.pi * math.e)
 
 
+SQUASHES = ("clip", "tanh")
+
+
+def check_squash(squash: str) -> None:
+    """ValueError unless ``squash`` names one of ``SQUASHES``."""
+    if squash not in SQUASHES:
+        raise ValueError(f"Config key 'ppo.squash' must be one of {list(SQUASHES)}; got {squash!r}.")
+
+
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
     """PPO hyperparameters (names as in brax's ``ppo.train``).
@@ -67,6 +76,9 @@ class PPOConfig:
     bound_coef: float = 0.0
     squash: str = "clip"
 
+    def __post_init__(self) -> None:
+        check_squash(self.squash)
+
 
 class MLP(nn.Module):
     """Swish MLP with a linear output of size ``out``."""
@@ -97,16 +109,10 @@ class GaussianPolicy(nn.Module):
         return mean, jnp.broadcast_to(log_std, mean.shape)
 
 
-SQUASHES = ("clip", "tanh")
-
-
 def executed_actions(actions: jax.Array, squash: str) -> jax.Array:
     """(..., A) Gaussian samples (or means) -> the actions the env executes, in [-1, 1]."""
-    if squash == "tanh":
-        return jnp.tanh(actions)
-    if squash == "clip":
-        return jnp.clip(actions, -1.0, 1.0)
-    raise ValueError(f"ppo.squash must be one of {SQUASHES}, got {squash!r}.")
+    check_squash(squash)
+    return jnp.tanh(actions) if squash == "tanh" else jnp.clip(actions, -1.0, 1.0)
 
 
 def gaussian_log_prob(actions: jax.Array, mean: jax.Array, log_std: jax.Array) -> jax.Array:
