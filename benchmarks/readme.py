@@ -220,10 +220,48 @@ def seed_block(task: str, reference: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-VARIANTS_FILE = os.path.join(ROOT, "benchmarks", "results", "locomotion_specialization.json")
+def _paired(difference: dict[str, Any]) -> str:
+    """ "+0.05 ± 0.02 **" for a paired difference entry (** beyond 2 standard errors)."""
+    mark = " **" if difference["beyond_2_stderr"] else ""
+    return f"{difference['difference']:+.3f} ± {difference['stderr']:.3f}{mark}"
 
 
-def variants_block(measured: dict[str, Any]) -> str:
+def grounding_variants_block(measured: dict[str, Any]) -> str:
+    """The fine-tuning variants of ``benchmarks/grounding_finetune.py``: per size expert, its own
+    bucket's accuracy and its paired gains over the init and over its closest rival expert."""
+    buckets = list(measured["variants"][0]["accuracy"]["init"]) if measured["variants"] else []
+    lines = [
+        "Measured by `python benchmarks/grounding_finetune.py` (the three size experts of each variant "
+        "from the same pre-trained init, scored on the same held-out expressions; per expert: its own "
+        "bucket's accuracy init → expert, then its paired gain over the init and over the rival expert "
+        "closest to it on that bucket, ± paired s.e.):",
+        "",
+        "| variant | seed | held-out per bucket | "
+        + " | ".join(f"expert {bucket}" for bucket in buckets)
+        + " | fine-tuning |",
+        "|---" * (len(buckets) + 4) + "|",
+    ]
+    for entry in measured["variants"]:
+        cells = [f"{entry['variant']} ({_escape(entry['changes'])})", str(entry["seed"])]
+        cells.append(str(entry["eval_objects_per_bucket"]))
+        for bucket in buckets:
+            own = [item for item in entry["specialization"] if item["expert"] == bucket]
+            init = next(item for item in own if item["rival"] == "init")
+            rival = min(
+                (item for item in own if item["rival"] != "init"), key=lambda item: item["difference"]
+            )
+            accuracy = entry["accuracy"]
+            cells.append(
+                f"{accuracy['init'][bucket]:.3f} → {accuracy['expert ' + bucket][bucket]:.3f}; "
+                f"vs init {_paired(init)}; vs {rival['rival']} {_paired(rival)}"
+            )
+        cells.append(f"{entry['fine_tuning_seconds'] / 60:.1f} min")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "** : beyond 2 paired standard errors."]
+    return "\n".join(lines)
+
+
+def locomotion_variants_block(measured: dict[str, Any]) -> str:
     """The fine-tuning variants of ``benchmarks/locomotion_finetune.py``: each expert minus the init
     on both rewards (paired, 64 episodes) and the training reward of the first and last updates."""
     lines = [
@@ -309,9 +347,22 @@ def merge_rules_block(reference_runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+# task -> (its fine-tuning variants' file, the README block written from it)
+VARIANT_BLOCKS = {
+    "locomotion": (
+        os.path.join(ROOT, "benchmarks", "results", "locomotion_specialization.json"),
+        locomotion_variants_block,
+    ),
+    "grounding": (
+        os.path.join(ROOT, "benchmarks", "results", "grounding_specialization.json"),
+        grounding_variants_block,
+    ),
+}
+
+
 def render(readme: str) -> str:
-    """README text with every results block regenerated from its task's file (and the locomotion
-    fine-tuning variants from ``VARIANTS_FILE``)."""
+    """README text with every results block regenerated from its task's file (and each task's
+    fine-tuning variants from ``VARIANT_BLOCKS``)."""
 
     def replace(match: re.Match) -> str:
         task = match.group(1)
@@ -321,12 +372,14 @@ def render(readme: str) -> str:
         return f"<!-- results:{task} -->\n{block}\n<!-- /results:{task} -->"
 
     readme = re.sub(r"<!-- results:([\w-]+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)
-    if os.path.exists(VARIANTS_FILE):
-        with open(VARIANTS_FILE) as handle:
-            block = variants_block(json.load(handle))
+    for task, (path, write_block) in VARIANT_BLOCKS.items():
+        if not os.path.exists(path):
+            continue
+        with open(path) as handle:
+            block = write_block(json.load(handle))
         readme = re.sub(
-            r"<!-- variants:locomotion -->\n.*?<!-- /variants:locomotion -->",
-            lambda _: f"<!-- variants:locomotion -->\n{block}\n<!-- /variants:locomotion -->",
+            rf"<!-- variants:{task} -->\n.*?<!-- /variants:{task} -->",
+            lambda _, task=task, block=block: f"<!-- variants:{task} -->\n{block}\n<!-- /variants:{task} -->",
             readme,
             flags=re.DOTALL,
         )

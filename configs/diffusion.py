@@ -38,9 +38,6 @@ BUDGET = BudgetConfig(
     pretrain_learning_rate=1e-3,
     finetune_updates=200,
     finetune_learning_rate=1e-3,
-    num_epochs=1,
-    num_minibatches=1,
-    max_grad_norm=1.0,
     checkpoint_every=500,
 )
 

@@ -32,9 +32,6 @@ BUDGET = BudgetConfig(
     pretrain_learning_rate=2e-3,
     finetune_updates=500,
     finetune_learning_rate=5e-4,
-    num_epochs=1,
-    num_minibatches=1,
-    max_grad_norm=1.0,
     checkpoint_every=100,
 )
 

@@ -47,7 +47,6 @@ class LocomotionConfig:
             finetune_learning_rate=3e-4,
             num_epochs=4,
             num_minibatches=8,
-            checkpoint_every=20,
             value_warmup_updates=20,
             value_warmup_learning_rate=3e-3,
         )
@@ -114,7 +113,6 @@ def get_config(preset: str = "cpu") -> LocomotionConfig:
                 finetune_updates=1,
                 pretrain_learning_rate=3e-4,
                 finetune_learning_rate=3e-4,
-                num_epochs=1,
                 num_minibatches=2,
                 checkpoint_every=1,
             ),

@@ -35,9 +35,6 @@ BUDGET = BudgetConfig(
     pretrain_learning_rate=2e-3,
     finetune_updates=300,
     finetune_learning_rate=1e-4,
-    num_epochs=1,
-    num_minibatches=1,
-    max_grad_norm=1.0,
     checkpoint_every=100,
 )
 

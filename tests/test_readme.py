@@ -46,3 +46,12 @@ def test_other_seeds_of_a_task_add_a_spread_table(tmp_path, monkeypatch):
     rendered = readme.render("<!-- results:text -->\n<!-- /results:text -->")
     assert "| seed | expert positive on positive |" in rendered
     assert "\n| 0 |" in rendered and "\n| 7 |" in rendered
+
+
+def test_every_variants_file_has_its_block_in_the_readme():
+    readme = _readme_module()
+    with open(readme.README) as handle:
+        current = handle.read()
+    for task, (path, _) in readme.VARIANT_BLOCKS.items():
+        if os.path.exists(path):
+            assert f"<!-- variants:{task} -->" in current, f"README has no variants block for {task}"
