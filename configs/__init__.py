@@ -19,6 +19,7 @@ class UnifiedModelConfig:
     model: str = ""  # a local HF directory with this vocabulary (vit-gpt2: a VisionEncoderDecoder;
     # bart: a BartForConditionalGeneration); "" builds a tiny one
     vision_model: str = ""  # bart with model=: a local HF ViT / CLIP-vision directory
+    starting_point: str = ""  # a directory of python -m tasks.starting_points build; "" pre-trains in the run
     seed: int = 0
     image_size: int = 32
     patch_size: int = 8

@@ -40,6 +40,7 @@ BUDGET = BudgetConfig(
 class CaptioningConfig:
     rewards: tuple[str, ...] = ("bleu1", "rouge")
     model: str = ""  # a local HF VisionEncoderDecoder directory; "" builds a tiny ViT + GPT-2
+    starting_point: str = ""  # a directory of python -m tasks.starting_points build; "" pre-trains in the run
     data: str = ""  # a Karpathy-split dataset_coco.json; "" uses the procedural scene world
     image_dir: str = ""  # root of the COCO images named by the JSON's filepath/filename
     max_images: int = 0  # real data: load at most this many training images (0: all)

@@ -46,6 +46,7 @@ BUDGET = BudgetConfig(
 class DiffusionConfig:
     rewards: tuple[str, ...] = ("colourfulness", "brightness", "skin")  # see rs_jax.rewards.images
     model: str = ""  # a local Stable Diffusion directory; "" builds the tiny pixel-space model
+    starting_point: str = ""  # a directory of python -m tasks.starting_points build; "" pre-trains in the run
     scorer: str = ""  # MLP head file of the "learned" reward (rs_jax.rewards.images.save_mlp_head)
     scorer_features: str = ""  # local CLIP vision directory for the learned head; "" random features
     seed: int = 0

@@ -36,7 +36,17 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rs_jax import checkpoint, distributed, experiment, failures, merge_rules, operands, run_identity, soup
+from rs_jax import (
+    checkpoint,
+    distributed,
+    experiment,
+    failures,
+    merge_rules,
+    operands,
+    run_identity,
+    soup,
+    starting_points,
+)
 from rs_jax import config as config_lib
 from rs_jax.config import BudgetConfig, MergeRulesConfig
 from rs_jax.experiment import Evaluation
@@ -90,9 +100,24 @@ def loaded_or_supervised(
     learner: trainer.Learner,
     init_params: Callable[[jax.Array], PyTree],
     n_rewards: int,
+    *,
+    starting_point: str = "",
+    task_name: str = "",
 ) -> Pretraining | Pretrained:
-    """``Pretrained(pretrained)`` when params were loaded, else pre-training with a supervised
-    ``learner`` from ``init_params(key)`` (no carry; its reward weights, zeros, are unused)."""
+    """``Pretrained(pretrained)`` when params were loaded (from a model directory, or from the
+    ``starting_point`` directory of ``task_name``, ``rs_jax.starting_points``), else pre-training
+    with a supervised ``learner`` from ``init_params(key)`` (no carry; its reward weights, zeros,
+    are unused).
+
+    Raises:
+      ValueError: both a loaded model and a starting point; a starting point that is missing,
+        altered, another task's, or of another model shape.
+    """
+    if starting_point:
+        if pretrained is not None:
+            raise ValueError("Give a model directory or a starting_point, not both.")
+        like = jax.eval_shape(init_params, jax.random.PRNGKey(0))
+        pretrained = starting_points.load(starting_point, like, task_name)
     if pretrained is not None:
         return Pretrained(pretrained)
     return Pretraining(

@@ -285,7 +285,12 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
         rewards=config.rewards,
         run_mus=run_mus,
         pretraining=pipeline.loaded_or_supervised(
-            pretrained, pretrain_learner, lambda key: captioner.init_params(model, key), n_rewards
+            pretrained,
+            pretrain_learner,
+            lambda key: captioner.init_params(model, key),
+            n_rewards,
+            starting_point=config.starting_point,
+            task_name="captioning",
         ),
         finetuning=finetuning,
         config=config,

@@ -266,7 +266,12 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         rewards=names,
         run_mus=run_mus,
         pretraining=pipeline.loaded_or_supervised(
-            pretrained, pretrain_learner, lambda key: diffusion.init_params(model, key), len(names)
+            pretrained,
+            pretrain_learner,
+            lambda key: diffusion.init_params(model, key),
+            len(names),
+            starting_point=config.starting_point,
+            task_name="diffusion",
         ),
         finetuning=finetuning,
         config=config,

@@ -239,6 +239,8 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
             pretrain_learner,
             lambda key: backbone.init_params(model, key, first_location_id=first, num_bins=num_bins),
             n_buckets,
+            starting_point=config.starting_point,
+            task_name="grounding",
         ),
         finetuning=lambda params, carry: pipeline.FineTuning(
             learner=finetune_learner,

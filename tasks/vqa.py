@@ -210,7 +210,12 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
         rewards=config.rewards,
         run_mus=run_mus,
         pretraining=pipeline.loaded_or_supervised(
-            pretrained, pretrain_learner, lambda key: backbone.init_params(model, key), len(config.rewards)
+            pretrained,
+            pretrain_learner,
+            lambda key: backbone.init_params(model, key),
+            len(config.rewards),
+            starting_point=config.starting_point,
+            task_name="vqa",
         ),
         finetuning=lambda params, carry: pipeline.FineTuning(
             learner=finetune_learner,

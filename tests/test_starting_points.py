@@ -1,0 +1,92 @@
+"""Starting points: saved with their hash, loaded into a task's params tree, refused when altered."""
+
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from rs_jax import config as config_lib
+from rs_jax import pipeline, starting_points
+
+PARAMS = {
+    "encoder": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)},
+    "head": [np.ones(4, np.float32)],
+}
+RECORD = {"task": "grounding", "rebuild": "python -m tasks.starting_points build grounding --out DIR"}
+
+
+def test_saved_params_come_back_in_the_tree_of_the_model(tmp_path):
+    manifest = starting_points.save(str(tmp_path), PARAMS, RECORD)
+    assert (
+        manifest["param_count"] == 10
+        and manifest["bytes"] == (tmp_path / "params.safetensors").stat().st_size
+    )
+    like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), PARAMS)
+    loaded = starting_points.load(str(tmp_path), like, "grounding")
+    assert jax.tree.structure(loaded) == jax.tree.structure(PARAMS)
+    for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(PARAMS)):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_an_altered_or_missing_file_is_named_with_the_command_that_rebuilds_it(tmp_path):
+    starting_points.save(str(tmp_path), PARAMS, RECORD)
+    path = tmp_path / "params.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match=r"params.safetensors does not match .*SHA-256.*build grounding"):
+        starting_points.verify(str(tmp_path))
+    path.unlink()
+    with pytest.raises(ValueError, match=r"params.safetensors is missing; rebuild it with: python -m tasks"):
+        starting_points.verify(str(tmp_path))
+    with pytest.raises(ValueError, match=r"no manifest\.json"):
+        starting_points.verify(str(tmp_path / "elsewhere"))
+
+
+def test_another_task_or_another_model_shape_is_refused(tmp_path):
+    starting_points.save(str(tmp_path), PARAMS, RECORD)
+    like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), PARAMS)
+    with pytest.raises(ValueError, match="is 'grounding''s, not 'vqa''s"):
+        starting_points.load(str(tmp_path), like, "vqa")
+    wider = {**like, "encoder": {"kernel": jax.ShapeDtypeStruct((2, 4), np.float32)}}
+    with pytest.raises(ValueError, match=r"leaf encoder/kernel is float32\[2, 3\], this config's model has"):
+        starting_points.load(str(tmp_path), wider, "grounding")
+    renamed = {"encoder": like["encoder"], "output": like["head"]}
+    with pytest.raises(ValueError, match="does not fit this config's model"):
+        starting_points.load(str(tmp_path), renamed, "grounding")
+
+
+@pytest.mark.third_party
+@pytest.mark.usefixtures("fast_compile")
+def test_a_built_starting_point_replaces_the_pre_training_of_the_task(tmp_path, capsys):
+    from configs import grounding as grounding_config
+    from tasks import grounding
+    from tasks import starting_points as build_cli
+
+    out = tmp_path / "start"
+    build_cli.main(["build", "grounding", "--out", str(out), "--preset", "smoke"])
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert printed["sha256"] == manifest["sha256"] and set(manifest["quality"]) == {
+        "small",
+        "medium",
+        "large",
+    }
+    assert (
+        manifest["rebuild"] == f"python -m tasks.starting_points build grounding --out {out} --preset smoke"
+    )
+
+    config = grounding_config.get_config("smoke")
+    pretrained, _ = pipeline.pretrain(str(out / "pretrain-run"), grounding.build(config), resume=True)
+    started = config_lib.override(config, [f"starting_point={out}"])
+    task = grounding.build(started)
+    assert isinstance(task.pretraining, pipeline.Pretrained)
+    for got, want in zip(jax.tree.leaves(task.pretraining.params), jax.tree.leaves(pretrained)):
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+
+    (out / "params.safetensors").write_bytes(b"not the file")
+    with pytest.raises(SystemExit) as exit_info:
+        build_cli.main(["verify", str(out)])
+    assert exit_info.value.code == 2
+    assert "does not match its manifest" in capsys.readouterr().err
