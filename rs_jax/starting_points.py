@@ -14,29 +14,20 @@ shapes and dtypes); a missing or altered file is a one-line error naming it and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
+from pathlib import Path
 from typing import Any
 
 import jax
 import numpy as np
 from safetensors.numpy import load_file, save_file
 
-from rs_jax import checkpoint
+from rs_jax import assets, checkpoint
 
 PyTree = Any
 PARAMS_FILE = "params.safetensors"
 MANIFEST_FILE = "manifest.json"
-
-
-def file_sha256(path: str) -> str:
-    """SHA-256 of a file's bytes, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def save(directory: str, params: PyTree, record: dict[str, Any]) -> dict[str, Any]:
@@ -52,7 +43,7 @@ def save(directory: str, params: PyTree, record: dict[str, Any]) -> dict[str, An
     manifest = {
         **record,
         "file": PARAMS_FILE,
-        "sha256": file_sha256(path),
+        "sha256": assets.sha256_of(Path(path)),
         "bytes": os.path.getsize(path),
         "param_count": checkpoint.param_count(params),
     }
@@ -84,7 +75,7 @@ def verify(directory: str) -> dict[str, Any]:
     rebuild = manifest.get("rebuild", "python -m tasks.starting_points build")
     if not os.path.isfile(path):
         raise ValueError(f"Starting point file {path} is missing; rebuild it with: {rebuild}")
-    if file_sha256(path) != manifest["sha256"]:
+    if assets.sha256_of(Path(path)) != manifest["sha256"]:
         raise ValueError(
             f"Starting point file {path} does not match its manifest's SHA-256 (altered or truncated); "
             f"rebuild it with: {rebuild}"
