@@ -234,7 +234,8 @@ def grounding_variants_block(measured: dict[str, Any]) -> str:
         "Measured by `python benchmarks/grounding_finetune.py` (the three size experts of each variant "
         "from the same pre-trained init, scored on the same held-out expressions; per expert: its own "
         "bucket's accuracy init → expert, then its paired gain over the init and over the rival expert "
-        "closest to it on that bucket, ± paired s.e.):",
+        "closest to it on that bucket, ± paired s.e.; fine-tuning wall time on one core while another "
+        "job used the other):",
         "",
         "| variant | seed | held-out per bucket | "
         + " | ".join(f"expert {bucket}" for bucket in buckets)
