@@ -95,6 +95,12 @@ def samples_block(results: dict[str, Any], members: tuple[str, ...] = ("init", "
     return "\n".join(["", "", *lines]) if lines else ""
 
 
+def _cores(machine: dict[str, Any]) -> str:
+    """"2 CPU cores", or "1 of 2 CPU cores" for a run pinned to fewer (``cores_used``)."""
+    used, count = machine.get("cores_used", machine["cpu_count"]), machine["cpu_count"]
+    return f"{count} CPU cores" if used == count else f"{used} of {count} CPU cores"
+
+
 def task_block(results: dict[str, Any]) -> str:
     """The Markdown block of one task's reference results."""
     names = results["reward_names"]
@@ -103,7 +109,7 @@ def task_block(results: dict[str, Any]) -> str:
     machine = run["machine"]
     lines = [
         f"Reference run: `{run['command']}`, {run['wall_seconds'] / 60:.1f} min wall, "
-        f"{run['peak_memory_gb']:.1f} GB peak, on {machine['cpu_count']} CPU cores ({machine['processor']}, "
+        f"{run['peak_memory_gb']:.1f} GB peak, on {_cores(machine)} ({machine['processor']}, "
         f"jax {machine['jax']}; load average {machine['load_average_1m_at_start']:.1f} at the start), "
         f"{run['date']}.",
         "",
