@@ -96,7 +96,7 @@ def samples_block(results: dict[str, Any], members: tuple[str, ...] = ("init", "
 
 
 def _cores(machine: dict[str, Any]) -> str:
-    """"2 CPU cores", or "1 of 2 CPU cores" for a run pinned to fewer (``cores_used``)."""
+    """The cores of a run: '2 CPU cores', or '1 of 2 CPU cores' when pinned to fewer (``cores_used``)."""
     used, count = machine.get("cores_used", machine["cpu_count"]), machine["cpu_count"]
     return f"{count} CPU cores" if used == count else f"{used} of {count} CPU cores"
 
