@@ -227,7 +227,7 @@ def seed_block(task: str, reference: dict[str, Any]) -> str:
 
 
 def _paired(difference: dict[str, Any]) -> str:
-    """ "+0.05 ± 0.02 **" for a paired difference entry (** beyond 2 standard errors)."""
+    """A paired difference entry as '+0.050 ± 0.020 **' (** beyond 2 standard errors)."""
     mark = " **" if difference["beyond_2_stderr"] else ""
     return f"{difference['difference']:+.3f} ± {difference['stderr']:.3f}{mark}"
 
