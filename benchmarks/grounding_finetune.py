@@ -50,6 +50,11 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "lr1e-3": ("fine-tuning step size 1e-3 instead of 5e-4", ["budget.finetune_learning_rate=1e-3"]),
     "updates1000": ("1000 fine-tuning updates instead of 500", ["budget.finetune_updates=1000"]),
     "samples8": ("8 sampled boxes per expression instead of 4", ["num_samples=8"]),
+    "share1": (
+        "each expert's referred objects of its own size wherever the scene has one (52% of its "
+        "batches instead of 33%)",
+        ["rewarded_share=1"],
+    ),
 }
 
 

@@ -51,6 +51,10 @@ class GroundingConfig(UnifiedModelConfig):
     budget: BudgetConfig = BUDGET
     pretrain_batch: int = 64
     images_per_update: int = 24
+    # Scene world: > 0 draws the referred object of each fine-tuning scene with weight
+    # (1 − s) + 3s·w_bucket, w the run's reward weights, so an expert sees more of its own size
+    # (s = 1: only its own where the scene has one); 0 draws it uniformly, as in the paper.
+    rewarded_share: float = 0.0
     num_samples: int = 4
     supervised_weight: float = 1.0  # CE + policy_weight × REINFORCE (paper: 1 and 5)
     policy_weight: float = 5.0

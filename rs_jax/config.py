@@ -178,7 +178,15 @@ STRICTLY_POSITIVE = frozenset(
     }
 )
 UNIT_INTERVAL = frozenset(
-    {"ties_density", "keep_fraction", "uncond_probability", "iou_threshold", "discount", "gae_lambda"}
+    {
+        "ties_density",
+        "keep_fraction",
+        "uncond_probability",
+        "iou_threshold",
+        "discount",
+        "gae_lambda",
+        "rewarded_share",
+    }
 )
 UNIT_INTERVAL_TUPLES = frozenset({"morl_mus"})
 

@@ -46,7 +46,9 @@ class GroundingData:
     """Where images, referring expressions and target boxes come from.
 
     Attributes:
-      sample: (key, batch_size) -> {"images" (B, H, W, 3), "prompts" (B, Lp), "boxes" (B, 4)}, jit-able.
+      sample: (key, batch_size[, bucket_weights (3,)]) -> {"images" (B, H, W, 3), "prompts" (B, Lp),
+        "boxes" (B, 4)}, jit-able; the scene world weighs each scene's objects by
+        ``bucket_weights`` (``rewarded_share``).
       eval_set: the same dict for the fixed evaluation set (S rows).
       vocabulary: words then ``num_bins`` location tokens.
       first_location_id: id of ``<loc_0>``.
@@ -84,10 +86,15 @@ def scene_data(config: grounding_config.GroundingConfig, eval_key: jax.Array) ->
     )
     vocabulary, first_location_id = with_location_tokens(scenes.scene_vocabulary(), config.num_bins)
 
-    def sample(key, batch_size):
+    def sample(key, batch_size, bucket_weights=None):
         scene_key, slot_key = jax.random.split(key)
         drawn = scenes.sample_scenes(scene_key, batch_size, scene_config)
-        slot = jax.random.categorical(slot_key, jnp.where(drawn.referring_valid, 0.0, -jnp.inf))
+        logits = jnp.where(drawn.referring_valid, 0.0, -jnp.inf)
+        if bucket_weights is not None:  # (3,): favour the referred objects of the weighted buckets
+            share = config.rewarded_share
+            favour = (1.0 - share) + share * len(boxes.SIZE_BUCKETS) * bucket_weights
+            logits = logits + jnp.log(jnp.maximum(favour[boxes.size_bucket(drawn.boxes)], 1e-6))
+        slot = jax.random.categorical(slot_key, logits)
         return {
             "images": drawn.images,
             "prompts": _take_slot(drawn.referring, slot),
@@ -197,8 +204,14 @@ def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
         lambda key: data.sample(key, config.pretrain_batch),
         lambda params, batch, key: cross_entropy(params, batch),
     )
+    enriched = config.rewarded_share > 0
     finetune_learner = reinforce.ReinforceLearner(
-        sample_inputs=lambda key: data.sample(key, config.images_per_update),
+        sample_inputs=(
+            (lambda key, weights: data.sample(key, config.images_per_update, weights))
+            if enriched
+            else (lambda key: data.sample(key, config.images_per_update))
+        ),
+        inputs_by_weights=enriched,
         sample_outputs=sample_boxes,
         log_prob=lambda params, inputs, outputs: backbone.batch_log_prob(
             model, params, inputs, outputs, location_only

@@ -44,7 +44,9 @@ class ReinforceLearner:
     """Sequence-level REINFORCE on a sampling policy.
 
     Attributes:
-      sample_inputs: key -> a batch of inputs (pytree with leading axis B).
+      sample_inputs: key -> a batch of inputs (pytree with leading axis B); with
+        ``inputs_by_weights``, (key, reward_weights (C,)) -> the batch, so a run may draw more
+        of the inputs its rewards score.
       sample_outputs: (params, inputs, key) -> outputs for each input (leading axis B).
       log_prob: (params, inputs, outputs) -> (B,) log-probability of each output.
       reward_components: (inputs, outputs) -> (B, C) reward components.
@@ -55,11 +57,12 @@ class ReinforceLearner:
         repeated K times.
       supervised_weight: weight of ``supervised_loss``.
       policy_weight: weight of the REINFORCE loss (5 in the paper's grounding).
+      inputs_by_weights: ``sample_inputs`` also takes the run's reward weights.
 
     ``carry`` is unused (pass ``None``); the batch has B·K rows.
     """
 
-    sample_inputs: Callable[[jax.Array], PyTree]
+    sample_inputs: Callable[..., PyTree]
     sample_outputs: Callable[[PyTree, PyTree, jax.Array], PyTree]
     log_prob: Callable[[PyTree, PyTree, PyTree], jax.Array]
     reward_components: Callable[[PyTree, PyTree], jax.Array]
@@ -68,6 +71,7 @@ class ReinforceLearner:
     supervised_loss: Callable[[PyTree, PyTree], jax.Array] | None = None
     supervised_weight: float = 1.0
     policy_weight: float = 1.0
+    inputs_by_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.supervised_weight < 0 or self.policy_weight < 0:
@@ -82,7 +86,11 @@ class ReinforceLearner:
 
     def collect(self, params, carry, reward_weights, key):
         inputs_key, outputs_key = jax.random.split(key)
-        inputs = self.sample_inputs(inputs_key)
+        inputs = (
+            self.sample_inputs(inputs_key, reward_weights)
+            if self.inputs_by_weights
+            else self.sample_inputs(inputs_key)
+        )
         repeated = jax.tree.map(lambda leaf: jnp.repeat(leaf, self.num_samples, axis=0), inputs)
         outputs = self.sample_outputs(params, repeated, outputs_key)
         components = self.reward_components(repeated, outputs)
