@@ -36,3 +36,20 @@ def test_nothing_to_pretrain_is_a_clear_error():
     )
     with pytest.raises(ValueError, match="Nothing pre-trains"):
         grounding.build(config)
+
+
+def test_rewarded_share_draws_more_referred_objects_of_the_weighted_size():
+    import jax
+    import numpy as np
+
+    from rs_jax import config as config_lib
+    from rs_jax.rewards import boxes
+
+    config = config_lib.override(grounding_config.get_config("smoke"), ["rewarded_share=1"])
+    data = grounding.scene_data(config, jax.random.PRNGKey(1))
+    for bucket in range(3):
+        drawn = data.sample(jax.random.PRNGKey(0), 600, jax.nn.one_hot(bucket, 3))
+        shares = np.bincount(np.asarray(boxes.size_bucket(drawn["boxes"])), minlength=3) / 600
+        assert shares[bucket] > 0.45 and shares.argmax() == bucket
+    uniform = data.sample(jax.random.PRNGKey(0), 600)
+    assert np.bincount(np.asarray(boxes.size_bucket(uniform["boxes"])), minlength=3).max() / 600 < 0.4

@@ -1,3 +1,5 @@
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -84,3 +86,18 @@ def test_supervised_term_is_added_with_its_weight():
     assert set(metrics) == {"mean_log_prob", "policy_loss", "supervised_loss"}
     with pytest.raises(ValueError, match="must be >= 0"):
         reinforce.ReinforceLearner(**{**vars(plain), "policy_weight": -1.0})
+
+
+def test_inputs_drawn_by_the_run_reward_weights_differ_per_run_under_vmap():
+    # Each run draws context 0 when its first reward weighs more, context 2 otherwise.
+    learner = dataclasses.replace(
+        bandit_learner(),
+        sample_inputs=lambda key, weights: jnp.full((16,), jnp.where(weights[0] > weights[1], 0, 2)),
+        inputs_by_weights=True,
+    )
+    weights = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    params = {"logits": jnp.zeros((2, 3, 4))}
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    batch, _, _ = jax.vmap(learner.collect, in_axes=(0, None, 0, 0))(params, None, weights, keys)
+    contexts = np.asarray(batch["inputs"])
+    assert (contexts[0] == 0).all() and (contexts[1] == 2).all()
