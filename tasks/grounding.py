@@ -174,6 +174,8 @@ def _hits(
 def build(config: grounding_config.GroundingConfig) -> pipeline.Task:
     """The task's declaration: data, model, learners, rewards, runs and budgets."""
     pipeline.check_pretrains(config.budget, config.model)
+    if config.refs and config.rewarded_share:
+        raise ValueError("rewarded_share weighs the scene world's objects; with refs= it must be 0.")
     _, _, eval_key = pipeline.phase_keys(config.seed)
     data = refcoco_data(config) if config.refs else scene_data(config, jax.random.fold_in(eval_key, 7))
     first, num_bins = data.first_location_id, config.num_bins

@@ -53,3 +53,13 @@ def test_rewarded_share_draws_more_referred_objects_of_the_weighted_size():
         assert shares[bucket] > 0.45 and shares.argmax() == bucket
     uniform = data.sample(jax.random.PRNGKey(0), 600)
     assert np.bincount(np.asarray(boxes.size_bucket(uniform["boxes"])), minlength=3).max() / 600 < 0.4
+
+
+def test_rewarded_share_with_a_real_dataset_is_refused_before_loading_it():
+    from rs_jax import config as config_lib
+
+    config = config_lib.override(
+        grounding_config.get_config("smoke"), ["refs=/nonexistent/refs.p", "rewarded_share=1"]
+    )
+    with pytest.raises(ValueError, match="with refs= it must be 0"):
+        grounding.build(config)
