@@ -11,6 +11,8 @@ Presets:
          pre-trained by cross-entropy on the true box tokens, then three size experts
          (small < 30 000, medium < 100 000, large grid px²) and MORL at the uniform μ,
          each trained with CE + 5 × self-critical REINFORCE, all vmapped as one program.
+  pretrain  the cpu model pre-trained at length (40 000 updates, cosine step size): the recipe
+         of the shipped starting point, rs_jax/pretrained/grounding.
   paper  RefCOCO+ from local files (paths with --set), 224² images; for a GPU.
   smoke  seconds; for tests.
 
@@ -69,13 +71,19 @@ class GroundingConfig(UnifiedModelConfig):
     figure_scenes: int = 6
 
 
-PRESETS = ("cpu", "paper", "smoke")
+PRESETS = ("cpu", "pretrain", "paper", "smoke")
+# The recipe of the shipped starting point (python -m tasks.starting_points build grounding --preset pretrain)
+PRETRAIN_BUDGET = dataclasses.replace(
+    BUDGET, pretrain_updates=40_000, pretrain_cosine=True, checkpoint_every=2000
+)
 
 
 def get_config(preset: str = "cpu") -> GroundingConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
         return GroundingConfig()
+    if preset == "pretrain":
+        return GroundingConfig(budget=PRETRAIN_BUDGET)
     if preset == "paper":
         return GroundingConfig(
             **unified_preset("paper", BUDGET),

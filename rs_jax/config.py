@@ -23,6 +23,9 @@ class BudgetConfig:
       pretrain_updates / finetune_updates: updates of each phase (0 pre-training updates: the
         init is the freshly initialized model).
       pretrain_learning_rate / finetune_learning_rate: Adam's step sizes.
+      pretrain_cosine: pre-training's step size rises linearly from 0 over the first 2% of its
+        optimizer steps to ``pretrain_learning_rate``, then decays to 0 along a cosine (False:
+        constant).
       max_grad_norm: the clipping threshold.
       num_epochs / num_minibatches: passes over each update's batch and its split.
       pretrain_num_epochs / pretrain_num_minibatches: the same for pre-training (None: as
@@ -44,6 +47,7 @@ class BudgetConfig:
     num_minibatches: int = 1
     pretrain_num_epochs: int | None = None
     pretrain_num_minibatches: int | None = None
+    pretrain_cosine: bool = False
     checkpoint_every: int = 20
     value_warmup_updates: int = 0
     value_warmup_learning_rate: float | None = None

@@ -63,9 +63,30 @@ def phase_keys(seed: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     return pretrain_key, finetune_key, eval_key
 
 
-def clipped_adam(learning_rate: float, max_grad_norm: float) -> optax.GradientTransformation:
+def clipped_adam(learning_rate: float | optax.Schedule, max_grad_norm: float) -> optax.GradientTransformation:
     """Adam after global-norm gradient clipping: the optimizer of every phase of every task."""
     return optax.chain(optax.clip_by_global_norm(max_grad_norm), optax.adam(learning_rate))
+
+
+PRETRAIN_WARMUP_FRACTION = 0.02
+
+
+def pretrain_step_size(budget: BudgetConfig) -> float | optax.Schedule:
+    """Pre-training's step size: constant, or with ``budget.pretrain_cosine`` a linear warm-up over
+    the first 2% of the optimizer steps (updates × epochs × minibatches) and a cosine decay to 0."""
+    if not budget.pretrain_cosine:
+        return budget.pretrain_learning_rate
+    steps = (
+        budget.pretrain_updates
+        * (budget.pretrain_num_epochs or budget.num_epochs)
+        * (budget.pretrain_num_minibatches or budget.num_minibatches)
+    )
+    return optax.warmup_cosine_decay_schedule(
+        0.0,
+        budget.pretrain_learning_rate,
+        warmup_steps=max(1, int(PRETRAIN_WARMUP_FRACTION * steps)),
+        decay_steps=max(2, steps),
+    )
 
 
 # --------------------------------------------------------------------------- declarations
@@ -89,10 +110,17 @@ class Pretraining:
 
 @dataclasses.dataclass(frozen=True)
 class Pretrained:
-    """Loaded pre-trained params: no pre-training phase."""
+    """Loaded pre-trained params: no pre-training phase.
+
+    Attributes:
+      params / carry: the loaded model.
+      starting_point: the manifest of the ``rs_jax.starting_points`` directory they came from
+        (recipe, hash, quality; copied into results.json), or None.
+    """
 
     params: PyTree
     carry: PyTree = None
+    starting_point: dict[str, Any] | None = None
 
 
 def loaded_or_supervised(
@@ -117,7 +145,10 @@ def loaded_or_supervised(
         if pretrained is not None:
             raise ValueError("Give a model directory or a starting_point, not both.")
         like = jax.eval_shape(init_params, jax.random.PRNGKey(0))
-        pretrained = starting_points.load(starting_point, like, task_name)
+        directory = starting_points.resolve(starting_point, task_name)
+        params = starting_points.load(directory, like, task_name)
+        manifest = starting_points.read_manifest(directory)
+        return Pretrained(params, starting_point={"directory": starting_point, **manifest})
     if pretrained is not None:
         return Pretrained(pretrained)
     return Pretraining(
@@ -376,7 +407,7 @@ def pretrain(run_dir: str, task: Task, *, resume: bool = False, shard: bool = Fa
     budget = task.budget
     pretrain_key, _, _ = phase_keys(task.seed)
     mesh = distributed.mesh_for_runs(1) if shard else None
-    optimizer = clipped_adam(budget.pretrain_learning_rate, budget.max_grad_norm)
+    optimizer = clipped_adam(pretrain_step_size(budget), budget.max_grad_norm)
     update = trainer.make_update(
         phase.learner,
         optimizer,
@@ -759,6 +790,21 @@ def cost_report(costs: Mapping[str, Any]) -> Report:
     return Report(sections=["\n".join(lines)], results={"evaluation_cost": dict(costs)})
 
 
+def starting_point_report(manifest: Mapping[str, Any]) -> Report:
+    """results.json's ``starting_point`` (its manifest) and a summary.md line with its recipe and
+    quality on the held-out set."""
+    quality = ", ".join(
+        f"{name} {value['mean']:.3f} ± {value['stderr']:.3f}"
+        for name, value in manifest.get("quality", {}).items()
+    )
+    line = (
+        f"Starting point `{manifest['directory']}`: preset {manifest.get('preset')}, "
+        f"{manifest.get('pretrain_updates')} pre-training updates, seed {manifest.get('seed')}, "
+        f"SHA-256 {manifest['sha256'][:12]}…; held-out quality: {quality}."
+    )
+    return Report(sections=["## Starting point\n\n" + line], results={"starting_point": dict(manifest)})
+
+
 def _sorted_by_last_weight(first: Evaluation, second: Evaluation) -> Evaluation:
     """The points of two evaluations together, ordered by the last expert's weight."""
     weights = np.vstack([first.weights, second.weights])
@@ -909,6 +955,8 @@ def _train_evaluate_report(
         reward_mask=phase.reward_mask,
     )
     write_report(run_dir, cost_report(costs))
+    if isinstance(task.pretraining, Pretrained) and task.pretraining.starting_point is not None:
+        write_report(run_dir, starting_point_report(task.pretraining.starting_point))
     if phase.report is not None:
         outcome = Outcome(trained, rs, morl, runs, init, extras, summary, eval_key, costs)
         write_report(run_dir, phase.report(outcome))

@@ -10,6 +10,8 @@
 A task whose config sets ``starting_point`` skips pre-training (``pipeline.loaded_or_supervised``):
 ``load`` re-hashes the file against the manifest and fills the task's params tree (its leaf names,
 shapes and dtypes); a missing or altered file is a one-line error naming it and the rebuild command.
+``starting_point="shipped"`` names the task's starting point that ships with the package,
+``rs_jax/pretrained/<task>`` (built by ``--preset pretrain``; the CPU presets start from it).
 """
 
 from __future__ import annotations
@@ -28,6 +30,14 @@ from rs_jax import assets, checkpoint
 PyTree = Any
 PARAMS_FILE = "params.safetensors"
 MANIFEST_FILE = "manifest.json"
+SHIPPED = "shipped"
+SHIPPED_ROOT = Path(__file__).parent / "pretrained"
+
+
+def resolve(starting_point: str, task: str) -> str:
+    """The directory of a ``starting_point`` setting: ``SHIPPED`` is the package's
+    ``rs_jax/pretrained/<task>``; any other value is a directory already."""
+    return str(SHIPPED_ROOT / task) if starting_point == SHIPPED else starting_point
 
 
 def save(directory: str, params: PyTree, record: dict[str, Any]) -> dict[str, Any]:
@@ -84,12 +94,14 @@ def verify(directory: str) -> dict[str, Any]:
 
 
 def load(directory: str, like: PyTree, task: str) -> PyTree:
-    """The params of a verified starting point, in the tree of ``like`` (arrays or shape structs).
+    """The params of the verified starting point in ``directory`` (or ``SHIPPED``), in the tree of
+    ``like`` (arrays or shape structs).
 
     Raises:
       ValueError: a missing or altered file (``verify``), another task's starting point, or leaves
         that differ in name, shape or dtype from ``like``.
     """
+    directory = resolve(directory, task)
     manifest = verify(directory)
     if manifest.get("task") != task:
         raise ValueError(f"Starting point {directory} is {manifest.get('task')!r}'s, not {task!r}'s.")

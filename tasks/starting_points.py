@@ -5,9 +5,10 @@
     python -m tasks.grounding --set starting_point=starts/grounding      # fine-tunes from it
 
 ``build`` runs the task's pre-training phase (``rs_jax.pipeline.pretrain``, resumable in
-``<out>/pretrain-run``), scores the pre-trained model with the task's own evaluation (its rewards
-on the held-out set, e.g. accuracy per size bucket: the manifest's ``quality``) and writes the
-params and their manifest (recipe, hash, size, quality, the command that rebuilds it).
+``<out>/pretrain-run`` until it is saved), scores the pre-trained model with the task's own
+evaluation (its rewards on the held-out set, e.g. accuracy per size bucket: the manifest's
+``quality``) and writes the params and their manifest (recipe, hash, size, quality, the command
+that rebuilds it).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import datetime
 import importlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -54,7 +56,8 @@ def build(task_name: str, out: str, preset: str = "cpu", overrides: Sequence[str
     if isinstance(task.pretraining, pipeline.Pretrained):
         raise ValueError(f"{task_name} with these settings loads its weights: there is nothing to pre-train.")
     start = time.perf_counter()
-    params, carry = pipeline.pretrain(os.path.join(out, "pretrain-run"), task, resume=True)
+    checkpoints = os.path.join(out, "pretrain-run")
+    params, carry = pipeline.pretrain(checkpoints, task, resume=True)
     seconds = time.perf_counter() - start
     if carry is not None:
         raise ValueError(
@@ -74,7 +77,9 @@ def build(task_name: str, out: str, preset: str = "cpu", overrides: Sequence[str
         "date": datetime.date.today().isoformat(),
         "rebuild": f"python -m tasks.starting_points build {task_name} --out {out} {arguments}",
     }
-    return starting_points.save(out, params, record)
+    manifest = starting_points.save(out, params, record)
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    return manifest
 
 
 def main(argv: Sequence[str] | None = None) -> None:
