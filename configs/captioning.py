@@ -11,6 +11,8 @@ Presets:
          likelihood, then self-critical fine-tuning (5 samples per image, mean-of-others
          baseline): two seeds per reward (for the model-soup comparison) and MORL at
          μ = 0.5, all vmapped as one program.
+  pretrain  the cpu captioner pre-trained at length (30 000 updates, cosine step size): the
+         recipe of the shipped starting point, rs_jax/pretrained/captioning.
   paper  a local HF VisionEncoderDecoder model and the COCO Karpathy split (both paths
          given with --set); bigger batches; for a GPU.
   smoke  seconds; for tests.
@@ -66,13 +68,20 @@ class CaptioningConfig:
     figure_scenes: int = 4
 
 
-PRESETS = ("cpu", "paper", "smoke")
+PRESETS = ("cpu", "pretrain", "paper", "smoke")
+# The recipe of the shipped starting point:
+# python -m tasks.starting_points build captioning --preset pretrain
+PRETRAIN_BUDGET = dataclasses.replace(
+    BUDGET, pretrain_updates=30_000, pretrain_cosine=True, checkpoint_every=2000
+)
 
 
 def get_config(preset: str = "cpu") -> CaptioningConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
         return CaptioningConfig()
+    if preset == "pretrain":
+        return CaptioningConfig(budget=PRETRAIN_BUDGET)
     if preset == "paper":
         return CaptioningConfig(
             rewards=("bleu1", "rouge"),

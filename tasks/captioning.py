@@ -16,6 +16,8 @@ a few scenes with the caption of every λ under them (samples.png). See configs/
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -40,6 +42,7 @@ class CaptionData:
       eval_images / eval_references: the fixed evaluation set, (S, H, W, 3) and (S, K, L).
       train_references: (N, K, L) references that define CIDEr-D's document frequencies.
       vocabulary: decodes token ids.
+      eval_objects: the scene world's objects of the evaluation images (None on real data).
     """
 
     sample: Callable[[jax.Array, int], tuple[jax.Array, jax.Array]]
@@ -47,6 +50,7 @@ class CaptionData:
     eval_references: jax.Array
     train_references: np.ndarray
     vocabulary: Any
+    eval_objects: scenes.SceneObjects | None = None
 
 
 def scene_data(config: captioning_config.CaptioningConfig, eval_key: jax.Array) -> CaptionData:
@@ -66,6 +70,7 @@ def scene_data(config: captioning_config.CaptioningConfig, eval_key: jax.Array) 
         held_out.captions,
         np.asarray(df_scenes.captions),
         scenes.scene_vocabulary(),
+        held_out.objects,
     )
 
 
@@ -113,6 +118,29 @@ def _greedy_rewards(
         model, params, images, key, max_length=max_length, greedy=True
     ).tokens
     return score(captions, references)
+
+
+def _bernoulli(hits: jax.Array, trials: jax.Array) -> tuple[float, float]:
+    """The rate of ``hits`` among ``trials`` (bool arrays of one shape) and its standard error."""
+    count = max(int(trials.sum()), 1)
+    rate = float((hits & trials).sum()) / count
+    return rate, math.sqrt(rate * (1.0 - rate) / count)
+
+
+def object_naming_quality(
+    model: Any, max_length: int, images: jax.Array, objects: scenes.SceneObjects, params: Any, key: jax.Array
+) -> dict[str, tuple[float, float]]:
+    """How the greedy captions of scene-world ``images`` name their ``objects``: the share of the
+    colour-shape pairs they write that are objects of the scene (``naming_precision``) and the share
+    of the objects they name by colour and shape (``naming_recall``), each ± its standard error."""
+    captions = captioner.sample_captions(
+        model, params, images, key, max_length=max_length, greedy=True
+    ).tokens
+    naming = scenes.object_naming(captions, objects)
+    return {
+        "naming_precision": _bernoulli(naming.pair_right, naming.pair_named),
+        "naming_recall": _bernoulli(naming.object_named, naming.present),
+    }
 
 
 def _mixture_rewards(
@@ -295,6 +323,11 @@ def build(config: captioning_config.CaptioningConfig) -> pipeline.Task:
         finetuning=finetuning,
         config=config,
         morl_runs=tuple(i for i, seed in enumerate(seed_of_run) if seed == 0),
+        starting_quality=None
+        if data.eval_objects is None
+        else functools.partial(
+            object_naming_quality, model, config.max_length, data.eval_images, data.eval_objects
+        ),
     )
 
 

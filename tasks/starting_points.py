@@ -33,16 +33,17 @@ TASKS = ("captioning", "grounding", "vqa", "diffusion")
 
 
 def quality(task: pipeline.Task, params: Any, carry: Any) -> dict[str, dict[str, float]]:
-    """The pre-trained model's mean reward (± standard error) on the task's held-out set, per reward."""
+    """The pre-trained model's mean reward (± standard error) on the task's held-out set, per
+    reward, and the task's ``starting_quality`` measures."""
     phase = task.finetuning(params, carry)
     _, _, eval_key = pipeline.phase_keys(task.seed)
     samples = np.asarray(phase.evaluate(phase.soup_part(params), eval_key), np.float64)
     rewards = samples[:, : len(task.reward_names)]
     means, stderrs = experiment.mean_and_stderr(rewards, mask=phase.reward_mask)
-    return {
-        name: {"mean": float(mean), "stderr": float(stderr)}
-        for name, mean, stderr in zip(task.reward_names, means, stderrs)
-    }
+    measures = dict(zip(task.reward_names, zip(means, stderrs)))
+    if task.starting_quality is not None:
+        measures |= task.starting_quality(phase.soup_part(params), eval_key)
+    return {name: {"mean": float(mean), "stderr": float(stderr)} for name, (mean, stderr) in measures.items()}
 
 
 def build(task_name: str, out: str, preset: str = "cpu", overrides: Sequence[str] = ()) -> dict[str, Any]:

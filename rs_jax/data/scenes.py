@@ -945,3 +945,46 @@ def describe(scenes: Scenes, index: int, vocab: Vocabulary | None = None) -> dic
             for q in range(scene.questions.shape[0])
         ],
     }
+
+
+class ObjectNaming(NamedTuple):
+    """How well captions name a batch of scenes' objects: "colour shape" word pairs (the order of
+    every caption style) matched against the scenes' objects.
+
+    Attributes:
+      pair_right: (B, T) bool, position t starts a colour-shape pair that is an object of the scene.
+      pair_named: (B, T) bool, position t starts a colour-shape pair.
+      object_named: (B, M) bool, the slot's object is named by its colour and shape somewhere.
+      present: (B, M) bool, the slot holds an object.
+    """
+
+    pair_right: jax.Array
+    pair_named: jax.Array
+    object_named: jax.Array
+    present: jax.Array
+
+
+def object_naming(tokens: jax.Array, objects: SceneObjects) -> ObjectNaming:
+    """The colour-shape pairs of captions ``tokens`` (B, T) ids of ``scene_vocabulary()``, matched
+    against ``objects`` of the same B scenes: precision is ``pair_right.sum() / pair_named.sum()``,
+    recall ``object_named.sum() / present.sum()``."""
+    vocabulary = scene_vocabulary()
+    colour_of = np.full(vocabulary.size, -1, np.int32)
+    shape_of = np.full(vocabulary.size, -1, np.int32)
+    colour_of[[vocabulary.id(word) for word in COLOURS]] = np.arange(len(COLOURS))
+    shape_of[[vocabulary.id(word) for word in SHAPES]] = np.arange(len(SHAPES))
+    colours, shapes = jnp.asarray(colour_of)[tokens[:, :-1]], jnp.asarray(shape_of)[tokens[:, 1:]]
+    named = (colours >= 0) & (shapes >= 0)  # (B, T-1)
+    matches = (  # (B, T-1, M): the pair at t is the object in slot m
+        named[:, :, None]
+        & (colours[:, :, None] == objects.colour[:, None, :])
+        & (shapes[:, :, None] == objects.shape[:, None, :])
+        & objects.present[:, None, :]
+    )
+    pad = jnp.zeros((tokens.shape[0], 1), bool)
+    return ObjectNaming(
+        pair_right=jnp.concatenate([matches.any(axis=2), pad], axis=1),
+        pair_named=jnp.concatenate([named, pad], axis=1),
+        object_named=matches.any(axis=1),
+        present=objects.present,
+    )
