@@ -327,3 +327,22 @@ def test_vocabulary_build_is_deterministic():
         Vocabulary(("a", "b"))
     with pytest.raises(ValueError, match="Duplicate"):
         Vocabulary(("<pad>", "<bos>", "<eos>", "<unk>", "a", "a"))
+
+
+def test_object_naming_counts_right_wrong_and_missing_colour_shape_pairs(batch):
+    naming = scenes.object_naming(jnp.asarray(batch.captions[:, 0]), batch.objects)
+    assert naming.pair_named.sum() == naming.present.sum()  # the canonical caption names each object once
+    np.testing.assert_array_equal(naming.pair_right, naming.pair_named)
+    np.testing.assert_array_equal(naming.object_named, naming.present)
+
+    vocabulary = scene_vocabulary()
+    first = describe(batch, 0)["objects"][0]
+    wrong_colour = next(c for c in COLOURS if c != first["colour"])
+    caption = vocabulary.encode(
+        f"a {first['colour']} {first['shape']} and a {wrong_colour} {first['shape']}", 12
+    )
+    naming = scenes.object_naming(
+        jnp.asarray(caption[None]), jax.tree.map(lambda leaf: leaf[:1], batch.objects)
+    )
+    assert naming.pair_named.sum() == 2 and naming.pair_right.sum() == 1
+    assert naming.object_named.sum() == 1 and naming.present.sum() == batch.num_objects[0]

@@ -1,5 +1,6 @@
 """Starting points: saved with their hash, loaded into a task's params tree, refused when altered."""
 
+import dataclasses
 import json
 
 import jax
@@ -27,6 +28,24 @@ def test_saved_params_come_back_in_the_tree_of_the_model(tmp_path):
     assert jax.tree.structure(loaded) == jax.tree.structure(PARAMS)
     for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(PARAMS)):
         np.testing.assert_array_equal(got, want)
+
+
+def test_shipped_names_the_package_directory_of_the_task():
+    assert starting_points.resolve("shipped", "vqa") == str(starting_points.SHIPPED_ROOT / "vqa")
+    assert starting_points.resolve("/some/dir", "vqa") == "/some/dir"
+
+
+def test_cosine_pretraining_warms_up_then_decays_to_zero():
+    budget = config_lib.BudgetConfig(
+        pretrain_updates=100, finetune_updates=1, pretrain_learning_rate=1e-3, finetune_learning_rate=1e-4
+    )
+    assert pipeline.pretrain_step_size(budget) == 1e-3
+    schedule = pipeline.pretrain_step_size(
+        dataclasses.replace(budget, pretrain_cosine=True, pretrain_num_minibatches=4)
+    )
+    steps = np.asarray([schedule(step) for step in (0, 4, 8, 200, 400)])  # 400 optimizer steps
+    np.testing.assert_allclose(steps[[0, 2, 4]], [0.0, 1e-3, 0.0], atol=1e-9)
+    assert 0 < steps[1] < steps[2] and steps[3] < steps[2]
 
 
 def test_an_altered_or_missing_file_is_named_with_the_command_that_rebuilds_it(tmp_path):
@@ -77,11 +96,17 @@ def test_a_built_starting_point_replaces_the_pre_training_of_the_task(tmp_path, 
         manifest["rebuild"] == f"python -m tasks.starting_points build grounding --out {out} --preset smoke"
     )
 
+    assert not (out / "pretrain-run").exists()  # the checkpoints go once the params are saved
+
     config = grounding_config.get_config("smoke")
     pretrained, _ = pipeline.pretrain(str(out / "pretrain-run"), grounding.build(config), resume=True)
     started = config_lib.override(config, [f"starting_point={out}"])
     task = grounding.build(started)
     assert isinstance(task.pretraining, pipeline.Pretrained)
+    assert task.pretraining.starting_point == {"directory": str(out), **manifest}
+    report = pipeline.starting_point_report(task.pretraining.starting_point)
+    assert report.results["starting_point"]["sha256"] == manifest["sha256"]
+    assert "preset smoke, 2 pre-training updates, seed 0" in report.sections[0]
     for got, want in zip(jax.tree.leaves(task.pretraining.params), jax.tree.leaves(pretrained)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
