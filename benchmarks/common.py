@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -13,19 +12,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-
-def machine_info() -> dict[str, Any]:
-    """Backend, devices, cores (of the machine, and those this process may run on: ``taskset``),
-    processor and jax version of the machine measured."""
-    return {
-        "backend": jax.default_backend(),
-        "devices": [str(device) for device in jax.devices()],
-        "cpu_count": os.cpu_count(),
-        "cores_used": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "processor": platform.processor() or platform.machine(),
-        "jax": jax.__version__,
-        "load_average_1m_at_start": os.getloadavg()[0],  # other work on the machine skews times
-    }
+from rs_jax.machine import machine_info
 
 
 def write_result(path: str, result: dict[str, Any]) -> None:

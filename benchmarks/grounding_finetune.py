@@ -3,12 +3,14 @@
     python benchmarks/grounding_finetune.py                      # every variant below
     python benchmarks/grounding_finetune.py baseline ce0.2       # some of them
 
-Pre-trains the CPU default once (``runs/grounding_finetune/pretrain-cpu-seed<seed>-<updates>``,
-checkpointed, so a rerun reuses it), then fine-tunes the three size experts of each variant
-exactly as ``rs_jax.pipeline.finetune`` does (the same learner, budget and keys, no MORL run), and
-scores them and the init on the same held-out expressions (``--eval-objects``, balanced over the
-three buckets): each model's accuracy (IoU > 0.5) per bucket and the paired differences of each
-expert against its rivals on its own bucket (``experiment.paired_specialization``). Results are
+Pre-trains the CPU model in the run once (``budget.pretrain_updates``; entries whose
+``starting_point`` is null; ``--starting-point shipped`` starts from the shipped weights) in
+``runs/grounding_finetune/pretrain-cpu-seed<seed>-<updates>`` (checkpointed, so a rerun reuses
+it), then fine-tunes the three size experts of each variant exactly as
+``rs_jax.pipeline.finetune`` does (the same learner, budget and keys, no MORL run), and scores
+them and the init on the same held-out expressions (``--eval-objects``, balanced over the three
+buckets): each model's accuracy (IoU > 0.5) per bucket and the paired differences of each expert
+against its rivals on its own bucket (``experiment.paired_specialization``). Results are
 merged into benchmarks/results/grounding_specialization.json (one entry per variant and seed; a
 rerun of a variant replaces its entry).
 """
@@ -58,13 +60,21 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 }
 
 
-def run_variant(name: str, seed: int, eval_objects: int, root: str, preset: str = "cpu") -> dict:
+def run_variant(
+    name: str, seed: int, eval_objects: int, root: str, preset: str = "cpu", starting_point: str = ""
+) -> dict:
     """Fine-tunes the three size experts under a variant's config; their accuracies and paired
     differences on the same held-out expressions."""
     what, overrides = VARIANTS[name]
     config = config_lib.override(
         grounding_config.get_config(preset),
-        [*overrides, f"seed={seed}", "morl=false", f"eval_objects={eval_objects}"],
+        [
+            *overrides,
+            f"seed={seed}",
+            "morl=false",
+            f"eval_objects={eval_objects}",
+            f"starting_point={starting_point}",
+        ],
     )
     config_lib.validate(config)
     task = grounding.build(config)
@@ -96,6 +106,7 @@ def run_variant(name: str, seed: int, eval_objects: int, root: str, preset: str 
         "overrides": overrides,
         "seed": seed,
         "preset": preset,
+        "starting_point": starting_point or None,  # None: pre-trained in the run
         "eval_objects_per_bucket": int(mask.sum(axis=0).min()),
         "fine_tuning_seconds": round(seconds, 1),
         "accuracy": accuracy,
@@ -114,12 +125,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-objects", type=int, default=1500, help="held-out expressions, all buckets")
     parser.add_argument("--preset", default="cpu", help="smoke: seconds, to check the script (not kept)")
+    parser.add_argument(
+        "--starting-point", default="", help="'' pre-trains in the run; 'shipped' or a directory loads one"
+    )
     parser.add_argument("--runs", default="runs/grounding_finetune", help="where the run directories go")
     args = parser.parse_args()
     for name in args.variants or list(VARIANTS):
-        entry = run_variant(name, args.seed, args.eval_objects, args.runs, args.preset)
+        entry = run_variant(name, args.seed, args.eval_objects, args.runs, args.preset, args.starting_point)
         if args.preset == "cpu":
-            merge_variant_entry(RESULT, DESCRIPTION, entry, ("variant", "seed"))
+            merge_variant_entry(RESULT, DESCRIPTION, entry, ("variant", "seed", "starting_point"))
 
 
 if __name__ == "__main__":

@@ -238,7 +238,8 @@ def grounding_variants_block(measured: dict[str, Any]) -> str:
     buckets = list(measured["variants"][0]["accuracy"]["init"]) if measured["variants"] else []
     lines = [
         "Measured by `python benchmarks/grounding_finetune.py` (the three size experts of each variant "
-        "from the same pre-trained init, scored on the same held-out expressions; per expert: its own "
+        "from the same init, pre-trained in the run (`starting_point=`, `budget.pretrain_updates`), "
+        "scored on the same held-out expressions; per expert: its own "
         "bucket's accuracy init → expert, then its paired gain over the init and over the rival expert "
         "closest to it on that bucket, ± paired s.e.; fine-tuning wall time on one core while another "
         "job used the other):",
@@ -354,6 +355,41 @@ def merge_rules_block(reference_runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+STARTING_POINTS = os.path.join(ROOT, "rs_jax", "pretrained")
+
+
+def starting_points_block(manifests: dict[str, dict[str, Any]]) -> str:
+    """The shipped starting points: recipe, size, hash, pre-training time and held-out quality."""
+    lines = [
+        "| task | recipe | parameters | file | SHA-256 | pre-training | held-out quality (± s.e.) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for task, manifest in manifests.items():
+        quality = "; ".join(
+            f"{name} {value['mean']:.3f} ± {value['stderr']:.3f}"
+            for name, value in manifest["quality"].items()
+        )
+        machine = manifest["machine"]
+        lines.append(
+            f"| {task} | `--preset {manifest['preset']}`, seed {manifest['seed']}, "
+            f"{manifest['pretrain_updates']:,} updates | {manifest['param_count']:,} | "
+            f"{manifest['bytes'] / 1e6:.1f} MB | `{manifest['sha256'][:12]}` | "
+            f"{manifest['pretrain_seconds'] / 60:.0f} min ({_cores(machine)}, jax {machine['jax']}) | "
+            f"{quality} |"
+        )
+    return "\n".join(lines)
+
+
+def _shipped_manifests() -> dict[str, dict[str, Any]]:
+    manifests = {}
+    for task in sorted(os.listdir(STARTING_POINTS)) if os.path.isdir(STARTING_POINTS) else []:
+        path = os.path.join(STARTING_POINTS, task, "manifest.json")
+        if os.path.isfile(path):
+            with open(path) as handle:
+                manifests[task] = json.load(handle)
+    return manifests
+
+
 # task -> (its fine-tuning variants' file, the README block written from it)
 VARIANT_BLOCKS = {
     "locomotion": (
@@ -395,9 +431,16 @@ def render(readme: str) -> str:
         if name.endswith(".json") and "-seed" not in name:
             with open(os.path.join(RESULTS_DIR, name)) as handle:
                 reference_runs[name.removesuffix(".json")] = json.load(handle)
-    return re.sub(
+    readme = re.sub(
         r"<!-- merge-rules -->\n.*?<!-- /merge-rules -->",
         lambda _: f"<!-- merge-rules -->\n{merge_rules_block(reference_runs)}\n<!-- /merge-rules -->",
+        readme,
+        flags=re.DOTALL,
+    )
+    block = starting_points_block(_shipped_manifests())
+    return re.sub(
+        r"<!-- starting-points -->\n.*?<!-- /starting-points -->",
+        lambda _: f"<!-- starting-points -->\n{block}\n<!-- /starting-points -->",
         readme,
         flags=re.DOTALL,
     )

@@ -15,6 +15,8 @@ Presets:
          self-critical experts on exact-match accuracy (the short canonical answer) and
          METEOR (closest reference, favours complete sentences), and MORL at μ = 0.5,
          all vmapped as one program.
+  pretrain  the cpu model pre-trained at length (40 000 updates, cosine step size): the recipe
+         of the shipped starting point, rs_jax/pretrained/vqa.
   paper  VQAv2 from local files (paths with --set); for a GPU.
   smoke  seconds; for tests.
 
@@ -68,13 +70,20 @@ class VQAConfig(UnifiedModelConfig):
     figure_questions: int = 5
 
 
-PRESETS = ("cpu", "paper", "smoke")
+PRESETS = ("cpu", "pretrain", "paper", "smoke")
+# The recipe of the shipped starting point:
+# python -m tasks.starting_points build vqa --preset pretrain
+PRETRAIN_BUDGET = dataclasses.replace(
+    BUDGET, pretrain_updates=40_000, pretrain_cosine=True, checkpoint_every=2000
+)
 
 
 def get_config(preset: str = "cpu") -> VQAConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
         return VQAConfig()
+    if preset == "pretrain":
+        return VQAConfig(budget=PRETRAIN_BUDGET)
     if preset == "paper":
         return VQAConfig(
             **unified_preset("paper", BUDGET),

@@ -23,11 +23,10 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-import jax
 import numpy as np
 
 from rs_jax import config as config_lib
-from rs_jax import experiment, pipeline, starting_points
+from rs_jax import experiment, machine, pipeline, starting_points
 
 TASKS = ("captioning", "grounding", "vqa", "diffusion")
 
@@ -74,7 +73,7 @@ def build(task_name: str, out: str, preset: str = "cpu", overrides: Sequence[str
         "pretrain_updates": config.budget.pretrain_updates,
         "quality": quality(task, params, carry),
         "pretrain_seconds": round(seconds, 1),
-        "machine": {"backend": jax.default_backend(), "cpu_count": os.cpu_count(), "jax": jax.__version__},
+        "machine": machine.machine_info(),
         "date": datetime.date.today().isoformat(),
         "rebuild": f"python -m tasks.starting_points build {task_name} --out {out} {arguments}",
     }

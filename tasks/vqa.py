@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import vqa as vqa_config
-from rs_jax import cli, pipeline, plots
+from rs_jax import cli, experiment, pipeline, plots
 from rs_jax.data import scenes, vqa
 from rs_jax.data.vocab import Vocabulary
 from rs_jax.models import backbones
@@ -143,6 +143,22 @@ def _answer_rewards(
     return score(_greedy_answers(sample_answers, params, eval_set), eval_set["references"])
 
 
+def answered_right(
+    sample_answers: Callable, eos_id: int, pad_id: int, eval_set: dict[str, jax.Array], params, key
+) -> dict[str, tuple[float, float]]:
+    """The share of evaluation questions whose greedy answer is one of their reference answers,
+    in any of its wordings ("red", "it is red", ...), ± its standard error (``key`` unused: greedy)."""
+    del key
+    outputs = _greedy_answers(sample_answers, params, eval_set)
+    matches = answers.exact_match(
+        jnp.where(outputs == eos_id, pad_id, outputs),
+        jnp.where(eval_set["references"] == eos_id, pad_id, eval_set["references"]),
+        pad_id=pad_id,
+    ).any(axis=1)
+    mean, stderr = experiment.mean_and_stderr(np.asarray(matches, np.float64))
+    return {"answered_right": (float(mean), float(stderr))}
+
+
 def _mixture_rewards(
     sample_mixture: Callable, score: Callable, eval_set: dict[str, jax.Array], stacked, weights, key
 ) -> jax.Array:
@@ -233,6 +249,7 @@ def build(config: vqa_config.VQAConfig) -> pipeline.Task:
             report=report,
         ),
         config=config,
+        starting_quality=functools.partial(answered_right, sample_answers, eos_id, pad_id, data.eval_set),
     )
 
 

@@ -1,6 +1,7 @@
 """Starting points: saved with their hash, loaded into a task's params tree, refused when altered."""
 
 import dataclasses
+import importlib
 import json
 
 import jax
@@ -115,3 +116,17 @@ def test_a_built_starting_point_replaces_the_pre_training_of_the_task(tmp_path, 
         build_cli.main(["verify", str(out)])
     assert exit_info.value.code == 2
     assert "does not match its manifest" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("task_name", sorted(path.name for path in starting_points.SHIPPED_ROOT.iterdir()))
+def test_the_cpu_preset_starts_from_its_shipped_starting_point_of_the_pretrain_recipe(task_name):
+    configs = importlib.import_module(f"configs.{task_name}")
+    config = configs.get_config("cpu")
+    assert config.starting_point == starting_points.SHIPPED
+    manifest = starting_points.verify(starting_points.resolve(config.starting_point, task_name))
+    recipe = config_lib.override(configs.get_config(manifest["preset"]), manifest["overrides"])
+    assert manifest["preset"] == "pretrain" and manifest["task"] == task_name
+    assert manifest["pretrain_updates"] == recipe.budget.pretrain_updates and recipe.budget.pretrain_cosine
+    assert dataclasses.replace(recipe, budget=config.budget, starting_point=config.starting_point) == config
+    task = importlib.import_module(f"tasks.{task_name}").build(config)
+    assert task.pretraining.starting_point["sha256"] == manifest["sha256"]
