@@ -15,7 +15,7 @@ Presets:
          self-critical experts on exact-match accuracy (the short canonical answer) and
          METEOR (closest reference, favours complete sentences), and MORL at μ = 0.5,
          all vmapped as one program.
-  pretrain  the cpu model pre-trained at length (40 000 updates, cosine step size): the recipe
+  pretrain  the cpu model pre-trained at length (30 000 updates, cosine step size): the recipe
          of the shipped starting point, rs_jax/pretrained/vqa.
   paper  VQAv2 from local files (paths with --set); for a GPU.
   smoke  seconds; for tests.
@@ -74,7 +74,7 @@ PRESETS = ("cpu", "pretrain", "paper", "smoke")
 # The recipe of the shipped starting point:
 # python -m tasks.starting_points build vqa --preset pretrain
 PRETRAIN_BUDGET = dataclasses.replace(
-    BUDGET, pretrain_updates=40_000, pretrain_cosine=True, checkpoint_every=2000
+    BUDGET, pretrain_updates=30_000, pretrain_cosine=True, checkpoint_every=2000
 )
 
 

@@ -2,6 +2,7 @@
 
     python -m tasks.starting_points build grounding --out starts/grounding [--preset cpu] [--set K=V ...]
     python -m tasks.starting_points verify starts/grounding
+    python -m tasks.starting_points rescore starts/grounding           # its quality, measured again
     python -m tasks.grounding --set starting_point=starts/grounding      # fine-tunes from it
 
 ``build`` runs the task's pre-training phase (``rs_jax.pipeline.pretrain``, resumable in
@@ -82,6 +83,23 @@ def build(task_name: str, out: str, preset: str = "cpu", overrides: Sequence[str
     return manifest
 
 
+def rescore(directory: str) -> dict[str, Any]:
+    """Re-measures the ``quality`` of the starting point in ``directory`` under its recipe's current
+    evaluation (e.g. after a preset's reward threshold changed) and rewrites its manifest; the
+    params and their hash stay."""
+    manifest = starting_points.verify(directory)
+    task_name = manifest["task"]
+    configs = importlib.import_module(f"configs.{task_name}")
+    config = config_lib.override(
+        configs.get_config(manifest["preset"]), [*manifest["overrides"], f"starting_point={directory}"]
+    )
+    task = importlib.import_module(f"tasks.{task_name}").build(config)
+    manifest = {**manifest, "quality": quality(task, task.pretraining.params, task.pretraining.carry)}
+    with open(os.path.join(directory, starting_points.MANIFEST_FILE), "w") as handle:
+        json.dump(manifest, handle, indent=2)
+    return manifest
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="python -m tasks.starting_points",
@@ -96,10 +114,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     make.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="config overrides")
     check = commands.add_parser("verify", help="re-hash a starting point against its manifest")
     check.add_argument("directory")
+    score = commands.add_parser("rescore", help="re-measure a starting point's quality under its recipe")
+    score.add_argument("directory")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
             manifest = build(args.task, args.out, args.preset, args.set)
+        elif args.command == "rescore":
+            manifest = rescore(args.directory)
         else:
             manifest = starting_points.verify(args.directory)
     except ValueError as error:
