@@ -3,16 +3,17 @@
     python benchmarks/grounding_finetune.py                      # every variant below
     python benchmarks/grounding_finetune.py baseline ce0.2       # some of them
 
-Pre-trains the CPU model in the run once (``budget.pretrain_updates``; entries whose
-``starting_point`` is null; ``--starting-point shipped`` starts from the shipped weights) in
-``runs/grounding_finetune/pretrain-cpu-seed<seed>-<updates>`` (checkpointed, so a rerun reuses
-it), then fine-tunes the three size experts of each variant exactly as
-``rs_jax.pipeline.finetune`` does (the same learner, budget and keys, no MORL run), and scores
-them and the init on the same held-out expressions (``--eval-objects``, balanced over the three
-buckets): each model's accuracy (IoU > 0.5) per bucket and the paired differences of each expert
-against its rivals on its own bucket (``experiment.paired_specialization``). Results are
-merged into benchmarks/results/grounding_specialization.json (one entry per variant and seed; a
-rerun of a variant replaces its entry).
+By default each variant starts from the CPU model pre-trained in the run
+(``budget.pretrain_updates``, kept in ``runs/grounding_finetune/pretrain-cpu-seed<seed>-<updates>``,
+checkpointed, so a rerun reuses it) and rewards IoU > 0.5 (``IN_RUN``; entries whose ``start`` is
+"in-run"); ``--shipped`` starts from the CPU preset's shipped weights with its reward, IoU > 0.9.
+It fine-tunes the three size experts of each variant exactly as ``rs_jax.pipeline.finetune`` does
+(the same learner, budget and keys, no MORL run), and scores them and the init on the same
+held-out expressions (``--eval-objects``, balanced over the three buckets): each model's accuracy
+per bucket and the paired differences of each expert against its rivals on its own bucket
+(``experiment.paired_specialization``). Results are merged into
+benchmarks/results/grounding_specialization.json (one entry per variant, seed and start; a rerun
+replaces its entry).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ DESCRIPTION = (
     "minus each rival on its own bucket (paired)."
 )
 
+# The init and reward of the default entries: pre-trained in the run, 1[IoU > 0.5]
+IN_RUN = ["starting_point=", "iou_threshold=0.5"]
+
 # name -> (what it changes, config overrides of the CPU default)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("the CPU default", []),
@@ -61,7 +65,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
 
 
 def run_variant(
-    name: str, seed: int, eval_objects: int, root: str, preset: str = "cpu", starting_point: str = ""
+    name: str, seed: int, eval_objects: int, root: str, preset: str = "cpu", shipped: bool = False
 ) -> dict:
     """Fine-tunes the three size experts under a variant's config; their accuracies and paired
     differences on the same held-out expressions."""
@@ -73,7 +77,7 @@ def run_variant(
             f"seed={seed}",
             "morl=false",
             f"eval_objects={eval_objects}",
-            f"starting_point={starting_point}",
+            *([] if shipped else IN_RUN),
         ],
     )
     config_lib.validate(config)
@@ -106,7 +110,7 @@ def run_variant(
         "overrides": overrides,
         "seed": seed,
         "preset": preset,
-        "starting_point": starting_point or None,  # None: pre-trained in the run
+        "start": "shipped" if shipped else "in-run",
         "eval_objects_per_bucket": int(mask.sum(axis=0).min()),
         "fine_tuning_seconds": round(seconds, 1),
         "accuracy": accuracy,
@@ -125,15 +129,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-objects", type=int, default=1500, help="held-out expressions, all buckets")
     parser.add_argument("--preset", default="cpu", help="smoke: seconds, to check the script (not kept)")
-    parser.add_argument(
-        "--starting-point", default="", help="'' pre-trains in the run; 'shipped' or a directory loads one"
-    )
+    parser.add_argument("--shipped", action="store_true", help="start from the shipped weights (IoU > 0.9)")
     parser.add_argument("--runs", default="runs/grounding_finetune", help="where the run directories go")
     args = parser.parse_args()
     for name in args.variants or list(VARIANTS):
-        entry = run_variant(name, args.seed, args.eval_objects, args.runs, args.preset, args.starting_point)
+        entry = run_variant(name, args.seed, args.eval_objects, args.runs, args.preset, args.shipped)
         if args.preset == "cpu":
-            merge_variant_entry(RESULT, DESCRIPTION, entry, ("variant", "seed", "starting_point"))
+            merge_variant_entry(RESULT, DESCRIPTION, entry, ("variant", "seed", "start"))
 
 
 if __name__ == "__main__":

@@ -239,7 +239,7 @@ def grounding_variants_block(measured: dict[str, Any]) -> str:
     lines = [
         "Measured by `python benchmarks/grounding_finetune.py` (the three size experts of each variant "
         "from the same init, pre-trained in the run (`starting_point=`, `budget.pretrain_updates`), "
-        "scored on the same held-out expressions; per expert: its own "
+        "rewarded and scored at IoU > 0.5 on the same held-out expressions; per expert: its own "
         "bucket's accuracy init → expert, then its paired gain over the init and over the rival expert "
         "closest to it on that bucket, ± paired s.e.; fine-tuning wall time on one core while another "
         "job used the other):",
