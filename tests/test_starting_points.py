@@ -118,6 +118,7 @@ def test_a_built_starting_point_replaces_the_pre_training_of_the_task(tmp_path, 
     assert "does not match its manifest" in capsys.readouterr().err
 
 
+@pytest.mark.third_party
 @pytest.mark.parametrize("task_name", sorted(path.name for path in starting_points.SHIPPED_ROOT.iterdir()))
 def test_the_cpu_preset_starts_from_its_shipped_starting_point_of_the_pretrain_recipe(task_name):
     configs = importlib.import_module(f"configs.{task_name}")
