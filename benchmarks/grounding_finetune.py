@@ -54,6 +54,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "ce0.2": ("cross-entropy weight 0.2 instead of 1 (REINFORCE weight 5)", ["supervised_weight=0.2"]),
     "ce0": ("no cross-entropy term: REINFORCE alone", ["supervised_weight=0"]),
     "lr1e-3": ("fine-tuning step size 1e-3 instead of 5e-4", ["budget.finetune_learning_rate=1e-3"]),
+    "lr1e-4": ("fine-tuning step size 1e-4 instead of 5e-4", ["budget.finetune_learning_rate=1e-4"]),
+    "lr2e-5": ("fine-tuning step size 2e-5 instead of 5e-4", ["budget.finetune_learning_rate=2e-5"]),
     "updates1000": ("1000 fine-tuning updates instead of 500", ["budget.finetune_updates=1000"]),
     "samples8": ("8 sampled boxes per expression instead of 4", ["num_samples=8"]),
     "share1": (
