@@ -11,7 +11,8 @@ Presets:
   cpu    the procedural scene world (32×32 images; colour, shape, count, yes/no and position
          questions, 3 reference answers each: "red" / "it is red" / "the circle is red"),
          a tiny unified ViT + GPT-2 (prompt = question, output = the answer's words)
-         pre-trained by maximum likelihood on one random reference answer, then
+         pre-trained by maximum likelihood on one random reference answer (the shipped
+         starting point; starting_point= pre-trains budget.pretrain_updates in the run), then
          self-critical experts on exact-match accuracy (the short canonical answer) and
          METEOR (closest reference, favours complete sentences), and MORL at μ = 0.5,
          all vmapped as one program.
@@ -31,6 +32,7 @@ import dataclasses
 
 from configs import UnifiedModelConfig, unified_preset
 from rs_jax.config import BudgetConfig, MergeRulesConfig
+from rs_jax.starting_points import SHIPPED
 
 BUDGET = BudgetConfig(
     pretrain_updates=4000,
@@ -81,7 +83,7 @@ PRETRAIN_BUDGET = dataclasses.replace(
 def get_config(preset: str = "cpu") -> VQAConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
-        return VQAConfig()
+        return VQAConfig(starting_point=SHIPPED)
     if preset == "pretrain":
         return VQAConfig(budget=PRETRAIN_BUDGET)
     if preset == "paper":

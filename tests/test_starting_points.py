@@ -111,6 +111,10 @@ def test_a_built_starting_point_replaces_the_pre_training_of_the_task(tmp_path, 
     for got, want in zip(jax.tree.leaves(task.pretraining.params), jax.tree.leaves(pretrained)):
         np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
 
+    build_cli.main(["rescore", str(out)])  # the same recipe measures the same quality
+    rescored = json.loads((out / "manifest.json").read_text())
+    assert rescored == manifest
+
     (out / "params.safetensors").write_bytes(b"not the file")
     with pytest.raises(SystemExit) as exit_info:
         build_cli.main(["verify", str(out)])
