@@ -8,10 +8,10 @@ Presets:
   cpu    the procedural scene world (32×32 images, 1-3 shapes, referring expressions such as
          "the small red circle on the left", boxes on the 1000×1000 grid), a tiny unified
          ViT + GPT-2 (prompt = expression, output = 4 location tokens of 1000 bins)
-         pre-trained by cross-entropy on the true box tokens (the shipped starting point;
-         starting_point= pre-trains budget.pretrain_updates in the run), then three size experts
+         pre-trained by cross-entropy on the true box tokens in the run (starting_point=shipped
+         loads the pretrain preset's weights instead), then three size experts
          (small < 30 000, medium < 100 000, large grid px²) and MORL at the uniform μ,
-         each trained with CE + 5 × self-critical REINFORCE on 1[IoU > 0.9], all vmapped as
+         each trained with CE + 5 × self-critical REINFORCE on 1[IoU > 0.5], all vmapped as
          one program.
   pretrain  the cpu model pre-trained at length (40 000 updates, cosine step size): the recipe
          of the shipped starting point, rs_jax/pretrained/grounding.
@@ -30,7 +30,6 @@ import dataclasses
 
 from configs import UnifiedModelConfig, unified_preset
 from rs_jax.config import BudgetConfig, MergeRulesConfig
-from rs_jax.starting_points import SHIPPED
 
 BUDGET = BudgetConfig(
     pretrain_updates=3000,
@@ -76,10 +75,6 @@ class GroundingConfig(UnifiedModelConfig):
 
 PRESETS = ("cpu", "pretrain", "paper", "smoke")
 # The recipe of the shipped starting point (python -m tasks.starting_points build grounding --preset pretrain)
-# The shipped starting point finds 98.5-99.95% of the scene world's objects at IoU > 0.5 (the
-# paper's RefCOCO threshold) and 35% / 84% / 96% (small / medium / large) at IoU > 0.9: the CPU
-# presets reward the stricter box, so the size experts have room to differ.
-SCENE_IOU_THRESHOLD = 0.9
 PRETRAIN_BUDGET = dataclasses.replace(
     BUDGET, pretrain_updates=40_000, pretrain_cosine=True, checkpoint_every=2000
 )
@@ -88,9 +83,9 @@ PRETRAIN_BUDGET = dataclasses.replace(
 def get_config(preset: str = "cpu") -> GroundingConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
-        return GroundingConfig(starting_point=SHIPPED, iou_threshold=SCENE_IOU_THRESHOLD)
+        return GroundingConfig()
     if preset == "pretrain":
-        return GroundingConfig(budget=PRETRAIN_BUDGET, iou_threshold=SCENE_IOU_THRESHOLD)
+        return GroundingConfig(budget=PRETRAIN_BUDGET)
     if preset == "paper":
         return GroundingConfig(
             **unified_preset("paper", BUDGET),
