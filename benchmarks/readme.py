@@ -238,19 +238,20 @@ def grounding_variants_block(measured: dict[str, Any]) -> str:
     buckets = list(measured["variants"][0]["accuracy"]["init"]) if measured["variants"] else []
     lines = [
         "Measured by `python benchmarks/grounding_finetune.py` (the three size experts of each variant "
-        "from the same init, pre-trained in the run (`starting_point=`, `budget.pretrain_updates`), "
-        "rewarded and scored at IoU > 0.5 on the same held-out expressions; per expert: its own "
-        "bucket's accuracy init → expert, then its paired gain over the init and over the rival expert "
-        "closest to it on that bucket, ± paired s.e.; fine-tuning wall time on one core while another "
-        "job used the other):",
+        "from the same init, scored on the same held-out expressions; start *in-run*: pre-trained in "
+        "the run (`starting_point=`, `budget.pretrain_updates`), rewarded and scored at IoU > 0.5; "
+        "*shipped* (`--shipped`): the shipped starting point, rewarded and scored at IoU > 0.9; per "
+        "expert: its own bucket's accuracy init → expert, then its paired gain over the init and over "
+        "the rival expert closest to it on that bucket, ± paired s.e.; fine-tuning wall time on one "
+        "core while another job used the other):",
         "",
-        "| variant | seed | held-out per bucket | "
+        "| variant | start | seed | held-out per bucket | "
         + " | ".join(f"expert {bucket}" for bucket in buckets)
         + " | fine-tuning |",
-        "|---" * (len(buckets) + 4) + "|",
+        "|---" * (len(buckets) + 5) + "|",
     ]
     for entry in measured["variants"]:
-        cells = [f"{entry['variant']} ({_escape(entry['changes'])})", str(entry["seed"])]
+        cells = [f"{entry['variant']} ({_escape(entry['changes'])})", entry["start"], str(entry["seed"])]
         cells.append(str(entry["eval_objects_per_bucket"]))
         for bucket in buckets:
             own = [item for item in entry["specialization"] if item["expert"] == bucket]
