@@ -8,8 +8,8 @@
 Presets:
   cpu    the procedural scene world (32×32 images, 5 reference captions of different
          wording and length each), a tiny ViT + GPT-2 captioner pre-trained by maximum
-         likelihood (the shipped starting point; starting_point= pre-trains
-         budget.pretrain_updates in the run), then self-critical fine-tuning (5 samples
+         likelihood in the run (starting_point=shipped loads the pretrain preset's
+         weights instead), then self-critical fine-tuning (5 samples
          per image, mean-of-others baseline): two seeds per reward (for the model-soup
          comparison) and MORL at μ = 0.5, all vmapped as one program.
   pretrain  the cpu captioner pre-trained at length (30 000 updates, cosine step size): the
@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 
 from rs_jax.config import BudgetConfig, MergeRulesConfig
-from rs_jax.starting_points import SHIPPED
 
 BUDGET = BudgetConfig(
     pretrain_updates=1000,
@@ -81,7 +80,7 @@ PRETRAIN_BUDGET = dataclasses.replace(
 def get_config(preset: str = "cpu") -> CaptioningConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
-        return CaptioningConfig(starting_point=SHIPPED)
+        return CaptioningConfig()
     if preset == "pretrain":
         return CaptioningConfig(budget=PRETRAIN_BUDGET)
     if preset == "paper":

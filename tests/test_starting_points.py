@@ -10,6 +10,7 @@ import pytest
 
 from rs_jax import config as config_lib
 from rs_jax import pipeline, starting_points
+from tasks import starting_points as build_cli
 
 PARAMS = {
     "encoder": {"kernel": np.arange(6, dtype=np.float32).reshape(2, 3)},
@@ -82,7 +83,6 @@ def test_another_task_or_another_model_shape_is_refused(tmp_path):
 def test_a_built_starting_point_replaces_the_pre_training_of_the_task(tmp_path, capsys):
     from configs import grounding as grounding_config
     from tasks import grounding
-    from tasks import starting_points as build_cli
 
     out = tmp_path / "start"
     build_cli.main(["build", "grounding", "--out", str(out), "--preset", "smoke"])
@@ -124,14 +124,22 @@ def test_a_built_starting_point_replaces_the_pre_training_of_the_task(tmp_path, 
 
 @pytest.mark.third_party
 @pytest.mark.parametrize("task_name", sorted(path.name for path in starting_points.SHIPPED_ROOT.iterdir()))
-def test_the_cpu_preset_starts_from_its_shipped_starting_point_of_the_pretrain_recipe(task_name):
+def test_a_shipped_starting_point_verifies_follows_its_recipe_and_fits_the_cpu_model(task_name):
     configs = importlib.import_module(f"configs.{task_name}")
-    config = configs.get_config("cpu")
-    assert config.starting_point == starting_points.SHIPPED
-    manifest = starting_points.verify(starting_points.resolve(config.starting_point, task_name))
+    cpu = config_lib.override(configs.get_config("cpu"), ["starting_point=shipped"])
+    manifest = starting_points.verify(starting_points.resolve(cpu.starting_point, task_name))
     recipe = config_lib.override(configs.get_config(manifest["preset"]), manifest["overrides"])
     assert manifest["preset"] == "pretrain" and manifest["task"] == task_name
     assert manifest["pretrain_updates"] == recipe.budget.pretrain_updates and recipe.budget.pretrain_cosine
-    assert dataclasses.replace(recipe, budget=config.budget, starting_point=config.starting_point) == config
-    task = importlib.import_module(f"tasks.{task_name}").build(config)
+    assert dataclasses.replace(recipe, budget=cpu.budget, starting_point=cpu.starting_point) == cpu
+    task = importlib.import_module(f"tasks.{task_name}").build(cpu)
     assert task.pretraining.starting_point["sha256"] == manifest["sha256"]
+
+
+def test_the_cpu_presets_that_start_from_shipped_weights_have_them():
+    starts = {
+        name: importlib.import_module(f"configs.{name}").get_config("cpu").starting_point
+        for name in build_cli.TASKS
+    }
+    shipped = {name for name, start in starts.items() if start == starting_points.SHIPPED}
+    assert shipped and shipped <= {path.name for path in starting_points.SHIPPED_ROOT.iterdir()}
