@@ -1,5 +1,6 @@
 """One config per task, ``configs/<task>.py``, with presets (``cpu`` default, ``paper`` for a GPU),
-and the preset values the unified vision-language tasks (grounding, VQA) share."""
+the preset values the unified vision-language tasks (grounding, VQA) share, and the budget of
+the ``pretrain`` presets."""
 
 from __future__ import annotations
 
@@ -27,6 +28,13 @@ class UnifiedModelConfig:
     num_layers: int = 2
     num_heads: int = 4
     encoder_init_scale: float = 1.0  # ViT initializer_range (see rs_jax.models.unified)
+
+
+def pretrain_recipe(budget: BudgetConfig, updates: int) -> BudgetConfig:
+    """The budget of a task's ``pretrain`` preset, the recipe of its shipped starting point
+    (``python -m tasks.starting_points build <task> --preset pretrain``): ``budget`` with
+    ``updates`` pre-training updates, a cosine step size and a checkpoint every 2000 updates."""
+    return dataclasses.replace(budget, pretrain_updates=updates, pretrain_cosine=True, checkpoint_every=2000)
 
 
 def unified_preset(preset: str, budget: BudgetConfig) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from configs import pretrain_recipe
 from rs_jax.config import BudgetConfig, MergeRulesConfig
 
 BUDGET = BudgetConfig(
@@ -70,11 +71,6 @@ class CaptioningConfig:
 
 
 PRESETS = ("cpu", "pretrain", "paper", "smoke")
-# The recipe of the shipped starting point:
-# python -m tasks.starting_points build captioning --preset pretrain
-PRETRAIN_BUDGET = dataclasses.replace(
-    BUDGET, pretrain_updates=30_000, pretrain_cosine=True, checkpoint_every=2000
-)
 
 
 def get_config(preset: str = "cpu") -> CaptioningConfig:
@@ -82,7 +78,7 @@ def get_config(preset: str = "cpu") -> CaptioningConfig:
     if preset == "cpu":
         return CaptioningConfig()
     if preset == "pretrain":
-        return CaptioningConfig(budget=PRETRAIN_BUDGET)
+        return CaptioningConfig(budget=pretrain_recipe(BUDGET, 30_000))
     if preset == "paper":
         return CaptioningConfig(
             rewards=("bleu1", "rouge"),

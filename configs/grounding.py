@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import UnifiedModelConfig, unified_preset
+from configs import UnifiedModelConfig, pretrain_recipe, unified_preset
 from rs_jax.config import BudgetConfig, MergeRulesConfig
 
 BUDGET = BudgetConfig(
@@ -74,10 +74,6 @@ class GroundingConfig(UnifiedModelConfig):
 
 
 PRESETS = ("cpu", "pretrain", "paper", "smoke")
-# The recipe of the shipped starting point (python -m tasks.starting_points build grounding --preset pretrain)
-PRETRAIN_BUDGET = dataclasses.replace(
-    BUDGET, pretrain_updates=40_000, pretrain_cosine=True, checkpoint_every=2000
-)
 
 
 def get_config(preset: str = "cpu") -> GroundingConfig:
@@ -85,7 +81,7 @@ def get_config(preset: str = "cpu") -> GroundingConfig:
     if preset == "cpu":
         return GroundingConfig()
     if preset == "pretrain":
-        return GroundingConfig(budget=PRETRAIN_BUDGET)
+        return GroundingConfig(budget=pretrain_recipe(BUDGET, 40_000))
     if preset == "paper":
         return GroundingConfig(
             **unified_preset("paper", BUDGET),

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import UnifiedModelConfig, unified_preset
+from configs import UnifiedModelConfig, pretrain_recipe, unified_preset
 from rs_jax.config import BudgetConfig, MergeRulesConfig
 from rs_jax.starting_points import SHIPPED
 
@@ -73,11 +73,6 @@ class VQAConfig(UnifiedModelConfig):
 
 
 PRESETS = ("cpu", "pretrain", "paper", "smoke")
-# The recipe of the shipped starting point:
-# python -m tasks.starting_points build vqa --preset pretrain
-PRETRAIN_BUDGET = dataclasses.replace(
-    BUDGET, pretrain_updates=30_000, pretrain_cosine=True, checkpoint_every=2000
-)
 
 
 def get_config(preset: str = "cpu") -> VQAConfig:
@@ -85,7 +80,7 @@ def get_config(preset: str = "cpu") -> VQAConfig:
     if preset == "cpu":
         return VQAConfig(starting_point=SHIPPED)
     if preset == "pretrain":
-        return VQAConfig(budget=PRETRAIN_BUDGET)
+        return VQAConfig(budget=pretrain_recipe(BUDGET, 30_000))
     if preset == "paper":
         return VQAConfig(
             **unified_preset("paper", BUDGET),
