@@ -240,7 +240,7 @@ def grounding_variants_block(measured: dict[str, Any]) -> str:
         "Measured by `python benchmarks/grounding_finetune.py` (the three size experts of each variant "
         "from the same init, scored on the same held-out expressions; start *in-run*: pre-trained in "
         "the run (`starting_point=`, `budget.pretrain_updates`), rewarded and scored at IoU > 0.5; "
-        "*shipped* (`--shipped`): the shipped starting point, rewarded and scored at IoU > 0.9; per "
+        "*shipped* (`--shipped`): the shipped starting point with its ±1-bin targets, at IoU > 0.5; per "
         "expert: its own bucket's accuracy init → expert, then its paired gain over the init and over "
         "the rival expert closest to it on that bucket, ± paired s.e.; fine-tuning wall time on one "
         "core while another job used the other):",
