@@ -19,6 +19,7 @@ import re
 import sys
 from typing import Any
 
+from rs_jax import starting_points
 from rs_jax.config import MERGE_RULES
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -356,9 +357,6 @@ def merge_rules_block(reference_runs: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-STARTING_POINTS = os.path.join(ROOT, "rs_jax", "pretrained")
-
-
 def starting_points_block(manifests: dict[str, dict[str, Any]]) -> str:
     """The shipped starting points: recipe, size, hash, pre-training time and held-out quality."""
     lines = [
@@ -382,13 +380,12 @@ def starting_points_block(manifests: dict[str, dict[str, Any]]) -> str:
 
 
 def _shipped_manifests() -> dict[str, dict[str, Any]]:
-    manifests = {}
-    for task in sorted(os.listdir(STARTING_POINTS)) if os.path.isdir(STARTING_POINTS) else []:
-        path = os.path.join(STARTING_POINTS, task, "manifest.json")
-        if os.path.isfile(path):
-            with open(path) as handle:
-                manifests[task] = json.load(handle)
-    return manifests
+    root = starting_points.SHIPPED_ROOT
+    return {
+        path.name: starting_points.read_manifest(str(path))
+        for path in sorted(root.iterdir() if root.is_dir() else [])
+        if (path / starting_points.MANIFEST_FILE).is_file()
+    }
 
 
 # task -> (its fine-tuning variants' file, the README block written from it)
