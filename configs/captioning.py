@@ -28,8 +28,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import pretrain_recipe
-from rs_jax.config import BudgetConfig, MergeRulesConfig
+from configs import given_model_budget, pretrain_recipe, smoke_budget
+from rs_jax.config import BudgetConfig, TaskConfig
 
 BUDGET = BudgetConfig(
     pretrain_updates=1000,
@@ -41,14 +41,13 @@ BUDGET = BudgetConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class CaptioningConfig:
+class CaptioningConfig(TaskConfig):
     rewards: tuple[str, ...] = ("bleu1", "rouge")
     model: str = ""  # a local HF VisionEncoderDecoder directory; "" builds a tiny ViT + GPT-2
     starting_point: str = ""  # a directory of python -m tasks.starting_points build; "" pre-trains in the run
     data: str = ""  # a Karpathy-split dataset_coco.json; "" uses the procedural scene world
     image_dir: str = ""  # root of the COCO images named by the JSON's filepath/filename
     max_images: int = 0  # real data: load at most this many training images (0: all)
-    seed: int = 0
     image_size: int = 32
     max_length: int = 24
     hidden_size: int = 96
@@ -61,8 +60,6 @@ class CaptioningConfig:
     num_samples: int = 5
     seeds_per_reward: int = 2
     morl_mus: tuple[float, ...] = (0.5,)
-    rs_points: int = 11
-    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     extrapolation: tuple[float, ...] = (-0.2, 1.2)
     eval_images: int = 256
@@ -87,13 +84,7 @@ def get_config(preset: str = "cpu") -> CaptioningConfig:
             max_length=32,
             images_per_update=50,
             eval_images=5000,
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=0,  # a pre-trained captioner is given with --set model=…
-                finetune_updates=5000,
-                finetune_learning_rate=1e-5,
-                checkpoint_every=500,
-            ),
+            budget=given_model_budget(BUDGET, 5000, 1e-5, checkpoint_every=500),
         )
     if preset == "smoke":
         return CaptioningConfig(
@@ -108,11 +99,6 @@ def get_config(preset: str = "cpu") -> CaptioningConfig:
             eval_images=4,
             cider_reference_scenes=16,
             figure_scenes=2,
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=2,
-                finetune_updates=2,
-                checkpoint_every=1,
-            ),
+            budget=smoke_budget(BUDGET, checkpoint_every=1),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import dataclasses
 
-from rs_jax.config import BudgetConfig, MergeRulesConfig
+from configs import given_model_budget, smoke_budget
+from rs_jax.config import BudgetConfig, TaskConfig
 
 BUDGET = BudgetConfig(
     pretrain_updates=2000,
@@ -43,13 +44,12 @@ BUDGET = BudgetConfig(
 
 
 @dataclasses.dataclass(frozen=True)
-class DiffusionConfig:
+class DiffusionConfig(TaskConfig):
     rewards: tuple[str, ...] = ("colourfulness", "brightness", "skin")  # see rs_jax.rewards.images
     model: str = ""  # a local Stable Diffusion directory; "" builds the tiny pixel-space model
     starting_point: str = ""  # a directory of python -m tasks.starting_points build; "" pre-trains in the run
     scorer: str = ""  # MLP head file of the "learned" reward (rs_jax.rewards.images.save_mlp_head)
     scorer_features: str = ""  # local CLIP vision directory for the learned head; "" random features
-    seed: int = 0
     image_size: int = 32
     patch_size: int = 2  # tiny model: space-to-depth factor of the pixel-space samples
     block_channels: tuple[int, ...] = (32, 64)
@@ -77,7 +77,6 @@ class DiffusionConfig:
     finetune_batch: int = 8
     morl: bool = True  # MORL at μ = ½ of every pair of rewards and at the uniform μ
     rs_points: int = 4  # points per edge of the simplex grid (4: multiples of 1/3 for 3 experts)
-    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     eval_prompts: int = 96
     feature_dim: int = 32  # random features of the Fréchet distance
     reference_images: int = 1024  # scene images the Fréchet distance compares with
@@ -102,13 +101,7 @@ def get_config(preset: str = "cpu") -> DiffusionConfig:
             rs_points=5,
             eval_prompts=256,
             reference_images=2048,
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=0,  # a pre-trained Stable Diffusion is given with --set model=…
-                finetune_updates=2000,
-                finetune_learning_rate=1e-5,
-                checkpoint_every=250,
-            ),
+            budget=given_model_budget(BUDGET, 2000, 1e-5, checkpoint_every=250),
         )
     if preset == "smoke":
         return DiffusionConfig(
@@ -128,11 +121,6 @@ def get_config(preset: str = "cpu") -> DiffusionConfig:
             feature_dim=4,
             reference_images=8,
             figure_prompts=2,
-            budget=dataclasses.replace(
-                BUDGET,
-                pretrain_updates=2,
-                finetune_updates=2,
-                checkpoint_every=0,
-            ),
+            budget=smoke_budget(BUDGET),
         )
     raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")

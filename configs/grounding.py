@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 
 from configs import UnifiedModelConfig, pretrain_recipe, unified_preset
-from rs_jax.config import BudgetConfig, MergeRulesConfig
+from rs_jax.config import BudgetConfig
 
 BUDGET = BudgetConfig(
     pretrain_updates=3000,
@@ -66,7 +66,6 @@ class GroundingConfig(UnifiedModelConfig):
     iou_threshold: float = 0.5  # the reward is 1[IoU > iou_threshold]
     morl: bool = True  # also train MORL at the uniform weighting μ = (1/3, 1/3, 1/3)
     rs_points: int = 7  # points per edge of the simplex grid: 28 soups for N = 3, the uniform one included
-    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     # Scene world: balanced over the three size buckets. The experts' gains on their own bucket
     # are 0.03-0.10 (benchmarks/grounding_finetune.py); 500 per bucket measures them to a paired
     # standard error near 0.02, 2000 per bucket near 0.01.

@@ -29,44 +29,40 @@ from __future__ import annotations
 
 import dataclasses
 
-from rs_jax.config import BudgetConfig, MergeRulesConfig
+from rs_jax.config import BudgetConfig, TaskConfig
 from rs_jax.train.ppo import PPOConfig
+
+BUDGET = BudgetConfig(
+    pretrain_updates=234,
+    finetune_updates=58,
+    pretrain_learning_rate=3e-4,
+    finetune_learning_rate=3e-4,
+    num_epochs=4,
+    num_minibatches=8,
+    value_warmup_updates=20,
+    value_warmup_learning_rate=3e-3,
+)
+PPO = PPOConfig(
+    num_envs=256,
+    unroll_length=10,
+    discount=0.97,
+    gae_lambda=0.95,
+    clip_epsilon=0.3,
+    entropy_coef=1e-3,
+    reward_scaling=1.0,
+    policy_layers=(64, 64),
+    value_layers=(64, 64),
+)
 
 
 @dataclasses.dataclass(frozen=True)
-class LocomotionConfig:
+class LocomotionConfig(TaskConfig):
     env: str = "halfcheetah"
     backend: str = "positional"
     episode_length: int = 1000
-    seed: int = 0
-    budget: BudgetConfig = dataclasses.field(
-        default_factory=lambda: BudgetConfig(
-            pretrain_updates=234,
-            finetune_updates=58,
-            pretrain_learning_rate=3e-4,
-            finetune_learning_rate=3e-4,
-            num_epochs=4,
-            num_minibatches=8,
-            value_warmup_updates=20,
-            value_warmup_learning_rate=3e-3,
-        )
-    )
-    ppo: PPOConfig = dataclasses.field(
-        default_factory=lambda: PPOConfig(
-            num_envs=256,
-            unroll_length=10,
-            discount=0.97,
-            gae_lambda=0.95,
-            clip_epsilon=0.3,
-            entropy_coef=1e-3,
-            reward_scaling=1.0,
-            policy_layers=(64, 64),
-            value_layers=(64, 64),
-        )
-    )
+    budget: BudgetConfig = BUDGET
+    ppo: PPOConfig = PPO
     morl_mus: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
-    rs_points: int = 11
-    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     eval_episodes: int = 64
     eval_episode_length: int = 500
     eval_deterministic: bool = True  # the mean action (brax's deterministic_eval); False: sample it
@@ -92,13 +88,10 @@ def get_config(preset: str = "cpu") -> LocomotionConfig:
                 num_minibatches=32,
                 checkpoint_every=200,
             ),
-            ppo=PPOConfig(
+            ppo=dataclasses.replace(
+                PPO,
                 num_envs=4096,
-                unroll_length=10,
                 discount=0.99,
-                gae_lambda=0.95,
-                clip_epsilon=0.3,
-                entropy_coef=1e-3,
                 reward_scaling=0.1,
                 policy_layers=(512,) * 6,
                 value_layers=(256,) * 5,

@@ -46,34 +46,31 @@ from __future__ import annotations
 
 import dataclasses
 
-from rs_jax.config import BudgetConfig, MergeRulesConfig
+from configs import given_model_budget, smoke_budget
+from rs_jax.config import BudgetConfig, TaskConfig
 from rs_jax.train.lm_ppo import LMPPOConfig
 
-
-def _budget(**fields) -> BudgetConfig:
-    """The cpu preset's budget with ``fields`` replaced (pre-training: one pass over each batch)."""
-    defaults = {
-        "pretrain_updates": 600,
-        "finetune_updates": 60,
-        "pretrain_learning_rate": 3e-3,
-        "finetune_learning_rate": 1e-3,
-        "num_epochs": 4,
-        "num_minibatches": 4,
-        "pretrain_num_epochs": 1,
-        "pretrain_num_minibatches": 1,
-        "checkpoint_every": 20,
-    }
-    return BudgetConfig(**(defaults | fields))
+# Pre-training: one pass over each batch
+BUDGET = BudgetConfig(
+    pretrain_updates=600,
+    finetune_updates=60,
+    pretrain_learning_rate=3e-3,
+    finetune_learning_rate=1e-3,
+    num_epochs=4,
+    num_minibatches=4,
+    pretrain_num_epochs=1,
+    pretrain_num_minibatches=1,
+    checkpoint_every=20,
+)
 
 
 @dataclasses.dataclass(frozen=True)
-class TextConfig:
+class TextConfig(TaskConfig):
     rewards: tuple[str, ...] = ("positive", "factual")
     model: str = ""  # a local HF causal-LM directory or an rs_jax asset name ("": pre-train a tiny LLaMA)
     prompts: str = ""  # with ``model``: a JSONL ("prompt"/"text" field) or text file, or "movie-reviews"
     prompt_words: int = 4  # "movie-reviews": words of each snippet that begin the answer
     prompt_count: int = 1024  # "movie-reviews": training prompts (evaluation draws other snippets)
-    seed: int = 0
     corpus_size: int = 20_000
     sentence_length: int = 40
     prompt_length: int = 8
@@ -88,13 +85,11 @@ class TextConfig:
     lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
     lora_mode: str = "delta"
     prompts_per_update: int = 32
-    budget: BudgetConfig = dataclasses.field(default_factory=_budget)
+    budget: BudgetConfig = BUDGET
     ppo: LMPPOConfig = dataclasses.field(
         default_factory=lambda: LMPPOConfig(max_new_tokens=16, kl_coef=0.05, adaptive_kl=False)
     )
     morl_mus: tuple[float, ...] = (0.0, 0.5, 1.0)
-    rs_points: int = 11
-    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     eval_prompts: int = 128
     sample_prompts: int = 4
@@ -114,13 +109,8 @@ def get_config(preset: str = "cpu") -> TextConfig:
             prompts="movie-reviews",
             prompt_length=48,
             prompts_per_update=16,
-            budget=_budget(
-                pretrain_updates=0,
-                finetune_updates=16,
-                finetune_learning_rate=1e-3,
-                num_epochs=4,
-                num_minibatches=1,
-                checkpoint_every=4,
+            budget=dataclasses.replace(
+                given_model_budget(BUDGET, 16, 1e-3, checkpoint_every=4), num_minibatches=1
             ),
             ppo=LMPPOConfig(max_new_tokens=24, kl_coef=0.05, score_scaling=True),
             eval_prompts=64,
@@ -128,12 +118,7 @@ def get_config(preset: str = "cpu") -> TextConfig:
     if preset == "paper":
         return TextConfig(
             prompts_per_update=128,
-            budget=_budget(
-                pretrain_updates=0,
-                finetune_updates=2000,
-                finetune_learning_rate=1.41e-5,
-                checkpoint_every=100,
-            ),
+            budget=given_model_budget(BUDGET, 2000, 1.41e-5, checkpoint_every=100),
             ppo=LMPPOConfig(max_new_tokens=32, kl_coef=0.2),
             eval_prompts=1024,
         )
@@ -146,9 +131,7 @@ def get_config(preset: str = "cpu") -> TextConfig:
             intermediate_size=32,
             pretrain_batch=8,
             prompts_per_update=4,
-            budget=_budget(
-                pretrain_updates=2, finetune_updates=2, num_epochs=1, num_minibatches=2, checkpoint_every=1
-            ),
+            budget=smoke_budget(BUDGET, num_epochs=1, num_minibatches=2, checkpoint_every=1),
             ppo=LMPPOConfig(max_new_tokens=4),
             rs_points=3,
             eval_prompts=4,

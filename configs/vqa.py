@@ -31,7 +31,7 @@ from __future__ import annotations
 import dataclasses
 
 from configs import UnifiedModelConfig, pretrain_recipe, unified_preset
-from rs_jax.config import BudgetConfig, MergeRulesConfig
+from rs_jax.config import BudgetConfig
 from rs_jax.starting_points import SHIPPED
 
 BUDGET = BudgetConfig(
@@ -65,8 +65,6 @@ class VQAConfig(UnifiedModelConfig):
     images_per_update: int = 16
     num_samples: int = 4
     morl_mus: tuple[float, ...] = (0.5,)
-    rs_points: int = 11
-    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
     decoding_mixing: bool = False  # MOD's front (N forward passes per token; README "Decoding-time mixing")
     eval_questions: int = 300
     figure_questions: int = 5

@@ -1,4 +1,5 @@
-"""The configs' shared budget and merge-rule groups, and command-line overrides of the frozen configs.
+"""The configs' shared fields (``TaskConfig``), budget and merge-rule groups, and command-line
+overrides of the frozen configs.
 
 ``override(config, ["ppo.num_envs=128", "budget.finetune_updates=40"])`` returns a new config;
 an unknown key or a value that does not parse as the field's type is a ValueError naming it.
@@ -92,6 +93,24 @@ class MergeRulesConfig:
     ties_density: float = 0.2
     dare_drop_probability: float = 0.5
     task_arithmetic_scale: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskConfig:
+    """The fields every task config has (``configs/<task>.py`` subclasses it; ``pipeline.Task``
+    reads them).
+
+    Attributes:
+      budget: the two training phases (each task config sets its default).
+      seed: the run's seed (``pipeline.phase_keys``).
+      rs_points: points per edge of the RS λ grid (N = 2: λ in steps of 1/(rs_points − 1)).
+      merge_rules: the merge rules whose fronts are evaluated beside RS.
+    """
+
+    budget: BudgetConfig
+    seed: int = 0
+    rs_points: int = 11
+    merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
 
 
 def _parse(raw: str, current: Any, key: str) -> Any:

@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -48,7 +48,7 @@ from rs_jax import (
     starting_points,
 )
 from rs_jax import config as config_lib
-from rs_jax.config import BudgetConfig, MergeRulesConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig, TaskConfig
 from rs_jax.experiment import Evaluation
 from rs_jax.report import write_html
 from rs_jax.train import trainer
@@ -305,15 +305,6 @@ class FineTuning:
     warmup_trainable: Callable[[PyTree], PyTree] | None = None
 
 
-class TaskSettings(Protocol):
-    """The fields of a task config that ``Task.one_expert_per_reward`` reads."""
-
-    budget: BudgetConfig
-    seed: int
-    rs_points: int
-    merge_rules: MergeRulesConfig
-
-
 @dataclasses.dataclass(frozen=True)
 class Task:
     """A task's declaration.
@@ -359,7 +350,7 @@ class Task:
         run_mus: np.ndarray,
         pretraining: Pretraining | Pretrained,
         finetuning: Callable[[PyTree, PyTree], FineTuning],
-        config: TaskSettings,
+        config: TaskConfig,
         morl_runs: tuple[int, ...] | None = None,
         starting_quality: Callable[[PyTree, jax.Array], dict[str, tuple[float, float]]] | None = None,
     ) -> Task:

@@ -66,9 +66,9 @@ class Policy:
 def language_model_loss(model: Any, params: Any, token_ids: jax.Array) -> tuple[jax.Array, dict]:
     """Next-token cross-entropy (nats per token) of (B, L) sequences ``<bos> words <eos> <pad>…``."""
     words, mask = token_ids[:, 1:], token_ids[:, 1:] != corpus_lib.PAD_ID
-    logits = causal_lm.sequence_logits(
+    logits = causal_lm.sequence_outputs(
         model, params, token_ids[:, :1], jnp.ones_like(token_ids[:, :1]), words, mask
-    )
+    )[0]
     log_probs = causal_lm.response_log_probs(logits, words, mask)
     loss = -log_probs.sum() / jnp.maximum(mask.sum(), 1)
     return loss, {"cross_entropy": loss}
@@ -255,9 +255,9 @@ def _score_responses(
 
 def base_nll(learner: lm_ppo.LMPPOLearner, prompts, masks, tokens, response_mask) -> jax.Array:
     """(B,) mean negative log-likelihood per response token (nats) under the frozen base LM."""
-    logits = causal_lm.sequence_logits(
+    logits = causal_lm.sequence_outputs(
         learner.model, learner.base_params, prompts, masks, tokens, response_mask
-    )
+    )[0]
     log_probs = causal_lm.response_log_probs(logits, tokens, response_mask)
     return -log_probs.sum(axis=1) / jnp.maximum(response_mask.sum(axis=1), 1)
 

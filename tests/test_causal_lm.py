@@ -94,7 +94,7 @@ def test_greedy_matches_transformers_generate(name, request):
     )
 
 
-def test_sampled_log_probs_match_sequence_logits(llama):
+def test_sampled_log_probs_match_teacher_forcing(llama):
     policy = llama
     ids, mask = prompts()
     free = policy.sample(policy.params, ids, mask, jax.random.key(5), NO_EOS)
@@ -178,9 +178,9 @@ def test_mixture_of_one_hot_weights_is_that_model_and_mixes_two(llama, key):
     half = mixture(stacked, jnp.array([0.5, 0.5]), key, True)
     first = [
         jax.nn.log_softmax(
-            causal_lm.sequence_logits(
+            causal_lm.sequence_outputs(
                 llama.model, params, ids, mask, half.tokens[:, :1], jnp.ones_like(half.tokens[:, :1])
-            )[:, 0]
+            )[0][:, 0]
         )
         for params in (llama.params, other)
     ]

@@ -293,7 +293,7 @@ def generate(
 
     Returns:
       ``Sample`` of (B, R) ``tokens``, ``log_probs`` (raw-model, temperature 1, unfiltered;
-      equal to what ``response_log_probs(sequence_logits(...))`` recomputes) and ``mask``.
+      equal to what ``response_log_probs(sequence_outputs(...)[0])`` recomputes) and ``mask``.
 
     Raises:
       ValueError: on malformed prompts or P + max_new_tokens beyond the model's positions.
@@ -385,26 +385,11 @@ def sequence_outputs(
     return logits, hidden
 
 
-def sequence_logits(
-    model: Any,
-    params: PyTree,
-    prompt_ids: jax.Array,
-    prompt_mask: jax.Array,
-    response_tokens: jax.Array,
-    response_mask: jax.Array,
-) -> jax.Array:
-    """(B, R, V) float32 logits of each response token given everything before it.
-
-    One cache-free forward pass; see ``sequence_outputs`` (which also returns hidden states).
-    """
-    return sequence_outputs(model, params, prompt_ids, prompt_mask, response_tokens, response_mask)[0]
-
-
 def response_log_probs(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> jax.Array:
     """Log-probs of ``tokens`` under ``log_softmax(logits)``.
 
     Args:
-      logits: (B, R, V), e.g. from ``sequence_logits``.
+      logits: (B, R, V), e.g. from ``sequence_outputs``.
       tokens: (B, R) int.
       mask: (B, R) bool.
 

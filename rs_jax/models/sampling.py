@@ -19,7 +19,7 @@ Array([[2, 2, 2, 2],
 Log-probabilities: ``Sample.log_probs`` are always those of the *raw model distribution*,
 ``log_softmax(logits)`` at temperature 1 before any top-k/top-p filtering, evaluated at the
 emitted token. That is the quantity a PPO/REINFORCE loss recomputes from a forward pass of
-the same params (``rs_jax.models.causal_lm.sequence_logits``), so the PPO ratio starts at 1.
+the same params (``rs_jax.models.causal_lm.sequence_outputs``), so the PPO ratio starts at 1.
 It equals the log-probability of the distribution actually sampled from only in the
 paper's setting (temperature 1, ``top_k=0``, ``top_p=1``); with other settings the samples
 come from a different (behaviour) policy and the caller must account for it.

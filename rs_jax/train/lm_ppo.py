@@ -211,9 +211,9 @@ class LMPPOLearner:
         sample = self.generate(params["lora"], prompt_ids, prompt_mask, sample_key)
         tokens, mask = sample.tokens, sample.mask
         log_probs, values = self._outputs(params, prompt_ids, prompt_mask, tokens, mask)
-        reference_logits = causal_lm.sequence_logits(
+        reference_logits = causal_lm.sequence_outputs(
             self.model, self.base_params, prompt_ids, prompt_mask, tokens, mask
-        )
+        )[0]
         reference_log_probs = causal_lm.response_log_probs(reference_logits, tokens, mask)
         kl = jnp.where(mask, log_probs - reference_log_probs, 0.0)
         components = self.reward_components(prompt_ids, prompt_mask, tokens, mask)
