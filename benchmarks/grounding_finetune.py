@@ -46,13 +46,14 @@ DESCRIPTION = (
 )
 
 # The init of the default entries: pre-trained in the run; and of the --shipped entries: the
-# shipped starting point and its recipe's targets (±1 bin); both rewarded at IoU > 0.5
-IN_RUN = ["starting_point=", "iou_threshold=0.5"]
-SHIPPED_START = ["starting_point=shipped", "iou_threshold=0.5", "location_sigma=1"]
+# shipped starting point and its recipe's targets (±1 bin); both rewarded at IoU > 0.5, with the
+# paper's data (referred objects drawn uniformly) unless a variant sets rewarded_share
+IN_RUN = ["starting_point=", "iou_threshold=0.5", "rewarded_share=0"]
+SHIPPED_START = ["starting_point=shipped", "iou_threshold=0.5", "location_sigma=1", "rewarded_share=0"]
 
 # name -> (what it changes, config overrides of the CPU default)
 VARIANTS: dict[str, tuple[str, list[str]]] = {
-    "baseline": ("the CPU default", []),
+    "baseline": ("the paper's data: referred objects drawn uniformly", []),
     "ce0.2": ("cross-entropy weight 0.2 instead of 1 (REINFORCE weight 5)", ["supervised_weight=0.2"]),
     "ce0": ("no cross-entropy term: REINFORCE alone", ["supervised_weight=0"]),
     "lr1e-3": ("fine-tuning step size 1e-3 instead of 5e-4", ["budget.finetune_learning_rate=1e-3"]),
@@ -62,7 +63,7 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "samples8": ("8 sampled boxes per expression instead of 4", ["num_samples=8"]),
     "share1": (
         "each expert's referred objects of its own size wherever the scene has one (52% of its "
-        "batches instead of 33%)",
+        "batches instead of 33%; the CPU default)",
         ["rewarded_share=1"],
     ),
 }
@@ -77,11 +78,11 @@ def run_variant(
     config = config_lib.override(
         grounding_config.get_config(preset),
         [
+            *(SHIPPED_START if shipped else IN_RUN),
             *overrides,
             f"seed={seed}",
             "morl=false",
             f"eval_objects={eval_objects}",
-            *(SHIPPED_START if shipped else IN_RUN),
         ],
     )
     config_lib.validate(config)

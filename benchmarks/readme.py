@@ -358,23 +358,33 @@ def merge_rules_block(reference_runs: dict[str, dict[str, Any]]) -> str:
 
 
 def starting_points_block(manifests: dict[str, dict[str, Any]]) -> str:
-    """The shipped starting points: recipe, size, hash, pre-training time and held-out quality."""
+    """The shipped weights (the tasks' starting points and the object classifier): recipe, size,
+    hash, training time and held-out quality."""
     lines = [
         "| task | recipe | parameters | file | SHA-256 | pre-training | held-out quality (± s.e.) |",
         "|---|---|---|---|---|---|---|",
     ]
     for task, manifest in manifests.items():
         quality = "; ".join(
-            f"{name} {value['mean']:.3f} ± {value['stderr']:.3f}"
+            f"{name} {value['mean']:.3f}" + ("" if value["stderr"] is None else f" ± {value['stderr']:.3f}")
             for name, value in manifest["quality"].items()
         )
         machine = manifest["machine"]
+        if "preset" in manifest:  # a task's starting point
+            recipe = (
+                f"`--preset {manifest['preset']}`, seed {manifest['seed']}, "
+                f"{manifest['pretrain_updates']:,} updates"
+            )
+            seconds = manifest["pretrain_seconds"]
+        else:  # the diffusion task's object classifier
+            recipe = (
+                f"`python -m rs_jax.rewards.{task}`, seed {manifest['seed']}, {manifest['steps']:,} steps"
+            )
+            seconds = manifest["train_seconds"]
         lines.append(
-            f"| {task} | `--preset {manifest['preset']}`, seed {manifest['seed']}, "
-            f"{manifest['pretrain_updates']:,} updates | {manifest['param_count']:,} | "
+            f"| {task} | {recipe} | {manifest['param_count']:,} | "
             f"{manifest['bytes'] / 1e6:.1f} MB | `{manifest['sha256'][:12]}` | "
-            f"{manifest['pretrain_seconds'] / 60:.0f} min ({_cores(machine)}, jax {machine['jax']}) | "
-            f"{quality} |"
+            f"{seconds / 60:.0f} min ({_cores(machine)}, jax {machine['jax']}) | {quality} |"
         )
     return "\n".join(lines)
 

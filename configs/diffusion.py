@@ -15,6 +15,8 @@ Presets:
          cross-attention and bias/scale parameters; 3 experts (colourfulness, brightness and the
          "nsfw-like" skin antagonist) and MORL at μ = ½ of every pair and at the uniform μ, all
          vmapped as one program; about 11 minutes on 2 cores (see the README).
+  pretrain  the cpu model pre-trained at length (25 000 updates, cosine step size): the recipe of
+         a starting point (python -m tasks.starting_points build diffusion --preset pretrain).
   paper  a local Stable Diffusion directory (--set model=…; its own scheduler decides ε or v),
          10 000 offline images per the paper, 50 DDIM steps, guidance 7.5; for a GPU.
   smoke  seconds; for tests.
@@ -31,8 +33,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import given_model_budget, smoke_budget
+from configs import given_model_budget, pretrain_recipe, smoke_budget
 from rs_jax.config import BudgetConfig, TaskConfig
+from rs_jax.starting_points import SHIPPED
 
 BUDGET = BudgetConfig(
     pretrain_updates=2000,
@@ -79,17 +82,21 @@ class DiffusionConfig(TaskConfig):
     rs_points: int = 4  # points per edge of the simplex grid (4: multiples of 1/3 for 3 experts)
     eval_prompts: int = 96
     feature_dim: int = 32  # random features of the Fréchet distance
+    # objects drawn right: a directory of python -m rs_jax.rewards.object_classifier ("shipped": ours)
+    classifier: str = SHIPPED
     reference_images: int = 1024  # scene images the Fréchet distance compares with
     figure_prompts: int = 6
 
 
-PRESETS = ("cpu", "paper", "smoke")
+PRESETS = ("cpu", "pretrain", "paper", "smoke")
 
 
 def get_config(preset: str = "cpu") -> DiffusionConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
         return DiffusionConfig()
+    if preset == "pretrain":
+        return DiffusionConfig(budget=pretrain_recipe(BUDGET, 25_000))
     if preset == "paper":
         return DiffusionConfig(
             image_size=512,

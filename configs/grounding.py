@@ -7,13 +7,13 @@
 Presets:
   cpu    the procedural scene world (32×32 images, 1-3 shapes, referring expressions such as
          "the small red circle on the left", boxes on the 1000×1000 grid), a tiny unified
-         ViT + GPT-2 (prompt = expression, output = 4 location tokens of 1000 bins)
-         pre-trained in the run by cross-entropy on the true box tokens (±10 bins;
-         starting_point=shipped location_sigma=1 loads the pretrain preset's weights
-         instead), then three size experts
-         (small < 30 000, medium < 100 000, large grid px²) and MORL at the uniform μ,
-         each trained with CE + 5 × self-critical REINFORCE on 1[IoU > 0.5], all vmapped as
-         one program.
+         ViT + GPT-2 (prompt = expression, output = 4 location tokens of 1000 bins) loaded from
+         the shipped starting point (the pretrain preset's weights; starting_point= pre-trains in
+         the run instead, 3000 updates, by cross-entropy on the true box tokens), then three size
+         experts (small < 30 000, medium < 100 000, large grid px²) and MORL at the uniform μ,
+         each trained with CE (±1-bin targets) + 5 × self-critical REINFORCE on 1[IoU > 0.5], all
+         vmapped as one program; each expert is asked about objects of its own size wherever
+         the scene has one (rewarded_share=1; MORL's uniform μ draws them uniformly).
   pretrain  the cpu model pre-trained at length (40 000 updates, cosine step size, ±1 bin): the recipe
          of the shipped starting point, rs_jax/pretrained/grounding.
   paper  RefCOCO+ from local files (paths with --set), 224² images; for a GPU.
@@ -31,6 +31,7 @@ import dataclasses
 
 from configs import UnifiedModelConfig, pretrain_recipe, unified_preset
 from rs_jax.config import BudgetConfig
+from rs_jax.starting_points import SHIPPED
 
 BUDGET = BudgetConfig(
     pretrain_updates=3000,
@@ -82,7 +83,7 @@ SHARP_SIGMA = 1.0
 def get_config(preset: str = "cpu") -> GroundingConfig:
     """The config of a preset (see the module docstring)."""
     if preset == "cpu":
-        return GroundingConfig()
+        return GroundingConfig(starting_point=SHIPPED, location_sigma=SHARP_SIGMA, rewarded_share=1.0)
     if preset == "pretrain":
         return GroundingConfig(budget=pretrain_recipe(BUDGET, 40_000), location_sigma=SHARP_SIGMA)
     if preset == "paper":

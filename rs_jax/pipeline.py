@@ -323,7 +323,7 @@ class Task:
       morl_runs: indices of the runs reported as MORL (default all; e.g. only the first seed
         when experts are trained twice for model soups).
       merge_rules: the merge rules whose fronts are evaluated beside RS (``merge_rule_families``).
-      starting_quality: (pre-trained params, eval key) -> name -> (mean, standard error) of
+      starting_quality: (pre-trained params, eval key) -> name -> (mean, standard error or None) of
         held-out measures beyond the rewards (e.g. the captioner's objects named right), kept in
         a starting point's manifest (``tasks.starting_points``); None: the rewards only.
     """
@@ -340,7 +340,7 @@ class Task:
     rs_points: int
     morl_runs: tuple[int, ...] | None = None
     merge_rules: MergeRulesConfig = dataclasses.field(default_factory=MergeRulesConfig)
-    starting_quality: Callable[[PyTree, jax.Array], dict[str, tuple[float, float]]] | None = None
+    starting_quality: Callable[[PyTree, jax.Array], dict[str, tuple[float, float | None]]] | None = None
 
     @classmethod
     def one_expert_per_reward(
@@ -352,7 +352,7 @@ class Task:
         finetuning: Callable[[PyTree, PyTree], FineTuning],
         config: TaskConfig,
         morl_runs: tuple[int, ...] | None = None,
-        starting_quality: Callable[[PyTree, jax.Array], dict[str, tuple[float, float]]] | None = None,
+        starting_quality: Callable[[PyTree, jax.Array], dict[str, tuple[float, float | None]]] | None = None,
     ) -> Task:
         """The task whose N experts are its N ``rewards`` and whose runs weigh the rewards by their
         μ (``run_weights`` = ``run_mus``, (M, N)), with the budget, seed, RS grid and merge rules of

@@ -13,9 +13,11 @@ image statistics (colourfulness, brightness, and an "nsfw-like" skin-colour anta
 ``rewards=learned`` with ``scorer=…`` uses an MLP head on image features (the ava predictor's form).
 
 Outputs beside the shared ones (results.json, front.png, spider.png, summary.md): quality.json and
-quality.png (Fréchet distance in a fixed random-feature space against scene images, per λ: rebuttal
-Fig. 2), samples.png (the same prompts and noise drawn by the init, the soups and MORL: Fig. 12) and
-offline.json (the offline set's rewards and each run's kept set). See configs/diffusion.py.
+quality.png (per λ, the Fréchet distance in a fixed random-feature space against scene images, and
+the share of each prompt's objects that a classifier trained on the scene world finds in its sample,
+``rs_jax.rewards.object_classifier``: rebuttal Fig. 2), samples.png (the same prompts and noise
+drawn by the init, the soups and MORL: Fig. 12) and offline.json (the offline set's rewards and
+each run's kept set). See configs/diffusion.py.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from rs_jax import cli, experiment, pipeline, plots
 from rs_jax.data import scenes
 from rs_jax.models import diffusion
 from rs_jax.rewards import images as image_rewards
-from rs_jax.rewards import quality
+from rs_jax.rewards import object_classifier, quality
 from rs_jax.train import rwr, supervised
 
 
@@ -168,6 +170,7 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
     )
     eval_prompts = make_prompts(model, scene_prompts(eval_scenes, config), jax.random.fold_in(eval_key, 2))
     feature_params = quality.random_feature_params(jax.random.fold_in(eval_key, 4), config.feature_dim)
+    classifier = object_classifier.load(config.classifier)
 
     def pretrain_batch(key):
         drawn = scenes.sample_scenes(key, config.pretrain_batch, world)
@@ -226,11 +229,7 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         offline = rwr.offline_set(examples, components)
 
         def report(outcome: pipeline.Outcome) -> pipeline.Report:
-            distances = {
-                name: _frechet(reference_gaussian, evaluation.samples, len(names))
-                for name, evaluation in (("rs", outcome.rs), ("runs", outcome.runs), ("init", outcome.init))
-            }
-            quality_numbers, quality_section = _quality(config, fraction, outcome, distances)
+            quality_numbers, quality_section = _quality(config, fraction, outcome, reference_gaussian)
             comparisons, comparison_section = _pairwise_morl(names, outcome.rs, outcome.runs)
             offline_numbers = _offline_numbers(config, finetune_learner, components, outcome.trained.mus)
             members = _figure_members(outcome.trained, names)
@@ -254,13 +253,33 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
             learner=finetune_learner,
             start=lambda key: (params, offline),
             evaluate=jax.tree_util.Partial(
-                _rewards_and_moments, generate, score, feature_params, eval_prompts
+                _rewards_and_moments,
+                generate,
+                score,
+                feature_params,
+                classifier,
+                eval_scenes.objects,
+                eval_prompts,
             ),
             optimizer=diffusion.masked_optimizer,
             report=report,
         )
 
     reference_gaussian = quality.gaussian_from_features(quality.random_features(feature_params, reference))
+
+    def starting_quality(params, key) -> dict[str, tuple[float, float | None]]:
+        """The objects drawn right and the Fréchet distance of ``params``' samples of the eval prompts."""
+        del key
+        _, generated = _generate_in_batches(generate, params, eval_prompts, config.generation_batch)
+        found = np.asarray(object_classifier.objects_found(classifier, generated, eval_scenes.objects))
+        means, stderrs = experiment.mean_and_stderr(found)
+        features = quality.random_features(feature_params, generated)
+        frechet = quality.frechet_distance(*quality.gaussian_from_features(features), *reference_gaussian)
+        return {
+            **{name: (m, se) for name, m, se in zip(OBJECT_COLUMNS, means, stderrs)},
+            "frechet_distance": (frechet, None),
+        }
+
     return pipeline.Task.one_expert_per_reward(
         name="diffusion",
         rewards=names,
@@ -275,6 +294,7 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         ),
         finetuning=finetuning,
         config=config,
+        starting_quality=starting_quality,
     )
 
 
@@ -296,24 +316,52 @@ def _generate_in_batches(generate, params, prompts: Prompts, batch_size: int) ->
 # --------------------------------------------------------------------------- evaluation
 
 
+OBJECT_COLUMNS = ("objects_found", "detections_right")  # of object_classifier.objects_found
+
+
 def _rewards_and_moments(
-    generate: Callable, score: Callable, feature_params: Any, prompts: Prompts, params, key
+    generate: Callable,
+    score: Callable,
+    feature_params: Any,
+    classifier: Any,
+    objects: scenes.SceneObjects,
+    prompts: Prompts,
+    params,
+    key,
 ) -> jax.Array:
-    """(S, R + F + F²): each eval image's rewards, then its feature moments (one sweep yields both
-    the rewards and the Fréchet distance of every λ). Fixed prompts and noise keys: ``key`` unused."""
+    """(S, R + 2 + F + F²): each eval image's rewards, the share of its prompt's objects the
+    classifier finds in it and the share of its detections that are prompted (``OBJECT_COLUMNS``),
+    then its feature moments (one sweep yields the rewards, the objects drawn right and the
+    Fréchet distance of every λ). Fixed prompts and noise keys: ``key`` unused."""
     del key
     _, generated = generate(params, prompts.tokens, prompts.mask, prompts.keys)
     features = quality.random_features(feature_params, generated)
-    return jnp.concatenate([score(generated), quality.feature_moments(features)], axis=-1)
+    return jnp.concatenate(
+        [
+            score(generated),
+            object_classifier.objects_found(classifier, generated, objects),
+            quality.feature_moments(features),
+        ],
+        axis=-1,
+    )
+
+
+def _objects(samples: np.ndarray, n_rewards: int) -> np.ndarray:
+    """(P, 2) each point's mean ``OBJECT_COLUMNS`` over its images.
+
+    Args:
+      samples: (P, S, R + 2 + F + F²) per-image columns of ``_rewards_and_moments``.
+    """
+    return samples[..., n_rewards : n_rewards + len(OBJECT_COLUMNS)].mean(axis=1)
 
 
 def _frechet(reference: tuple[np.ndarray, np.ndarray], samples: np.ndarray, n_rewards: int) -> list[float]:
     """Fréchet distance of each point's images to the reference Gaussian (mean, covariance).
 
     Args:
-      samples: (P, S, R + F + F²) per-image columns of ``_rewards_and_moments``.
+      samples: (P, S, R + 2 + F + F²) per-image columns of ``_rewards_and_moments``.
     """
-    moments = samples[..., n_rewards:].mean(axis=1)
+    moments = samples[..., n_rewards + len(OBJECT_COLUMNS) :].mean(axis=1)
     return [
         quality.frechet_distance(*quality.gaussian_from_moments(row, samples.shape[1]), *reference)
         for row in moments
@@ -328,49 +376,60 @@ def _quality(
     config: diffusion_config.DiffusionConfig,
     trainable_fraction: float,
     outcome: pipeline.Outcome,
-    distances: dict[str, list[float]],
+    reference: tuple[np.ndarray, np.ndarray],
 ) -> tuple[dict[str, Any], str]:
-    """The rewards and realism of every model: quality.json's numbers and a summary.md section."""
+    """The rewards, objects drawn right and realism of every model: quality.json's numbers and a
+    summary.md section."""
     names = list(config.rewards)
-    rows = [("pre-trained init", "init", outcome.init.means[0], distances["init"][0])]
-    rows += [
-        (f"RS λ={_label(w)}", "rs", m, d)
-        for w, m, d in zip(outcome.rs.weights, outcome.rs.means, distances["rs"])
-    ]
+    n = len(names)
+
+    def points(evaluation: experiment.Evaluation) -> list[tuple[np.ndarray, np.ndarray, float]]:
+        return list(
+            zip(evaluation.means, _objects(evaluation.samples, n), _frechet(reference, evaluation.samples, n))
+        )
+
+    rows = [("pre-trained init", "init", *points(outcome.init)[0])]
+    rows += [(f"RS λ={_label(w)}", "rs", *p) for w, p in zip(outcome.rs.weights, points(outcome.rs))]
     rows += [
         (
             ("expert " + names[int(np.argmax(mu))]) if np.isclose(mu.max(), 1.0) else f"MORL μ={_label(mu)}",
             "morl",
-            m,
-            d,
+            *p,
         )
-        for mu, m, d in zip(outcome.runs.weights, outcome.runs.means, distances["runs"])
+        for mu, p in zip(outcome.runs.weights, points(outcome.runs))
     ]
     numbers = {
         "metric": f"Fréchet distance in a fixed random-feature space ({config.feature_dim} features) of "
-        f"{config.eval_prompts} samples vs {config.reference_images} scene images (lower is more realistic)",
+        f"{config.eval_prompts} samples vs {config.reference_images} scene images (lower is more realistic); "
+        "objects_found: the share of each prompt's objects that rs_jax.rewards.object_classifier "
+        "finds in its sample, detections_right: the share of its detections that the prompt names",
         "trainable_fraction": trainable_fraction,
         "points": [
             {
                 "label": label,
                 "family": family,
                 "frechet_distance": d,
+                **dict(zip(OBJECT_COLUMNS, map(float, found))),
                 "rewards": dict(zip(names, map(float, m))),
             }
-            for label, family, m, d in rows
+            for label, family, m, found, d in rows
         ],
     }
     lines = [
-        "## Rewards and realism per model",
+        "## Rewards, objects drawn right and realism per model",
         "",
         f"Fine-tuned parameters: {100 * trainable_fraction:.1f}% (UNet cross-attention + bias/scale).",
+        "Objects found: the share of each prompt's objects the scene-world classifier finds in its",
+        "sample; detections right: the share of its detections that the prompt names.",
         "",
-        "| model | " + " | ".join(names) + " | Fréchet distance ↓ |",
-        "|---" * (len(names) + 2) + "|",
+        "| model | " + " | ".join(names) + " | objects found ↑ | detections right ↑ | Fréchet distance ↓ |",
+        "|---" * (n + 4) + "|",
     ]
     lines += [
-        f"| {label} | " + " | ".join(f"{v:.4f}" for v in means) + f" | {d:.4g} |"
-        for label, _, means, d in rows
+        f"| {label} | "
+        + " | ".join(f"{v:.4f}" for v in means)
+        + f" | {found[0]:.3f} | {found[1]:.3f} | {d:.4g} |"
+        for label, _, means, found, d in rows
     ]
     return numbers, "\n".join(lines)
 

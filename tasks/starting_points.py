@@ -43,7 +43,10 @@ def quality(task: pipeline.Task, params: Any, carry: Any) -> dict[str, dict[str,
     measures = dict(zip(task.reward_names, zip(means, stderrs)))
     if task.starting_quality is not None:
         measures |= task.starting_quality(phase.soup_part(params), eval_key)
-    return {name: {"mean": float(mean), "stderr": float(stderr)} for name, (mean, stderr) in measures.items()}
+    return {
+        name: {"mean": float(mean), "stderr": None if stderr is None else float(stderr)}
+        for name, (mean, stderr) in measures.items()
+    }
 
 
 def build(task_name: str, out: str, preset: str = "cpu", overrides: Sequence[str] = ()) -> dict[str, Any]:
