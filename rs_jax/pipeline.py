@@ -383,10 +383,14 @@ def start_run(task_name: str, run_dir: str, config: Any, *, resume: bool = False
     Refused with a one-line ValueError, with nothing on disk changed: an ``--out`` that cannot be
     written, a non-empty folder that holds no run or another task's run, an existing run without
     ``resume``, and a ``resume`` whose weights-defining config differs (``rs_jax.run_identity``;
-    only budget fields may change).
+    only budget fields may change; a starting point's SHA-256 counts as the base model's fingerprint).
     """
     failures.check_writable(run_dir)
-    identity = run_identity.identify(task_name, config)
+    start = getattr(config, "starting_point", "")  # its weights are the run's base, like a loaded model
+    fingerprint = ""
+    if start:
+        fingerprint = starting_points.read_manifest(starting_points.resolve(start, task_name))["sha256"]
+    identity = run_identity.identify(task_name, config, base_fingerprint=fingerprint)
     run_identity.check_run_dir(run_dir, identity, resume=resume)
     if jax.process_index() == 0:
         run_identity.write_identity(run_dir, identity)

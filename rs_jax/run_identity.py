@@ -2,8 +2,8 @@
 
 A run's identity is its task, every config field that defines its weights (all fields but
 the budget and bookkeeping ones in ``BUDGET_FIELDS``: update counts, checkpoint interval,
-evaluation and figure sizes, the soup grid), and the fingerprint of a base model loaded
-from disk. ``check_run_dir`` refuses, before anything is written:
+evaluation and figure sizes and measures, the soup grid), and the fingerprint of a base model
+or starting point loaded from disk. ``check_run_dir`` refuses, before anything is written:
 
 * a non-empty ``--out`` that holds no run (no ``identity.json``) or a run of another task;
 * a run of this task without ``--resume`` (nothing is overwritten);
@@ -50,6 +50,7 @@ BUDGET_FIELDS = frozenset(
         "reference_images",
         "cider_reference_scenes",
         "feature_dim",
+        "classifier",
     }
 )
 

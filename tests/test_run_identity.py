@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from configs import captioning, text
+from configs import captioning, text, vqa
 from rs_jax import config as config_lib
-from rs_jax import run_identity
+from rs_jax import pipeline, run_identity, starting_points
 
 CONFIG = text.get_config("smoke")
 
@@ -87,3 +87,14 @@ def test_identity_json_records_the_weights_defining_fields():
     assert not run_identity.is_budget_field("budget.finetune_learning_rate")
     assert run_identity.is_budget_field("eval.anything", frozenset({"eval"}))
     assert not run_identity.is_budget_field("ppo.clip")
+
+
+def test_a_run_from_a_starting_point_records_its_hash_as_the_base(tmp_path):
+    config = vqa.get_config("cpu")
+    assert config.starting_point == starting_points.SHIPPED
+    pipeline.start_run("vqa", str(tmp_path), config)
+    manifest = starting_points.read_manifest(starting_points.resolve(config.starting_point, "vqa"))
+    assert run_identity.read_identity(tmp_path).base_fingerprint == manifest["sha256"]
+    in_run = config_lib.override(config, ["starting_point="])
+    with pytest.raises(ValueError, match="base model fingerprint"):
+        pipeline.start_run("vqa", str(tmp_path), in_run, resume=True)
