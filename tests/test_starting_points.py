@@ -8,8 +8,10 @@ import jax
 import numpy as np
 import pytest
 
+from configs import diffusion as diffusion_config
 from rs_jax import config as config_lib
 from rs_jax import pipeline, starting_points
+from tasks import diffusion
 from tasks import starting_points as build_cli
 
 PARAMS = {
@@ -147,3 +149,14 @@ def test_the_cpu_presets_that_start_from_shipped_weights_have_them():
     }
     shipped = {name for name, start in starts.items() if start == starting_points.SHIPPED}
     assert shipped and shipped <= {path.name for path in starting_points.SHIPPED_ROOT.iterdir()}
+
+
+@pytest.mark.third_party
+def test_a_diffusion_starting_point_loads_into_the_task_and_reports_the_objects_drawn_right(tmp_path):
+    out = tmp_path / "start"
+    build_cli.main(["build", "diffusion", "--out", str(out), "--preset", "smoke"])
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert {"objects_found", "detections_right", "frechet_distance"} <= set(manifest["quality"])
+    assert manifest["quality"]["frechet_distance"]["stderr"] is None
+    config = config_lib.override(diffusion_config.get_config("smoke"), [f"starting_point={out}"])
+    assert isinstance(diffusion.build(config).pretraining, pipeline.Pretrained)

@@ -221,7 +221,11 @@ def _init_fn(model: DiffusionModel) -> Callable[[jax.Array], PyTree]:
 
 
 def init_params(model: DiffusionModel, key: jax.Array) -> PyTree:
-    """Random params ``{"unet", "text_encoder"}`` of a tiny model, built in one jit (fast on CPU)."""
+    """Random params ``{"unet", "text_encoder"}`` of a tiny model, built in one jit (fast on CPU);
+    traced as it is inside another transformation (e.g. ``jax.eval_shape``), where a nested jit
+    cannot take compiler options."""
+    if isinstance(key, jax.core.Tracer):
+        return _init_fn(model)(key)
     return jax.jit(_init_fn(model), compiler_options=_FAST_COMPILE)(key)
 
 
