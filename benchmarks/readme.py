@@ -365,10 +365,7 @@ def starting_points_block(manifests: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for task, manifest in manifests.items():
-        quality = "; ".join(
-            f"{name} {value['mean']:.3f}" + ("" if value["stderr"] is None else f" ± {value['stderr']:.3f}")
-            for name, value in manifest["quality"].items()
-        )
+        quality = starting_points.quality_text(manifest["quality"], "; ")
         machine = manifest["machine"]
         if "preset" in manifest:  # a task's starting point
             recipe = (

@@ -794,10 +794,7 @@ def cost_report(costs: Mapping[str, Any]) -> Report:
 def starting_point_report(manifest: Mapping[str, Any]) -> Report:
     """results.json's ``starting_point`` (its manifest) and a summary.md line with its recipe and
     quality on the held-out set."""
-    quality = ", ".join(
-        f"{name} {value['mean']:.3f} ± {value['stderr']:.3f}"
-        for name, value in manifest.get("quality", {}).items()
-    )
+    quality = starting_points.quality_text(manifest.get("quality", {}))
     line = (
         f"Starting point `{manifest['directory']}`: preset {manifest.get('preset')}, "
         f"{manifest.get('pretrain_updates')} pre-training updates, seed {manifest.get('seed')}, "

@@ -40,6 +40,15 @@ def resolve(starting_point: str, task: str) -> str:
     return str(SHIPPED_ROOT / task) if starting_point == SHIPPED else starting_point
 
 
+def quality_text(quality: dict[str, dict[str, float | None]], separator: str = ", ") -> str:
+    """A manifest's ``quality`` in words: ``name mean ± stderr`` (the mean alone where the
+    measure has no standard error, e.g. a Fréchet distance), joined by ``separator``."""
+    return separator.join(
+        f"{name} {value['mean']:.3f}" + ("" if value["stderr"] is None else f" ± {value['stderr']:.3f}")
+        for name, value in quality.items()
+    )
+
+
 def save(directory: str, params: PyTree, record: dict[str, Any]) -> dict[str, Any]:
     """Writes ``params`` and a manifest (``record`` plus the file's hash, size and parameter count)
     into ``directory``; returns the manifest."""

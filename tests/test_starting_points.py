@@ -159,4 +159,6 @@ def test_a_diffusion_starting_point_loads_into_the_task_and_reports_the_objects_
     assert {"objects_found", "detections_right", "frechet_distance"} <= set(manifest["quality"])
     assert manifest["quality"]["frechet_distance"]["stderr"] is None
     config = config_lib.override(diffusion_config.get_config("smoke"), [f"starting_point={out}"])
-    assert isinstance(diffusion.build(config).pretraining, pipeline.Pretrained)
+    pretraining = diffusion.build(config).pretraining
+    assert isinstance(pretraining, pipeline.Pretrained)
+    assert "frechet_distance " in pipeline.starting_point_report(pretraining.starting_point).sections[0]
