@@ -135,7 +135,9 @@ def main() -> None:
     parser.add_argument("--eval-objects", type=int, default=1500, help="held-out expressions, all buckets")
     parser.add_argument("--preset", default="cpu", help="smoke: seconds, to check the script (not kept)")
     parser.add_argument(
-        "--shipped", action="store_true", help="start from the shipped weights, reward IoU > 0.9"
+        "--shipped",
+        action="store_true",
+        help="start from the shipped weights and their targets (SHIPPED_START)",
     )
     parser.add_argument("--runs", default="runs/grounding_finetune", help="where the run directories go")
     args = parser.parse_args()

@@ -212,6 +212,9 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
             guidance_scale=config.guidance_scale,
         )
 
+    evaluate = jax.tree_util.Partial(
+        _rewards_and_moments, generate, score, feature_params, classifier, eval_scenes.objects, eval_prompts
+    )
     run_mus = _run_mus(len(config.rewards), config.morl)
     names = list(config.rewards)
 
@@ -252,15 +255,7 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
         return pipeline.FineTuning(
             learner=finetune_learner,
             start=lambda key: (params, offline),
-            evaluate=jax.tree_util.Partial(
-                _rewards_and_moments,
-                generate,
-                score,
-                feature_params,
-                classifier,
-                eval_scenes.objects,
-                eval_prompts,
-            ),
+            evaluate=evaluate,
             optimizer=diffusion.masked_optimizer,
             report=report,
         )
@@ -268,13 +263,11 @@ def build(config: diffusion_config.DiffusionConfig) -> pipeline.Task:
     reference_gaussian = quality.gaussian_from_features(quality.random_features(feature_params, reference))
 
     def starting_quality(params, key) -> dict[str, tuple[float, float | None]]:
-        """The objects drawn right and the Fréchet distance of ``params``' samples of the eval prompts."""
-        del key
-        _, generated = _generate_in_batches(generate, params, eval_prompts, config.generation_batch)
-        found = np.asarray(object_classifier.objects_found(classifier, generated, eval_scenes.objects))
-        means, stderrs = experiment.mean_and_stderr(found)
-        features = quality.random_features(feature_params, generated)
-        frechet = quality.frechet_distance(*quality.gaussian_from_features(features), *reference_gaussian)
+        """The objects drawn right and the Fréchet distance of ``params``' samples of the eval
+        prompts (the task's own evaluation columns)."""
+        samples = np.asarray(evaluate(params, key))[None]  # (1, S, R + 2 + F + F²)
+        means, stderrs = experiment.mean_and_stderr(_object_columns(samples, len(names))[0])
+        frechet = _frechet(reference_gaussian, samples, len(names))[0]
         return {
             **{name: (m, se) for name, m, se in zip(OBJECT_COLUMNS, means, stderrs)},
             "frechet_distance": (frechet, None),
@@ -346,13 +339,13 @@ def _rewards_and_moments(
     )
 
 
-def _objects(samples: np.ndarray, n_rewards: int) -> np.ndarray:
-    """(P, 2) each point's mean ``OBJECT_COLUMNS`` over its images.
+def _object_columns(samples: np.ndarray, n_rewards: int) -> np.ndarray:
+    """(P, S, 2) the ``OBJECT_COLUMNS`` of each point's images.
 
     Args:
       samples: (P, S, R + 2 + F + F²) per-image columns of ``_rewards_and_moments``.
     """
-    return samples[..., n_rewards : n_rewards + len(OBJECT_COLUMNS)].mean(axis=1)
+    return samples[..., n_rewards : n_rewards + len(OBJECT_COLUMNS)]
 
 
 def _frechet(reference: tuple[np.ndarray, np.ndarray], samples: np.ndarray, n_rewards: int) -> list[float]:
@@ -385,7 +378,11 @@ def _quality(
 
     def points(evaluation: experiment.Evaluation) -> list[tuple[np.ndarray, np.ndarray, float]]:
         return list(
-            zip(evaluation.means, _objects(evaluation.samples, n), _frechet(reference, evaluation.samples, n))
+            zip(
+                evaluation.means,
+                _object_columns(evaluation.samples, n).mean(axis=1),
+                _frechet(reference, evaluation.samples, n),
+            )
         )
 
     rows = [("pre-trained init", "init", *points(outcome.init)[0])]

@@ -72,11 +72,14 @@ def logits(params: PyTree, images: jax.Array) -> jax.Array:
     return pooled @ params["readout"]["kernel"] + params["readout"]["bias"][None, :]
 
 
+def pair_index(objects: scenes.SceneObjects) -> jax.Array:
+    """(B, M) each object slot's colour-shape pair, colour · 5 + shape (absent slots included)."""
+    return objects.colour * len(scenes.SHAPES) + objects.shape
+
+
 def pair_targets(objects: scenes.SceneObjects) -> jax.Array:
-    """(B, ``NUM_PAIRS``) float 0/1: the colour-shape pairs of each scene's present objects (pair
-    index colour · 5 + shape)."""
-    pairs = objects.colour * len(scenes.SHAPES) + objects.shape  # (B, M)
-    one_hot = jax.nn.one_hot(pairs, NUM_PAIRS) * objects.present[..., None]
+    """(B, ``NUM_PAIRS``) float 0/1: the colour-shape pairs of each scene's present objects."""
+    one_hot = jax.nn.one_hot(pair_index(objects), NUM_PAIRS) * objects.present[..., None]
     return one_hot.max(axis=1)
 
 
@@ -86,8 +89,7 @@ def objects_found(params: PyTree, images: jax.Array, objects: scenes.SceneObject
     them (1 where it detects none)."""
     detected = logits(params, images) > 0.0
     targets = pair_targets(objects) > 0.5
-    pairs = objects.colour * len(scenes.SHAPES) + objects.shape
-    found = jnp.take_along_axis(detected, pairs, axis=1) & objects.present
+    found = jnp.take_along_axis(detected, pair_index(objects), axis=1) & objects.present
     recall = found.sum(axis=1) / jnp.maximum(objects.present.sum(axis=1), 1)
     right = (detected & targets).sum(axis=1)
     precision = jnp.where(detected.any(axis=1), right / jnp.maximum(detected.sum(axis=1), 1), 1.0)
@@ -134,8 +136,7 @@ def quality(params: PyTree, key: jax.Array, count: int = 3000) -> dict[str, dict
     drawn = jax.jit(scenes.sample_scenes, static_argnums=(1, 2))(key, count, WORLD)
     detected = np.asarray(logits(params, drawn.images) > 0.0)
     objects = jax.tree_util.tree_map(np.asarray, drawn.objects)
-    pairs = objects.colour * len(scenes.SHAPES) + objects.shape
-    found = np.take_along_axis(detected, pairs, axis=1)
+    found = np.take_along_axis(detected, np.asarray(pair_index(objects)), axis=1)
     outcomes = {"objects_found": found[objects.present]}
     for index, size in enumerate(scenes.SIZES):
         outcomes[f"objects_found_{size}"] = found[objects.present & (objects.size == index)]
