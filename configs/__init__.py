@@ -5,9 +5,20 @@ the ``pretrain``, ``smoke`` and given-model presets."""
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from rs_jax.config import BudgetConfig, TaskConfig
+
+ConfigT = TypeVar("ConfigT", bound=TaskConfig)
+
+
+def preset_config(presets: Mapping[str, ConfigT], preset: str) -> ConfigT:
+    """The config named ``preset`` in a task's ``PRESETS``; a ``ValueError`` naming the choices
+    for any other name (configs are frozen: presets are shared, never mutated)."""
+    if preset not in presets:
+        raise ValueError(f"Unknown preset {preset!r}; choose one of {tuple(presets)}.")
+    return presets[preset]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import given_model_budget, pretrain_recipe, smoke_budget
+from configs import given_model_budget, preset_config, pretrain_recipe, smoke_budget
 from rs_jax.config import BudgetConfig, TaskConfig
 
 BUDGET = BudgetConfig(
@@ -67,38 +67,35 @@ class CaptioningConfig(TaskConfig):
     figure_scenes: int = 4
 
 
-PRESETS = ("cpu", "pretrain", "paper", "smoke")
+PRESETS: dict[str, CaptioningConfig] = {
+    "cpu": CaptioningConfig(),
+    "pretrain": CaptioningConfig(budget=pretrain_recipe(BUDGET, 30_000)),
+    "paper": CaptioningConfig(
+        rewards=("bleu1", "rouge"),
+        image_size=224,
+        patch_size=16,
+        max_length=32,
+        images_per_update=50,
+        eval_images=5000,
+        budget=given_model_budget(BUDGET, 5000, 1e-5, checkpoint_every=500),
+    ),
+    "smoke": CaptioningConfig(
+        hidden_size=32,
+        num_layers=1,
+        max_length=12,
+        pretrain_batch=8,
+        images_per_update=2,
+        num_samples=2,
+        rs_points=3,
+        extrapolation=(1.2,),
+        eval_images=4,
+        cider_reference_scenes=16,
+        figure_scenes=2,
+        budget=smoke_budget(BUDGET, checkpoint_every=1),
+    ),
+}
 
 
 def get_config(preset: str = "cpu") -> CaptioningConfig:
     """The config of a preset (see the module docstring)."""
-    if preset == "cpu":
-        return CaptioningConfig()
-    if preset == "pretrain":
-        return CaptioningConfig(budget=pretrain_recipe(BUDGET, 30_000))
-    if preset == "paper":
-        return CaptioningConfig(
-            rewards=("bleu1", "rouge"),
-            image_size=224,
-            patch_size=16,
-            max_length=32,
-            images_per_update=50,
-            eval_images=5000,
-            budget=given_model_budget(BUDGET, 5000, 1e-5, checkpoint_every=500),
-        )
-    if preset == "smoke":
-        return CaptioningConfig(
-            hidden_size=32,
-            num_layers=1,
-            max_length=12,
-            pretrain_batch=8,
-            images_per_update=2,
-            num_samples=2,
-            rs_points=3,
-            extrapolation=(1.2,),
-            eval_images=4,
-            cider_reference_scenes=16,
-            figure_scenes=2,
-            budget=smoke_budget(BUDGET, checkpoint_every=1),
-        )
-    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
+    return preset_config(PRESETS, preset)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import given_model_budget, pretrain_recipe, smoke_budget
+from configs import given_model_budget, preset_config, pretrain_recipe, smoke_budget
 from rs_jax.config import BudgetConfig, TaskConfig
 from rs_jax.starting_points import SHIPPED
 
@@ -88,46 +88,43 @@ class DiffusionConfig(TaskConfig):
     figure_prompts: int = 6
 
 
-PRESETS = ("cpu", "pretrain", "paper", "smoke")
+PRESETS: dict[str, DiffusionConfig] = {
+    "cpu": DiffusionConfig(),
+    "pretrain": DiffusionConfig(budget=pretrain_recipe(BUDGET, 25_000)),
+    "paper": DiffusionConfig(
+        image_size=512,
+        guidance_scale=7.5,
+        sampling_steps=50,
+        offline_images=10_000,
+        generation_batch=16,
+        finetune_batch=16,
+        rs_points=5,
+        eval_prompts=256,
+        reference_images=2048,
+        budget=given_model_budget(BUDGET, 2000, 1e-5, checkpoint_every=250),
+    ),
+    "smoke": DiffusionConfig(
+        image_size=16,
+        block_channels=(32,),
+        attention_heads=1,
+        text_hidden_size=16,
+        max_objects=2,
+        sampling_steps=2,
+        pretrain_batch=4,
+        offline_images=8,
+        generation_batch=8,
+        finetune_batch=2,
+        morl=True,
+        rs_points=2,
+        eval_prompts=4,
+        feature_dim=4,
+        reference_images=8,
+        figure_prompts=2,
+        budget=smoke_budget(BUDGET),
+    ),
+}
 
 
 def get_config(preset: str = "cpu") -> DiffusionConfig:
     """The config of a preset (see the module docstring)."""
-    if preset == "cpu":
-        return DiffusionConfig()
-    if preset == "pretrain":
-        return DiffusionConfig(budget=pretrain_recipe(BUDGET, 25_000))
-    if preset == "paper":
-        return DiffusionConfig(
-            image_size=512,
-            guidance_scale=7.5,
-            sampling_steps=50,
-            offline_images=10_000,
-            generation_batch=16,
-            finetune_batch=16,
-            rs_points=5,
-            eval_prompts=256,
-            reference_images=2048,
-            budget=given_model_budget(BUDGET, 2000, 1e-5, checkpoint_every=250),
-        )
-    if preset == "smoke":
-        return DiffusionConfig(
-            image_size=16,
-            block_channels=(32,),
-            attention_heads=1,
-            text_hidden_size=16,
-            max_objects=2,
-            sampling_steps=2,
-            pretrain_batch=4,
-            offline_images=8,
-            generation_batch=8,
-            finetune_batch=2,
-            morl=True,
-            rs_points=2,
-            eval_prompts=4,
-            feature_dim=4,
-            reference_images=8,
-            figure_prompts=2,
-            budget=smoke_budget(BUDGET),
-        )
-    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
+    return preset_config(PRESETS, preset)

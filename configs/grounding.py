@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import UnifiedModelConfig, pretrain_recipe, unified_preset
+from configs import UnifiedModelConfig, preset_config, pretrain_recipe, unified_preset
 from rs_jax.config import BudgetConfig
 from rs_jax.starting_points import SHIPPED
 
@@ -74,31 +74,29 @@ class GroundingConfig(UnifiedModelConfig):
     figure_scenes: int = 6
 
 
-PRESETS = ("cpu", "pretrain", "paper", "smoke")
 # Targets spread over ±1 bin: pre-trained at length, the model finds 83-88% of the objects of each
 # size bucket at IoU > 0.5 (±10 bins: 98.5-99.95%, leaving the size experts nothing to gain).
 SHARP_SIGMA = 1.0
 
+PRESETS: dict[str, GroundingConfig] = {
+    "cpu": GroundingConfig(starting_point=SHIPPED, location_sigma=SHARP_SIGMA, rewarded_share=1.0),
+    "pretrain": GroundingConfig(budget=pretrain_recipe(BUDGET, 40_000), location_sigma=SHARP_SIGMA),
+    "paper": GroundingConfig(
+        **unified_preset("paper", BUDGET),
+        prompt_length=24,
+        location_sigma=0.0,
+        rs_points=13,  # multiples of 1/12: the uniform soup included
+        eval_objects=0,  # real data: the whole evaluation split
+    ),
+    "smoke": GroundingConfig(
+        **unified_preset("smoke", BUDGET),
+        rs_points=4,
+        eval_objects=6,
+        figure_scenes=2,
+    ),
+}
+
 
 def get_config(preset: str = "cpu") -> GroundingConfig:
     """The config of a preset (see the module docstring)."""
-    if preset == "cpu":
-        return GroundingConfig(starting_point=SHIPPED, location_sigma=SHARP_SIGMA, rewarded_share=1.0)
-    if preset == "pretrain":
-        return GroundingConfig(budget=pretrain_recipe(BUDGET, 40_000), location_sigma=SHARP_SIGMA)
-    if preset == "paper":
-        return GroundingConfig(
-            **unified_preset("paper", BUDGET),
-            prompt_length=24,
-            location_sigma=0.0,
-            rs_points=13,  # multiples of 1/12: the uniform soup included
-            eval_objects=0,  # real data: the whole evaluation split
-        )
-    if preset == "smoke":
-        return GroundingConfig(
-            **unified_preset("smoke", BUDGET),
-            rs_points=4,
-            eval_objects=6,
-            figure_scenes=2,
-        )
-    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
+    return preset_config(PRESETS, preset)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from configs import preset_config
 from rs_jax.config import BudgetConfig, TaskConfig
 from rs_jax.train.ppo import PPOConfig
 
@@ -68,51 +69,49 @@ class LocomotionConfig(TaskConfig):
     eval_deterministic: bool = True  # the mean action (brax's deterministic_eval); False: sample it
 
 
-PRESETS = ("cpu", "paper", "smoke")
+PRESETS: dict[str, LocomotionConfig] = {
+    "cpu": LocomotionConfig(),
+    "paper": LocomotionConfig(
+        env="humanoid",
+        backend="generalized",  # brax's default for humanoid
+        budget=BudgetConfig(
+            pretrain_updates=12_207,
+            finetune_updates=2_441,
+            pretrain_learning_rate=5e-5,
+            finetune_learning_rate=5e-5,
+            num_epochs=8,
+            num_minibatches=32,
+            checkpoint_every=200,
+        ),
+        ppo=dataclasses.replace(
+            PPO,
+            num_envs=4096,
+            discount=0.99,
+            reward_scaling=0.1,
+            policy_layers=(512,) * 6,
+            value_layers=(256,) * 5,
+        ),
+        eval_episode_length=1000,
+    ),
+    "smoke": LocomotionConfig(
+        episode_length=50,
+        budget=BudgetConfig(
+            pretrain_updates=2,
+            finetune_updates=1,
+            pretrain_learning_rate=3e-4,
+            finetune_learning_rate=3e-4,
+            num_minibatches=2,
+            checkpoint_every=1,
+        ),
+        ppo=PPOConfig(num_envs=16, unroll_length=5, policy_layers=(8,), value_layers=(8,)),
+        morl_mus=(0.0, 0.5, 1.0),
+        rs_points=3,
+        eval_episodes=4,
+        eval_episode_length=10,
+    ),
+}
 
 
 def get_config(preset: str = "cpu") -> LocomotionConfig:
     """The config of a preset (see the module docstring)."""
-    if preset == "cpu":
-        return LocomotionConfig()
-    if preset == "paper":
-        return LocomotionConfig(
-            env="humanoid",
-            backend="generalized",  # brax's default for humanoid
-            budget=BudgetConfig(
-                pretrain_updates=12_207,
-                finetune_updates=2_441,
-                pretrain_learning_rate=5e-5,
-                finetune_learning_rate=5e-5,
-                num_epochs=8,
-                num_minibatches=32,
-                checkpoint_every=200,
-            ),
-            ppo=dataclasses.replace(
-                PPO,
-                num_envs=4096,
-                discount=0.99,
-                reward_scaling=0.1,
-                policy_layers=(512,) * 6,
-                value_layers=(256,) * 5,
-            ),
-            eval_episode_length=1000,
-        )
-    if preset == "smoke":
-        return LocomotionConfig(
-            episode_length=50,
-            budget=BudgetConfig(
-                pretrain_updates=2,
-                finetune_updates=1,
-                pretrain_learning_rate=3e-4,
-                finetune_learning_rate=3e-4,
-                num_minibatches=2,
-                checkpoint_every=1,
-            ),
-            ppo=PPOConfig(num_envs=16, unroll_length=5, policy_layers=(8,), value_layers=(8,)),
-            morl_mus=(0.0, 0.5, 1.0),
-            rs_points=3,
-            eval_episodes=4,
-            eval_episode_length=10,
-        )
-    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
+    return preset_config(PRESETS, preset)

@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import given_model_budget, smoke_budget
+from configs import given_model_budget, preset_config, smoke_budget
 from rs_jax.config import BudgetConfig, TaskConfig
 from rs_jax.train.lm_ppo import LMPPOConfig
 
@@ -95,46 +95,43 @@ class TextConfig(TaskConfig):
     sample_prompts: int = 4
 
 
-PRESETS = ("cpu", "real", "paper", "smoke")
+PRESETS: dict[str, TextConfig] = {
+    "cpu": TextConfig(),
+    "real": TextConfig(
+        rewards=("sentiment", "factual"),
+        model="smollm2",
+        prompts="movie-reviews",
+        prompt_length=48,
+        prompts_per_update=16,
+        budget=dataclasses.replace(
+            given_model_budget(BUDGET, 16, 1e-3, checkpoint_every=4), num_minibatches=1
+        ),
+        ppo=LMPPOConfig(max_new_tokens=24, kl_coef=0.05, score_scaling=True),
+        eval_prompts=64,
+    ),
+    "paper": TextConfig(
+        prompts_per_update=128,
+        budget=given_model_budget(BUDGET, 2000, 1.41e-5, checkpoint_every=100),
+        ppo=LMPPOConfig(max_new_tokens=32, kl_coef=0.2),
+        eval_prompts=1024,
+    ),
+    "smoke": TextConfig(
+        rewards=("positive", "concise"),
+        corpus_size=200,
+        hidden_size=16,
+        num_layers=1,
+        intermediate_size=32,
+        pretrain_batch=8,
+        prompts_per_update=4,
+        budget=smoke_budget(BUDGET, num_epochs=1, num_minibatches=2, checkpoint_every=1),
+        ppo=LMPPOConfig(max_new_tokens=4),
+        rs_points=3,
+        eval_prompts=4,
+        sample_prompts=2,
+    ),
+}
 
 
 def get_config(preset: str = "cpu") -> TextConfig:
     """The config of a preset (see the module docstring)."""
-    if preset == "cpu":
-        return TextConfig()
-    if preset == "real":
-        return TextConfig(
-            rewards=("sentiment", "factual"),
-            model="smollm2",
-            prompts="movie-reviews",
-            prompt_length=48,
-            prompts_per_update=16,
-            budget=dataclasses.replace(
-                given_model_budget(BUDGET, 16, 1e-3, checkpoint_every=4), num_minibatches=1
-            ),
-            ppo=LMPPOConfig(max_new_tokens=24, kl_coef=0.05, score_scaling=True),
-            eval_prompts=64,
-        )
-    if preset == "paper":
-        return TextConfig(
-            prompts_per_update=128,
-            budget=given_model_budget(BUDGET, 2000, 1.41e-5, checkpoint_every=100),
-            ppo=LMPPOConfig(max_new_tokens=32, kl_coef=0.2),
-            eval_prompts=1024,
-        )
-    if preset == "smoke":
-        return TextConfig(
-            rewards=("positive", "concise"),
-            corpus_size=200,
-            hidden_size=16,
-            num_layers=1,
-            intermediate_size=32,
-            pretrain_batch=8,
-            prompts_per_update=4,
-            budget=smoke_budget(BUDGET, num_epochs=1, num_minibatches=2, checkpoint_every=1),
-            ppo=LMPPOConfig(max_new_tokens=4),
-            rs_points=3,
-            eval_prompts=4,
-            sample_prompts=2,
-        )
-    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
+    return preset_config(PRESETS, preset)

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from configs import UnifiedModelConfig, pretrain_recipe, unified_preset
+from configs import UnifiedModelConfig, preset_config, pretrain_recipe, unified_preset
 from rs_jax.config import BudgetConfig
 from rs_jax.starting_points import SHIPPED
 
@@ -70,27 +70,24 @@ class VQAConfig(UnifiedModelConfig):
     figure_questions: int = 5
 
 
-PRESETS = ("cpu", "pretrain", "paper", "smoke")
+PRESETS: dict[str, VQAConfig] = {
+    "cpu": VQAConfig(starting_point=SHIPPED),
+    "pretrain": VQAConfig(budget=pretrain_recipe(BUDGET, 30_000)),
+    "paper": VQAConfig(
+        **unified_preset("paper", BUDGET),
+        question_length=24,
+        answer_length=8,
+        eval_questions=5000,
+    ),
+    "smoke": VQAConfig(
+        **unified_preset("smoke", BUDGET),
+        rs_points=3,
+        eval_questions=4,
+        figure_questions=2,
+    ),
+}
 
 
 def get_config(preset: str = "cpu") -> VQAConfig:
     """The config of a preset (see the module docstring)."""
-    if preset == "cpu":
-        return VQAConfig(starting_point=SHIPPED)
-    if preset == "pretrain":
-        return VQAConfig(budget=pretrain_recipe(BUDGET, 30_000))
-    if preset == "paper":
-        return VQAConfig(
-            **unified_preset("paper", BUDGET),
-            question_length=24,
-            answer_length=8,
-            eval_questions=5000,
-        )
-    if preset == "smoke":
-        return VQAConfig(
-            **unified_preset("smoke", BUDGET),
-            rs_points=3,
-            eval_questions=4,
-            figure_questions=2,
-        )
-    raise ValueError(f"Unknown preset {preset!r}; choose one of {PRESETS}.")
+    return preset_config(PRESETS, preset)

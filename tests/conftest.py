@@ -35,6 +35,15 @@ def _third_party_promotion(request):
 
 
 @pytest.fixture(scope="module")
+def third_party_module(fast_compile):
+    """For the module-scoped fixtures of a module marked ``third_party``: they are set up before the
+    function-scoped promotion above, so they ask for this one (rank promotion allowed for the
+    module, fast compile)."""
+    with jax.numpy_rank_promotion("allow"):
+        yield
+
+
+@pytest.fixture(scope="module")
 def fast_compile():
     """Big HF/brax graphs compiled once and run on tiny shapes: XLA's optimizations cost more
     compile time than they save at run time. Use with ``pytest.mark.usefixtures("fast_compile")``."""

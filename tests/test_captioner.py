@@ -14,12 +14,11 @@ VOCAB, LENGTH, IMAGE = 20, 8, 16
 
 
 @pytest.fixture(scope="module")
-def model_and_params(fast_compile):
-    with jax.numpy_rank_promotion("allow"):  # module-scoped: runs before the third_party fixture
-        model = captioner.tiny_captioner(
-            VOCAB, image_size=IMAGE, hidden_size=32, num_layers=1, num_heads=2, max_length=LENGTH
-        )
-        return model, captioner.init_params(model, jax.random.PRNGKey(0))
+def model_and_params(third_party_module):
+    model = captioner.tiny_captioner(
+        VOCAB, image_size=IMAGE, hidden_size=32, num_layers=1, num_heads=2, max_length=LENGTH
+    )
+    return model, captioner.init_params(model, jax.random.PRNGKey(0))
 
 
 def images(batch: int, seed: int = 0) -> jax.Array:

@@ -21,18 +21,17 @@ VOCAB, LENGTH, IMAGE = 20, 6, 16
 
 
 @pytest.fixture(scope="module")
-def model_and_params(fast_compile):
-    with jax.numpy_rank_promotion("allow"):  # module-scoped: runs before the third_party fixture
-        model = diffusion.tiny_diffusion_model(
-            VOCAB,
-            prompt_length=LENGTH,
-            image_size=IMAGE,
-            patch_size=2,
-            block_channels=(32,),
-            attention_heads=1,
-            text_hidden_size=16,
-        )
-        return model, diffusion.init_params(model, jax.random.PRNGKey(0))
+def model_and_params(third_party_module):
+    model = diffusion.tiny_diffusion_model(
+        VOCAB,
+        prompt_length=LENGTH,
+        image_size=IMAGE,
+        patch_size=2,
+        block_channels=(32,),
+        attention_heads=1,
+        text_hidden_size=16,
+    )
+    return model, diffusion.init_params(model, jax.random.PRNGKey(0))
 
 
 def _prompts(count):

@@ -12,6 +12,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from nltk.stem import porter
+from nltk.translate import bleu_score, meteor_score
+from pycocoevalcap.cider import cider_scorer
+from pycocoevalcap.rouge import rouge
+from rouge_score import rouge_scorer
 
 from rs_jax.rewards import text_metrics as tm
 
@@ -103,7 +108,6 @@ def fixture() -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.mark.parametrize(("smoothing", "method"), [("epsilon", 1), ("add1", 2), ("none", 0)])
 def test_bleu_matches_nltk(fixture, smoothing, method):
-    bleu_score = pytest.importorskip("nltk.translate.bleu_score")
     candidates, references = fixture
     smoother = getattr(bleu_score.SmoothingFunction(), f"method{method}")
     weights = [(1.0,), (1 / 2,) * 2, (1 / 3,) * 3, (1 / 4,) * 4]
@@ -122,7 +126,6 @@ def test_bleu_matches_nltk(fixture, smoothing, method):
 
 
 def test_rouge_l_matches_pycocoevalcap(fixture):
-    rouge = pytest.importorskip("pycocoevalcap.rouge.rouge")
     candidates, references = fixture
     scorer = rouge.Rouge()
     expected = [
@@ -135,7 +138,6 @@ def test_rouge_l_matches_pycocoevalcap(fixture):
 
 
 def test_rouge_l_beta_one_matches_rouge_score(fixture):
-    rouge_scorer = pytest.importorskip("rouge_score.rouge_scorer")
     candidates, references = fixture
     first = np.argmax(references[:, :, 0] != PAD, axis=1)
     single = np.zeros_like(references)  # only reference k = 0, the first present one
@@ -150,7 +152,6 @@ def test_rouge_l_beta_one_matches_rouge_score(fixture):
 
 
 def _pycoco_cider(candidates, references, document_frequency=None):
-    cider_scorer = pytest.importorskip("pycocoevalcap.cider.cider_scorer")
     scorer = cider_scorer.CiderScorer(n=4, sigma=6.0)
     for c, refs in zip(candidates, references):
         scorer += (" ".join(words(c)), [" ".join(r) for r in present_refs(refs)])
@@ -181,7 +182,6 @@ def test_cider_d_matches_pycocoevalcap(fixture):
 
 def test_cider_d_with_training_document_frequencies(fixture):
     """idf from another ("training") set of references, as self-critical training uses it."""
-    cider_scorer = pytest.importorskip("pycocoevalcap.cider.cider_scorer")
     candidates, references = fixture
     _, train_refs = make_fixture(1)  # same number of sets, so pycocoevalcap's log N agrees
     train = cider_scorer.CiderScorer(n=4)
@@ -203,8 +203,6 @@ class _NoSynonyms:
 
 
 def test_meteor_matches_nltk_exact_matching(fixture):
-    meteor_score = pytest.importorskip("nltk.translate.meteor_score")
-    porter = pytest.importorskip("nltk.stem.porter")
     stemmer = porter.PorterStemmer()
     # Distinct lower-case words with distinct stems: nltk's stem stage cannot add matches.
     assert len({stemmer.stem(w) for w in WORDS}) == len(WORDS)

@@ -12,31 +12,29 @@ from test_tokenizer_bridge import SENTENCES, tiny_tokenizer
 
 from configs import text as text_config
 from rs_jax.models import causal_lm, hf
-from rs_jax.rewards import reward_models
 from tasks import text
 
 pytestmark = [pytest.mark.third_party, pytest.mark.usefixtures("fast_compile")]
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> str:
+def model_dir(tmp_path_factory, third_party_module) -> str:
     """A tiny random LLaMA (PyTorch-free Flax weights) with a byte-level BPE tokenizer."""
     directory = tmp_path_factory.mktemp("tiny_llama")
     tokenizer = tiny_tokenizer()
-    with jax.numpy_rank_promotion("allow"):
-        model, params = causal_lm.tiny_llama(
-            len(tokenizer),
-            jax.random.key(0),
-            hidden_size=16,
-            num_layers=1,
-            num_heads=2,
-            num_kv_heads=1,
-            intermediate_size=32,
-            max_position_embeddings=32,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
-        hf.save_flax_pretrained(model, params, directory)
+    model, params = causal_lm.tiny_llama(
+        len(tokenizer),
+        jax.random.key(0),
+        hidden_size=16,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        intermediate_size=32,
+        max_position_embeddings=32,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    hf.save_flax_pretrained(model, params, directory)
     tokenizer.save_pretrained(directory)
     return str(directory)
 
@@ -49,10 +47,6 @@ def prompts_file(tmp_path_factory) -> str:
 
 
 def test_smoke_run_on_a_local_model_and_prompts_file(tmp_path, model_dir, prompts_file):
-    try:
-        reward_models.find_minilm()
-    except ValueError as error:
-        pytest.skip(str(error))
     run_dir = tmp_path / "run"
     text.main(
         ["--preset", "smoke", "--out", str(run_dir), "--set", f"model={model_dir}", f"prompts={prompts_file}"]

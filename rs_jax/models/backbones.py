@@ -86,20 +86,6 @@ class Backbone(Generic[ModelT]):
             )
         return jnp.where(jnp.asarray(allowed), logits, -jnp.inf)
 
-    def output_log_probs(
-        self,
-        model: ModelT,
-        params: PyTree,
-        images: jax.Array,
-        prompts: jax.Array,
-        outputs: jax.Array,
-        allowed: np.ndarray | None = None,
-    ) -> jax.Array:
-        """(B, L, V) log π(· | image, prompt, outputs₍<t₎) at every output step, by teacher forcing,
-        the policy restricted to the (V,) bool mask ``allowed`` (None: ``default_allowed``)."""
-        logits = self.output_logits(model, params, images, prompts, outputs)
-        return jax.nn.log_softmax(self.mask_logits(model, logits, allowed), axis=-1)
-
     def token_log_probs(
         self,
         model: ModelT,
@@ -109,9 +95,11 @@ class Backbone(Generic[ModelT]):
         outputs: jax.Array,
         allowed: np.ndarray | None = None,
     ) -> jax.Array:
-        """(B, L) log π(outputₜ | image, prompt, outputs₍<t₎); 0 at ``<pad>`` (see ``output_log_probs``)."""
+        """(B, L) log π(outputₜ | image, prompt, outputs₍<t₎) by teacher forcing, the policy restricted
+        to the (V,) bool mask ``allowed`` (None: ``default_allowed``); 0 at ``<pad>``."""
         _, _, pad = self.special_ids(model)
-        log_probs = self.output_log_probs(model, params, images, prompts, outputs, allowed)
+        logits = self.mask_logits(model, self.output_logits(model, params, images, prompts, outputs), allowed)
+        log_probs = jax.nn.log_softmax(logits, axis=-1)
         chosen = jnp.take_along_axis(log_probs, outputs[..., None].astype(jnp.int32), axis=-1)[..., 0]
         return jnp.where(outputs != pad, chosen, 0.0)
 
@@ -153,7 +141,8 @@ class Backbone(Generic[ModelT]):
           (mean cross-entropy per coordinate, metrics with it and the plain one-hot cross-entropy).
         """
         allowed = locations.location_mask(self.vocab_size(model), first_location_id, num_bins)
-        log_probs = self.output_log_probs(model, params, images, prompts, target_tokens, allowed)
+        logits = self.output_logits(model, params, images, prompts, target_tokens)
+        log_probs = jax.nn.log_softmax(self.mask_logits(model, logits, allowed), axis=-1)
         location_log_probs = log_probs[..., first_location_id : first_location_id + num_bins]
         bins = target_tokens - first_location_id
         targets = locations.gaussian_bin_targets(bins, num_bins, sigma)
