@@ -386,6 +386,45 @@ def starting_points_block(manifests: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}{'es' if noun.endswith('h') else 's'}"
+
+
+def lm_ppo_block(name: str, result: dict[str, Any]) -> str:
+    """The table of ``benchmarks/results/<name>.json`` (``benchmarks/lm_ppo.py --model smollm2`` and
+    trl's side): one PPO iteration's rollout, update and whole time, tokens per second and the
+    ratio, with the machine's load."""
+    ours, trl = result["ppo"], result["trl"]
+    ours_load, trl_load = (
+        result["machine"]["load_average_1m_at_start"],
+        trl["machine"]["load_average_1m_at_start"],
+    )
+    cores = ", ".join(str(core) for core in result["machine"]["cores_allowed"])
+    return "\n".join(
+        [
+            f"`benchmarks/results/{name}.json`: both sides pinned to core {cores} of this "
+            f"{result['machine']['cpu_count']}-core CPU ({result['machine']['processor']}, jax "
+            f"{result['machine']['jax']}; torch {trl['versions']['torch']}), one after the other, load "
+            f"average {ours_load:.1f} (ours) and {trl_load:.1f} (trl) at their start.",
+            "",
+            f"| one PPO iteration, SmolLM2-135M, {ours['prompts']} prompts × {ours['new_tokens']} tokens, "
+            f"{_count(ours['epochs'], 'epoch')} × {_count(ours['minibatches'], 'minibatch')} "
+            f"| rs_jax | trl {trl['versions']['trl']} "
+            f"({trl['ppo']['torch_threads']} torch thread) |",
+            "|---|---|---|",
+            f"| rollout (generation, log-probs of policy and reference, values) | {ours['rollout_s']:.2f} s "
+            f"| {trl['ppo']['rollout_s']:.2f} s ({trl['ppo']['generate_s']:.2f} s of it `generate`) |",
+            f"| update | {ours['update_s']:.2f} s | {trl['ppo']['update_s']:.2f} s |",
+            f"| whole iteration (median of {ours['repeats']}) | {ours['iteration_s']:.2f} s → "
+            f"{ours['response_tokens_per_s']:.1f} tokens/s | {trl['ppo']['iteration_s']:.2f} s → "
+            f"{trl['ppo']['response_tokens_per_s']:.1f} tokens/s |",
+            f"| first iteration (ours: compile + run) | {ours['first_iteration_s']:.1f} s "
+            f"| {trl['ppo']['first_iteration_s']:.1f} s |",
+            f"| **ratio ours / trl (tokens/s)** | **{trl['ours_over_trl']:.2f}** | |",
+        ]
+    )
+
+
 def _shipped_manifests() -> dict[str, dict[str, Any]]:
     root = starting_points.SHIPPED_ROOT
     return {
@@ -442,6 +481,15 @@ def render(readme: str) -> str:
         readme,
         flags=re.DOTALL,
     )
+
+    def replace_lm_ppo(match: re.Match) -> str:
+        name = match.group(1)
+        with open(os.path.join(ROOT, "benchmarks", "results", f"{name}.json")) as handle:
+            block = lm_ppo_block(name, json.load(handle))
+        return f"<!-- benchmark:{name} -->\n{block}\n<!-- /benchmark:{name} -->"
+
+    lm_ppo_blocks = r"<!-- benchmark:(lm_ppo_smollm2\w*) -->\n.*?<!-- /benchmark:\1 -->"
+    readme = re.sub(lm_ppo_blocks, replace_lm_ppo, readme, flags=re.DOTALL)
     block = starting_points_block(_shipped_manifests())
     return re.sub(
         r"<!-- starting-points -->\n.*?<!-- /starting-points -->",

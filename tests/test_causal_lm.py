@@ -112,6 +112,33 @@ def test_sampled_log_probs_match_teacher_forcing(llama):
     )
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_response_logits_are_the_models_own(llama, gpt2, tied):
+    """``sequence_outputs`` applies the LM head to the response positions only; its logits equal
+    transformers' full-sequence logits there (LLaMA's ``lm_head``, GPT-2's tied or own head)."""
+    import transformers
+
+    if not tied:
+        config = transformers.GPT2Config(
+            vocab_size=VOCAB, n_positions=64, n_embd=32, n_layer=1, n_head=4, tie_word_embeddings=False
+        )
+        gpt2 = Policy(*causal_lm.init_causal_lm(config, jax.random.key(2), method="fast"))
+        assert "lm_head" in gpt2.params
+    ids, mask = prompts()
+    tokens = jnp.arange(3 * NEW, dtype=jnp.int32).reshape(3, NEW) % VOCAB
+    response_mask = jnp.ones_like(tokens)
+    for policy in (llama, gpt2) if tied else (gpt2,):
+        logits, _ = policy.outputs(policy.params, ids, mask, tokens, response_mask)
+        full_mask = jnp.concatenate([mask, response_mask[:, :-1]], axis=1)
+        full = policy.model(
+            jnp.concatenate([ids, tokens[:, :-1]], axis=1),
+            attention_mask=full_mask,
+            position_ids=jnp.maximum(jnp.cumsum(full_mask, axis=1) - 1, 0),
+            params=policy.params,
+        ).logits
+        np.testing.assert_allclose(logits, full[:, PROMPT - 1 :], atol=1e-5, rtol=1e-5)
+
+
 def test_lora_zero_is_reference_and_trained_lora_runs(llama, key):
     ids, mask = prompts()
     config = lora.LoraConfig(rank=4, alpha=8.0)

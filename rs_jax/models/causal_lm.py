@@ -380,9 +380,26 @@ def sequence_outputs(
     input_ids = jnp.concatenate([prompt_ids, response_tokens[:, :-1]], axis=1).astype(jnp.int32)
     mask = jnp.concatenate([prompt_mask, response_mask[:, :-1]], axis=1).astype(jnp.int32)
     out = _call(model, params, input_ids, mask, _positions(mask), output_hidden_states=True)
-    logits = out.logits[:, prompt_length - 1 :].astype(jnp.float32)
     hidden = out.hidden_states[-1][:, prompt_length - 1 :]
-    return logits, hidden
+    kernel = _head_kernel(model, params)
+    # The LM head on the R response positions only: under jit the full (B, P + R - 1, V) logits
+    # are dead code (XLA does not move the slice before the vocabulary matmul by itself).
+    logits = out.logits[:, prompt_length - 1 :] if kernel is None else hidden @ kernel
+    return logits.astype(jnp.float32), hidden
+
+
+def _head_kernel(model: Any, params: PyTree) -> jax.Array | None:
+    """(H, V) kernel of the LM head as transformers' Flax module applies it (a bias-free matmul of
+    the last hidden states): GPT-2's tied input embedding or ``lm_head``, LLaMA's ``lm_head`` (its
+    Flax module never ties); None for other families."""
+    family = model.config.model_type
+    if family == "gpt2":
+        if model.config.tie_word_embeddings:
+            return params["transformer"]["wte"]["embedding"].T
+        return params["lm_head"]["kernel"]
+    if family == "llama":
+        return params["lm_head"]["kernel"]
+    return None
 
 
 def response_log_probs(logits: jax.Array, tokens: jax.Array, mask: jax.Array) -> jax.Array:
