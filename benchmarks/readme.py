@@ -386,8 +386,8 @@ def starting_points_block(manifests: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}{'es' if noun.endswith('h') else 's'}"
+def _count(number: int, noun: str, plural: str) -> str:
+    return f"{number} {noun if number == 1 else plural}"
 
 
 def lm_ppo_block(name: str, result: dict[str, Any]) -> str:
@@ -408,7 +408,8 @@ def lm_ppo_block(name: str, result: dict[str, Any]) -> str:
             f"average {ours_load:.1f} (ours) and {trl_load:.1f} (trl) at their start.",
             "",
             f"| one PPO iteration, SmolLM2-135M, {ours['prompts']} prompts × {ours['new_tokens']} tokens, "
-            f"{_count(ours['epochs'], 'epoch')} × {_count(ours['minibatches'], 'minibatch')} "
+            f"{_count(ours['epochs'], 'epoch', 'epochs')} × "
+            f"{_count(ours['minibatches'], 'minibatch', 'minibatches')} "
             f"| rs_jax | trl {trl['versions']['trl']} "
             f"({trl['ppo']['torch_threads']} torch thread) |",
             "|---|---|---|",
