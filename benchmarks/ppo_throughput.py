@@ -296,10 +296,10 @@ def main() -> None:
         "envs": {**read_results(args.out), args.env: entry},
         "notes": "Both train on the env's own reward with the same hyper-parameters and env steps. brax's "
         "policy is a tanh-squashed Gaussian with state-dependent std; ours a Gaussian with a "
-        "state-independent log-std, actions clipped to [-1, 1]. Eval returns are single-seed. Run with "
-        "nice -n 10 on a 2-core machine shared with other jobs (see each env's load averages): absolute "
-        "times depend on the load; the pair's alternating updates keep its ratio fair, and its CPU "
-        "seconds (process time, all threads) are the less load-dependent measure.",
+        "state-independent log-std, actions clipped to [-1, 1]. Eval returns are single-seed. Absolute "
+        "times depend on the cores the run had and their load (each env's machine entry); the pair's "
+        "alternating updates keep its ratio fair, and its CPU seconds (process time, all threads) are the "
+        "less load-dependent measure.",
     }
     write_result(args.out, result)
 
