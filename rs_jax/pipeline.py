@@ -146,8 +146,7 @@ def loaded_or_supervised(
             raise ValueError("Give a model directory or a starting_point, not both.")
         like = jax.eval_shape(init_params, jax.random.PRNGKey(0))
         directory = starting_points.resolve(starting_point, task_name)
-        params = starting_points.load(directory, like, task_name)
-        manifest = starting_points.read_manifest(directory)
+        params, manifest = starting_points.load(directory, like, task_name)
         return Pretrained(params, starting_point={"directory": starting_point, **manifest})
     if pretrained is not None:
         return Pretrained(pretrained)

@@ -102,9 +102,9 @@ def verify(directory: str) -> dict[str, Any]:
     return manifest
 
 
-def load(directory: str, like: PyTree, task: str) -> PyTree:
+def load(directory: str, like: PyTree, task: str) -> tuple[PyTree, dict[str, Any]]:
     """The params of the verified starting point in ``directory`` (or ``SHIPPED``), in the tree of
-    ``like`` (arrays or shape structs).
+    ``like`` (arrays or shape structs), and the manifest they were verified against.
 
     Raises:
       ValueError: a missing or altered file (``verify``), another task's starting point, or leaves
@@ -130,4 +130,4 @@ def load(directory: str, like: PyTree, task: str) -> PyTree:
                 f"Starting point {directory}: leaf {name} is {stored.dtype}{list(stored.shape)}, "
                 f"this config's model has {leaf.dtype}{list(leaf.shape)}."
             )
-    return jax.tree_util.tree_unflatten(treedef, [tensors[name] for name in names])
+    return jax.tree_util.tree_unflatten(treedef, [tensors[name] for name in names]), manifest

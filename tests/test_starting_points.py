@@ -22,13 +22,11 @@ RECORD = {"task": "grounding", "rebuild": "python -m tasks.starting_points build
 
 
 def test_saved_params_come_back_in_the_tree_of_the_model(tmp_path):
-    manifest = starting_points.save(str(tmp_path), PARAMS, RECORD)
-    assert (
-        manifest["param_count"] == 10
-        and manifest["bytes"] == (tmp_path / "params.safetensors").stat().st_size
-    )
+    saved = starting_points.save(str(tmp_path), PARAMS, RECORD)
+    assert saved["param_count"] == 10 and saved["bytes"] == (tmp_path / "params.safetensors").stat().st_size
     like = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype), PARAMS)
-    loaded = starting_points.load(str(tmp_path), like, "grounding")
+    loaded, manifest = starting_points.load(str(tmp_path), like, "grounding")
+    assert manifest == saved
     assert jax.tree.structure(loaded) == jax.tree.structure(PARAMS)
     for got, want in zip(jax.tree.leaves(loaded), jax.tree.leaves(PARAMS)):
         np.testing.assert_array_equal(got, want)

@@ -151,7 +151,7 @@ def load(directory: str = starting_points.SHIPPED) -> PyTree:
     """The verified classifier params in ``directory`` (``SHIPPED``: the package's); a missing or
     altered file is a ValueError naming it and the command that rebuilds it."""
     like = jax.eval_shape(init_params, jax.random.key(0))
-    return starting_points.load(directory, like, NAME)
+    return starting_points.load(directory, like, NAME)[0]
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
