@@ -88,3 +88,14 @@ def likelihood_and_entropy(module: Any, tokens: jax.Array, params: Any) -> jax.A
     targets = jnp.take_along_axis(log_probs, tokens[:, 1:, None], axis=-1)
     entropy = -(jnp.exp(log_probs) * log_probs).sum(-1)
     return jnp.stack([targets.mean(), entropy.mean()])
+
+
+def read_run(out: str) -> dict:
+    """A run directory's results.json, with its samples.json (if any) under ``"samples"``."""
+    with open(os.path.join(out, "results.json")) as handle:
+        results = json.load(handle)
+    samples = os.path.join(out, "samples.json")
+    if os.path.exists(samples):
+        with open(samples) as handle:
+            results["samples"] = json.load(handle)
+    return results

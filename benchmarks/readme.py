@@ -25,6 +25,7 @@ from rs_jax.config import MERGE_RULES
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results", "tasks")
 README = os.path.join(ROOT, "README.md")
+REPRODUCIBILITY = os.path.join(ROOT, "benchmarks", "results", "reproducibility.json")
 
 
 def _escape(text: str) -> str:
@@ -448,6 +449,32 @@ VARIANT_BLOCKS = {
 }
 
 
+def reproducibility_block(result: dict[str, Any]) -> str:
+    """The table of ``benchmarks/results/reproducibility.json`` (``benchmarks/reproducibility.py``):
+    per command, whether its two runs wrote the same outputs."""
+    lines = ["| command | two runs, same seed | where | date |", "|---|---|---|---|"]
+    for entry in result["runs"].values():
+        machine = entry["machine"]
+        outcome = "identical" if entry["identical"] else f"{len(entry['differences'])} values differ"
+        cores = " and ".join(str(core) for core in entry["cores"])
+        where = (
+            f"cores {cores} of a {machine['cpu_count']}-core {machine['processor']} CPU, jax {machine['jax']}"
+        )
+        lines.append(f"| `{_escape(entry['command'])}` | {outcome} | {where} | {entry['date']} |")
+    return "\n".join(lines)
+
+
+def _fill(readme: str, marker: str, block: str) -> str:
+    """``readme`` with the text between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced by
+    ``block``."""
+    return re.sub(
+        rf"<!-- {marker} -->\n.*?<!-- /{marker} -->",
+        lambda _: f"<!-- {marker} -->\n{block}\n<!-- /{marker} -->",
+        readme,
+        flags=re.DOTALL,
+    )
+
+
 def render(readme: str) -> str:
     """README text with every results block regenerated from its task's file (and each task's
     fine-tuning variants from ``VARIANT_BLOCKS``)."""
@@ -464,24 +491,13 @@ def render(readme: str) -> str:
         if not os.path.exists(path):
             continue
         with open(path) as handle:
-            block = write_block(json.load(handle))
-        readme = re.sub(
-            rf"<!-- variants:{task} -->\n.*?<!-- /variants:{task} -->",
-            lambda _, task=task, block=block: f"<!-- variants:{task} -->\n{block}\n<!-- /variants:{task} -->",
-            readme,
-            flags=re.DOTALL,
-        )
+            readme = _fill(readme, f"variants:{task}", write_block(json.load(handle)))
     reference_runs = {}
     for name in sorted(os.listdir(RESULTS_DIR)):
         if name.endswith(".json") and "-seed" not in name:
             with open(os.path.join(RESULTS_DIR, name)) as handle:
                 reference_runs[name.removesuffix(".json")] = json.load(handle)
-    readme = re.sub(
-        r"<!-- merge-rules -->\n.*?<!-- /merge-rules -->",
-        lambda _: f"<!-- merge-rules -->\n{merge_rules_block(reference_runs)}\n<!-- /merge-rules -->",
-        readme,
-        flags=re.DOTALL,
-    )
+    readme = _fill(readme, "merge-rules", merge_rules_block(reference_runs))
 
     def replace_lm_ppo(match: re.Match) -> str:
         name = match.group(1)
@@ -491,13 +507,9 @@ def render(readme: str) -> str:
 
     lm_ppo_blocks = r"<!-- benchmark:(lm_ppo_smollm2\w*) -->\n.*?<!-- /benchmark:\1 -->"
     readme = re.sub(lm_ppo_blocks, replace_lm_ppo, readme, flags=re.DOTALL)
-    block = starting_points_block(_shipped_manifests())
-    return re.sub(
-        r"<!-- starting-points -->\n.*?<!-- /starting-points -->",
-        lambda _: f"<!-- starting-points -->\n{block}\n<!-- /starting-points -->",
-        readme,
-        flags=re.DOTALL,
-    )
+    with open(REPRODUCIBILITY) as handle:
+        readme = _fill(readme, "reproducibility", reproducibility_block(json.load(handle)))
+    return _fill(readme, "starting-points", starting_points_block(_shipped_manifests()))
 
 
 def main() -> None:

@@ -16,28 +16,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import subprocess
 import sys
 import time
 
-from common import machine_info, write_result
+from common import machine_info, read_run, write_result
 
 TASKS = ("locomotion", "text", "captioning", "grounding", "vqa", "diffusion")
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results", "tasks")
-
-
-def read_run(out: str) -> dict:
-    """A run directory's results.json, with its samples.json (if any) under ``"samples"``."""
-    with open(os.path.join(out, "results.json")) as handle:
-        results = json.load(handle)
-    samples = os.path.join(out, "samples.json")
-    if os.path.exists(samples):
-        with open(samples) as handle:
-            results["samples"] = json.load(handle)
-    return results
 
 
 def run_task(task: str, overrides: list[str], suffix: str, runs_root: str, preset: str = "") -> dict:

@@ -22,7 +22,7 @@ Presets:
          0.684 with the human ratings) and the MiniLM similarity to a factual description
          (``factual``), scored on the snippet words and the 24-token answer. LoRA PPO (rank 8
          on q/k/v/o, KL 0.05 to the frozen base, scores divided by their running std as trl's
-         ``use_score_scaling``), 16 updates of 16 prompts, 2 epochs each.
+         ``use_score_scaling``), 16 updates of 16 prompts, 4 epochs each.
   paper  the paper's PPO hyper-parameters (lr 1.41e-5, 128 prompts per update, KL 0.2,
          responses of 32 tokens) for a GPU, on a real pre-trained LM:
          ``--set model=/path/llama-7b prompts=/path/prompts.jsonl``. ``model`` is a local HF
@@ -104,7 +104,7 @@ PRESETS: dict[str, TextConfig] = {
         prompt_length=48,
         prompts_per_update=16,
         budget=dataclasses.replace(
-            given_model_budget(BUDGET, 16, 1e-3, checkpoint_every=4), num_epochs=2, num_minibatches=1
+            given_model_budget(BUDGET, 16, 1e-3, checkpoint_every=4), num_minibatches=1
         ),
         ppo=LMPPOConfig(max_new_tokens=24, kl_coef=0.05, score_scaling=True),
         eval_prompts=64,
