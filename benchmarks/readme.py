@@ -453,7 +453,7 @@ def reproducibility_block(result: dict[str, Any]) -> str:
     """The table of ``benchmarks/results/reproducibility.json`` (``benchmarks/reproducibility.py``):
     per command, whether its two runs wrote the same outputs."""
     lines = ["| command | two runs, same seed | where | date |", "|---|---|---|---|"]
-    for entry in result["runs"].values():
+    for entry in result["variants"]:
         machine = entry["machine"]
         outcome = "identical" if entry["identical"] else f"{len(entry['differences'])} values differ"
         cores = " and ".join(str(core) for core in entry["cores"])

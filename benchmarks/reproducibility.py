@@ -7,23 +7,23 @@ The two runs go in parallel, each pinned to a core of its own (``--cores 0 1``: 
 single-threaded XLA:CPU), with different ``PYTHONHASHSEED`` values (an order that leaked from a set
 or a dict of strings would show), into ``runs/reproducibility/<name>-{a,b}``. Every value of their
 results.json and samples.json is compared exactly, except ``evaluation_cost`` (wall seconds). The
-entry (command, identical or not, each differing path with both values, machine) goes under
-``<task>[-<suffix>]`` in ``benchmarks/results/reproducibility.json``.
+entry (name ``<task>[-<suffix>]``, command, identical or not, each differing path with both values,
+machine) replaces the entry of that name in ``benchmarks/results/reproducibility.json``.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import os
 import shutil
 import subprocess
 import sys
 from typing import Any
 
-from common import machine_info, read_run, write_result
+from common import machine_info, merge_variant_entry, read_run
 
+DESCRIPTION = "Same seed, two runs at once: are their outputs identical?"
 TIMED_KEYS = frozenset({"evaluation_cost"})
 RESULTS = os.path.join(os.path.dirname(__file__), "results", "reproducibility.json")
 
@@ -75,6 +75,7 @@ def main() -> None:
     run_twice([sys.executable, "-m", f"tasks.{args.task}", *options], outs, tuple(args.cores))
     found = differences(read_run(outs[0]), read_run(outs[1]))
     entry = {
+        "name": name,
         "command": " ".join(["python", "-m", f"tasks.{args.task}", *options]),
         "identical": not found,
         "differences": found,
@@ -82,12 +83,8 @@ def main() -> None:
         "machine": machine,
         "date": datetime.date.today().isoformat(),
     }
-    previous = {}
-    if os.path.exists(RESULTS):
-        with open(RESULTS) as handle:
-            previous = json.load(handle)["runs"]
     print(f"{name}: {'identical' if not found else f'{len(found)} values differ'}")
-    write_result(RESULTS, {"benchmark": "reproducibility", "runs": {**previous, name: entry}})
+    merge_variant_entry(RESULTS, DESCRIPTION, entry, key=("name",))
 
 
 if __name__ == "__main__":

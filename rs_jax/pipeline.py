@@ -145,8 +145,7 @@ def loaded_or_supervised(
         if pretrained is not None:
             raise ValueError("Give a model directory or a starting_point, not both.")
         like = jax.eval_shape(init_params, jax.random.PRNGKey(0))
-        directory = starting_points.resolve(starting_point, task_name)
-        params, manifest = starting_points.load(directory, like, task_name)
+        params, manifest = starting_points.load(starting_point, like, task_name)
         return Pretrained(params, starting_point={"directory": starting_point, **manifest})
     if pretrained is not None:
         return Pretrained(pretrained)
