@@ -77,7 +77,7 @@ def test_location_loss_reaches_every_part_and_the_image_matters(model_and_params
 
 def test_flax_directories_round_trip(model_and_params, images, saved):
     model, params = model_and_params
-    loaded_model, loaded = bart_unified.load_bart_unified(*saved, vocab_size=WORDS + BINS)
+    loaded_model, loaded = bart_unified.load(*saved, vocab_size=WORDS + BINS)
     same = jax.tree.map(lambda a, b: np.array_equal(np.asarray(a), np.asarray(b)), params, loaded)
     assert all(jax.tree.leaves(same))
     assert bart_unified.special_ids(loaded_model) == bart_unified.special_ids(model)
@@ -112,8 +112,8 @@ def test_pytorch_safetensors_load_without_torch(model_and_params, tmp_path):
     _write_pytorch_safetensors(model.bart, params["bart"], bart_dir)
     _write_pytorch_safetensors(model.vision, params["vision"], vision_dir)
     with pytest.raises(ValueError, match="pass a key"):
-        bart_unified.load_bart_unified(bart_dir, vision_dir)
-    loaded_model, loaded = bart_unified.load_bart_unified(bart_dir, vision_dir, key=jax.random.PRNGKey(3))
+        bart_unified.load(bart_dir, vision_dir)
+    loaded_model, loaded = bart_unified.load(bart_dir, vision_dir, key=jax.random.PRNGKey(3))
     for part in ("bart", "vision"):
         expected, found = flatten_dict(params[part]), flatten_dict(loaded[part])
         assert expected.keys() == found.keys()
@@ -126,13 +126,13 @@ def test_pytorch_safetensors_load_without_torch(model_and_params, tmp_path):
 def test_bad_directories_are_clear_errors(saved, tmp_path):
     bart_dir, vision_dir = saved
     with pytest.raises(ValueError, match=r"vision_dir .* not a local Hugging Face model directory"):
-        bart_unified.load_bart_unified(bart_dir, str(tmp_path / "missing"))
+        bart_unified.load(bart_dir, str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="bart_dir '' is not"):
-        bart_unified.load_bart_unified("", vision_dir)
+        bart_unified.load("", vision_dir)
     with pytest.raises(ValueError, match="vocabulary of 30 tokens; this data needs 31"):
-        bart_unified.load_bart_unified(bart_dir, vision_dir, vocab_size=31)
+        bart_unified.load(bart_dir, vision_dir, vocab_size=31)
     with pytest.raises(ValueError, match="vision encoder must be one of"):
-        bart_unified.load_bart_unified(bart_dir, bart_dir)
+        bart_unified.load(bart_dir, bart_dir)
 
 
 def test_grounding_task_builds_and_trains_the_bart_backbone():

@@ -1,10 +1,11 @@
 """The unified image+text → tokens backbones of the grounding and VQA tasks: one interface, chosen by name.
 
-A ``Backbone`` holds the few functions that differ between models (building, loading and
-initializing one, its special ids and default token mask, teacher-forced logits, the start of
-cached decoding) and derives from them, once for every backbone, what a task calls: allowed-token
-masks, log-probabilities, the cross-entropies and ``sample_outputs``. Every function takes the
-model first and its params explicitly, so soups, LoRA and the trainer see a plain pytree.
+A ``Backbone`` holds the few functions that differ between models, each the function of the same
+name in the model's module (building, loading and initializing one, its special ids and default
+token mask, teacher-forced logits, the start of cached decoding), and derives from them, once for
+every backbone, what a task calls: allowed-token masks, log-probabilities, the cross-entropies and
+``sample_outputs``. Every function takes the model first and its params explicitly, so soups, LoRA
+and the trainer see a plain pytree.
 
 ``VIT_GPT2`` (``"vit-gpt2"``) is ``rs_jax.models.unified`` (ViT encoder, GPT-2 decoder reading the
 text as its prompt); ``BART`` (``"bart"``) is ``rs_jax.models.bart_unified`` (BART encoder-decoder +
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, Unpack
 
@@ -67,6 +69,13 @@ class Backbone(Generic[ModelT]):
     start_decoding: Callable[
         [ModelT, PyTree, jax.Array, jax.Array, int], tuple[sampling.StepFn, PyTree, jax.Array]
     ]
+
+    @classmethod
+    def from_module(cls, name: str, module: types.ModuleType) -> Backbone:
+        """The backbone whose functions are ``module``'s of the same names (every field but
+        ``name``)."""
+        functions = (field.name for field in dataclasses.fields(cls) if field.name != "name")
+        return cls(name, **{function: getattr(module, function) for function in functions})
 
     def word_mask(self, model: ModelT, first_location_id: int | None) -> np.ndarray:
         """(V,) bool: ``default_allowed`` without the location tokens (ids from ``first_location_id``
@@ -283,28 +292,8 @@ def _masked_step(mask_logits, model, allowed, step, cache, tokens, step_index):
     return mask_logits(model, logits, allowed), cache
 
 
-VIT_GPT2: Backbone[FlaxVisionEncoderDecoderModel] = Backbone(
-    name="vit-gpt2",
-    tiny=unified.tiny_unified_model,
-    load=unified.load_unified,
-    init_params=unified.init_params,
-    vocab_size=unified.vocab_size,
-    special_ids=captioner.special_ids,
-    default_allowed=unified.default_allowed,
-    output_logits=unified.output_logits,
-    start_decoding=unified.start_decoding,
-)
-BART: Backbone[bart_unified.BartUnified] = Backbone(
-    name="bart",
-    tiny=bart_unified.tiny_bart_unified,
-    load=bart_unified.load_bart_unified,
-    init_params=bart_unified.init_params,
-    vocab_size=bart_unified.vocab_size,
-    special_ids=bart_unified.special_ids,
-    default_allowed=bart_unified.default_allowed,
-    output_logits=bart_unified.output_logits,
-    start_decoding=bart_unified.start_decoding,
-)
+VIT_GPT2: Backbone[FlaxVisionEncoderDecoderModel] = Backbone.from_module("vit-gpt2", unified)
+BART: Backbone[bart_unified.BartUnified] = Backbone.from_module("bart", bart_unified)
 BACKBONES = {backbone.name: backbone for backbone in (VIT_GPT2, BART)}
 
 

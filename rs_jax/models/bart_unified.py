@@ -22,8 +22,8 @@ LoRA and the trainer interpolate/train all of it. The model is a frozen ``BartUn
 dataclass holding the two HF models (built with ``_do_init=False``: no params inside) and the
 pixel normalization.
 
-Sources: ``tiny_bart_unified`` (a small config, fresh params from ``init_params`` with an
-explicit key) or ``load_bart_unified`` (a local HF BART directory and a local HF ViT/CLIP-vision
+Sources: ``tiny`` (a small config, fresh params from ``init_params`` with an
+explicit key) or ``load`` (a local HF BART directory and a local HF ViT/CLIP-vision
 directory, Flax msgpack or PyTorch-format safetensors, via ``rs_jax.models.hf``; the projection
 comes from ``image_projection.msgpack`` that ``save_bart_unified`` writes beside the BART, or is
 drawn fresh from a key).
@@ -74,7 +74,7 @@ class BartUnified:
         return int(self.vision.config.image_size)
 
 
-def tiny_bart_unified(
+def tiny(
     vocab_size: int,
     size: captioner.ModelSize,
     *,
@@ -88,7 +88,7 @@ def tiny_bart_unified(
     explicit key).
 
     ``size.num_layers`` is the depth of the ViT, the BART encoder and the BART decoder each;
-    ``encoder_init_scale`` is the ViT's ``initializer_range`` (see ``unified.tiny_unified_model``).
+    ``encoder_init_scale`` is the ViT's ``initializer_range`` (see ``unified.tiny``).
     ``<bos>`` is the decoder's start token.
     """
     import transformers
@@ -208,7 +208,7 @@ def _pixel_statistics(vision_dir: str | os.PathLike) -> dict[str, tuple[float, f
     return statistics
 
 
-def load_bart_unified(
+def load(
     bart_dir: str | os.PathLike,
     vision_dir: str | os.PathLike,
     *,
@@ -270,7 +270,7 @@ def load_bart_unified(
 def save_bart_unified(
     model: BartUnified, params: PyTree, bart_dir: str | os.PathLike, vision_dir: str | os.PathLike
 ) -> None:
-    """Writes the BART and the vision encoder as HF Flax directories (``load_bart_unified`` reads
+    """Writes the BART and the vision encoder as HF Flax directories (``load`` reads
     them back), the projection into ``bart_dir/image_projection.msgpack`` and the pixel
     normalization into ``vision_dir/preprocessor_config.json``."""
     hf.save_flax_pretrained(model.bart, params["bart"], bart_dir)

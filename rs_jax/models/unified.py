@@ -22,7 +22,7 @@ and lets ``rs_jax.models.sampling.sample`` feed that last token at step 0; teach
 (``output_logits``) runs the same sequence in one pass, so sampled log-probabilities equal
 teacher-forced ones.
 
-The GPT-2 needs ``n_positions >= Lp + L`` (``tiny_unified_model`` sets it).
+The GPT-2 needs ``n_positions >= Lp + L`` (``tiny`` sets it).
 
 This module holds the model-specific parts of the ``"vit-gpt2"`` backbone of
 ``rs_jax.models.backbones``, whose ``Backbone`` adds the masks, log-probabilities, losses and
@@ -49,8 +49,11 @@ if TYPE_CHECKING:
 
 PyTree = Any
 
+# (decoder start, <eos>, <pad>) ids: the captioner's, whose GPT-2 decoder this model shares.
+special_ids = captioner.special_ids
 
-def tiny_unified_model(
+
+def tiny(
     vocab_size: int,
     size: captioner.ModelSize,
     *,
@@ -274,7 +277,7 @@ def _decode_step(model, params, encoded, attention, last_position, cache, tokens
     return outputs.logits[:, 0], outputs.past_key_values
 
 
-def load_unified(
+def load(
     model_dir: str | os.PathLike, vision_dir: str | os.PathLike, *, key: jax.Array | None = None
 ) -> tuple[FlaxVisionEncoderDecoderModel, PyTree]:
     """(model, params) of a local HF VisionEncoderDecoder directory (``captioner.load_captioner``);
