@@ -33,16 +33,10 @@ class Policy:
         )
         self.sample = jax.jit(lambda p, ids, m, key, eos: gen(p, ids, m, key, eos_id=eos))
         self.outputs = jax.jit(functools.partial(causal_lm.sequence_outputs, model))
+        hf_gen = functools.partial(model.generate, max_new_tokens=NEW, do_sample=False, pad_token_id=PAD)
+        # (B, PROMPT + NEW) prompt and greedy response
         self.hf_greedy = jax.jit(
-            lambda p, ids, m, eos: model.generate(
-                ids,
-                attention_mask=m,
-                params=p,
-                max_new_tokens=NEW,
-                do_sample=False,
-                pad_token_id=PAD,
-                eos_token_id=eos,
-            ).sequences[:, PROMPT:],
+            lambda p, ids, m, eos: hf_gen(ids, attention_mask=m, params=p, eos_token_id=eos).sequences,
             static_argnums=3,
         )
 
@@ -83,7 +77,7 @@ def test_greedy_matches_transformers_generate(name, request):
     free = policy.greedy(policy.params, ids, mask, NO_EOS)
     eos = eos_seen_mid_sequence(free.tokens)
     ours = policy.greedy(policy.params, ids, mask, eos)
-    theirs = policy.hf_greedy(policy.params, ids, mask, eos)
+    theirs = policy.hf_greedy(policy.params, ids, mask, eos)[:, PROMPT:]  # the response
     np.testing.assert_array_equal(ours.tokens, theirs)
     assert int(ours.mask[0].sum()) <= 3  # row 0 stopped at its EOS
     check_structure(ours, eos)
