@@ -20,7 +20,7 @@ same two runs one after the other. After one update of each has compiled its
 program, the updates alternate — one update of the pair, then one of each
 single run — so a change of the machine's load hits both alike; wall and
 process CPU seconds are summed per side. Each env's result is one entry of
-the JSON under ``envs``.
+the JSON's ``variants``.
 
 Environment: brax 0.14.2's ``ppo.train`` calls ``jax.device_put_replicated``, which jax 0.10
 removed (google/brax#671), so this comparison runs in an environment of its own with jax<0.10
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import time
 import types
@@ -49,10 +48,19 @@ import numpy as np
 import optax
 from brax import envs
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
-from common import machine_info, write_result
+from common import machine_info, merge_variant_entry
 
 from rs_jax.rewards import locomotion
 from rs_jax.train import ppo, trainer
+
+DESCRIPTION = (
+    "rs_jax's PPO trainer vs brax's ppo.train: both train on the env's own reward with the same "
+    "hyper-parameters and env steps. brax's policy is a tanh-squashed Gaussian with state-dependent std; "
+    "ours a Gaussian with a state-independent log-std, actions clipped to [-1, 1]. Eval returns are "
+    "single-seed. Absolute times depend on the cores the run had and their load (each entry's machine); "
+    "the pair's alternating updates keep its ratio fair, and its CPU seconds (process time, all threads) "
+    "are the less load-dependent measure."
+)
 
 HYPER = {
     "num_envs": 256,
@@ -245,14 +253,6 @@ def together_vs_one_after_another(learner, optimizer, update, weights: jax.Array
     }
 
 
-def read_results(path: str) -> dict:
-    """The results file's per-env entries (empty if absent or in another format)."""
-    if not os.path.exists(path):
-        return {}
-    with open(path) as handle:
-        return json.load(handle).get("envs", {})
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -280,7 +280,9 @@ def main() -> None:
     )
     print("pair ", pair)
     entry = {
-        "env": f"brax {args.env} (positional backend)",
+        "env": args.env,
+        "backend": "positional",
+        "hyperparameters": HYPER,
         "brax_ppo": brax_result,
         "rs_jax_ppo": ours_public,
         "throughput_ratio_ours_over_brax": ours_public["steps_per_second"] / brax_result["steps_per_second"],
@@ -290,18 +292,7 @@ def main() -> None:
         "machine": machine,
         "load_average_1m_at_end": os.getloadavg()[0],
     }
-    result = {
-        "benchmark": "ppo_throughput",
-        "hyperparameters": HYPER,
-        "envs": {**read_results(args.out), args.env: entry},
-        "notes": "Both train on the env's own reward with the same hyper-parameters and env steps. brax's "
-        "policy is a tanh-squashed Gaussian with state-dependent std; ours a Gaussian with a "
-        "state-independent log-std, actions clipped to [-1, 1]. Eval returns are single-seed. Absolute "
-        "times depend on the cores the run had and their load (each env's machine entry); the pair's "
-        "alternating updates keep its ratio fair, and its CPU seconds (process time, all threads) are the "
-        "less load-dependent measure.",
-    }
-    write_result(args.out, result)
+    merge_variant_entry(args.out, DESCRIPTION, entry, key=("env",))
 
 
 if __name__ == "__main__":

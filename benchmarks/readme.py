@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results", "tasks")
 README = os.path.join(ROOT, "README.md")
 REPRODUCIBILITY = os.path.join(ROOT, "benchmarks", "results", "reproducibility.json")
+PPO_THROUGHPUT = os.path.join(ROOT, "benchmarks", "results", "ppo.json")
 
 
 def _escape(text: str) -> str:
@@ -464,6 +465,41 @@ def reproducibility_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ppo_throughput_block(result: dict[str, Any]) -> str:
+    """The tables of ``benchmarks/results/ppo.json`` (``benchmarks/ppo_throughput.py``): per env, our
+    PPO against brax's ``ppo.train`` (throughput after compilation, final return), and N = 2 runs
+    trained together against one after the other."""
+    lines = [
+        "| env | trainer | env steps | env steps/s (after compile) | final eval return | where |",
+        "|---|---|---|---|---|---|",
+    ]
+    pairs = [
+        "| env | N = 2 runs × updates timed | together | one after another | wall ratio (goal ≤ 0.9) "
+        "| CPU-seconds ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+    for entry in result["variants"]:
+        machine, env = entry["machine"], f"{entry['env']} ({entry['backend']})"
+        where = f"{_cores(machine)}, jax {machine['jax']}"
+        for trainer, side in (("brax `ppo.train`", entry["brax_ppo"]), ("rs_jax PPO", entry["rs_jax_ppo"])):
+            lines.append(
+                f"| {env} | {trainer} | {side['env_steps']:,} | {side['steps_per_second']:.0f} "
+                f"| {side['final_eval_return']:.0f} | {where} |"
+            )
+        lines.append(
+            f"| {env} | **ours / brax** | | **{entry['throughput_ratio_ours_over_brax']:.2f}** (goal ≥ 1.0) "
+            f"| **{entry['final_return_ratio_ours_over_brax']:.2f}** (goal within 10%) | |"
+        )
+        pair = entry["n2_together_vs_one_after_another"]
+        pairs.append(
+            f"| {env} | {pair['timed_updates_per_run']} | {pair['together_wall_seconds']:.1f} s "
+            f"| {pair['one_after_another_wall_seconds']:.1f} s "
+            f"| **{pair['wall_ratio_together_over_one_after_another']:.2f}** "
+            f"| {pair['cpu_ratio_together_over_one_after_another']:.2f} |"
+        )
+    return "\n".join([*lines, "", *pairs])
+
+
 def _fill(readme: str, marker: str, block: str) -> str:
     """``readme`` with the text between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced by
     ``block``."""
@@ -509,6 +545,8 @@ def render(readme: str) -> str:
     readme = re.sub(lm_ppo_blocks, replace_lm_ppo, readme, flags=re.DOTALL)
     with open(REPRODUCIBILITY) as handle:
         readme = _fill(readme, "reproducibility", reproducibility_block(json.load(handle)))
+    with open(PPO_THROUGHPUT) as handle:
+        readme = _fill(readme, "ppo-throughput", ppo_throughput_block(json.load(handle)))
     return _fill(readme, "starting-points", starting_points_block(_shipped_manifests()))
 
 
