@@ -22,7 +22,8 @@ Presets:
          0.684 with the human ratings) and the MiniLM similarity to a factual description
          (``factual``), scored on the snippet words and the 24-token answer. LoRA PPO (rank 8
          on q/k/v/o, KL 0.05 to the frozen base, scores divided by their running std as trl's
-         ``use_score_scaling``), 16 updates of 16 prompts, 4 epochs each.
+         ``use_score_scaling``), 16 updates of 16 prompts, 4 epochs each. No merge-rule fronts
+         (``--set merge_rules.rules=ties,dare`` adds them).
   paper  the paper's PPO hyper-parameters (lr 1.41e-5, 128 prompts per update, KL 0.2,
          responses of 32 tokens) for a GPU, on a real pre-trained LM:
          ``--set model=/path/llama-7b prompts=/path/prompts.jsonl``. ``model`` is a local HF
@@ -47,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 
 from configs import given_model_budget, preset_config, smoke_budget
-from rs_jax.config import BudgetConfig, TaskConfig
+from rs_jax.config import BudgetConfig, MergeRulesConfig, TaskConfig
 from rs_jax.train.lm_ppo import LMPPOConfig
 
 # Pre-training: one pass over each batch
@@ -108,6 +109,7 @@ PRESETS: dict[str, TextConfig] = {
         ),
         ppo=LMPPOConfig(max_new_tokens=24, kl_coef=0.05, score_scaling=True),
         eval_prompts=64,
+        merge_rules=MergeRulesConfig(rules=()),
     ),
     "paper": TextConfig(
         prompts_per_update=128,
