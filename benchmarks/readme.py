@@ -17,6 +17,7 @@ import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from rs_jax import starting_points
@@ -500,53 +501,55 @@ def ppo_throughput_block(result: dict[str, Any]) -> str:
     return "\n".join([*lines, "", *pairs])
 
 
+def _read_json(path: str) -> dict[str, Any]:
+    with open(path) as handle:
+        return json.load(handle)
+
+
 def _fill(readme: str, marker: str, block: str) -> str:
     """``readme`` with the text between ``<!-- marker -->`` and ``<!-- /marker -->`` replaced by
     ``block``."""
-    return re.sub(
-        rf"<!-- {marker} -->\n.*?<!-- /{marker} -->",
-        lambda _: f"<!-- {marker} -->\n{block}\n<!-- /{marker} -->",
-        readme,
-        flags=re.DOTALL,
-    )
+    return _fill_each(readme, re.escape(marker), lambda _: block)
+
+
+def _fill_each(readme: str, markers: str, block_of: Callable[[str], str]) -> str:
+    """``readme`` with every block whose marker matches the regex ``markers`` replaced by
+    ``block_of(marker)``."""
+
+    def replace(match: re.Match) -> str:
+        marker = match.group(1)
+        return f"<!-- {marker} -->\n{block_of(marker)}\n<!-- /{marker} -->"
+
+    return re.sub(rf"<!-- ({markers}) -->\n.*?<!-- /\1 -->", replace, readme, flags=re.DOTALL)
 
 
 def render(readme: str) -> str:
     """README text with every results block regenerated from its task's file (and each task's
     fine-tuning variants from ``VARIANT_BLOCKS``)."""
+    reference_runs = {
+        name.removesuffix(".json"): _read_json(os.path.join(RESULTS_DIR, name))
+        for name in sorted(os.listdir(RESULTS_DIR))
+        if name.endswith(".json") and "-seed" not in name
+    }
 
-    def replace(match: re.Match) -> str:
-        task = match.group(1)
-        with open(os.path.join(RESULTS_DIR, f"{task}.json")) as handle:
-            results = json.load(handle)
-        block = task_block(results) + samples_block(results) + seed_block(task, results)
-        return f"<!-- results:{task} -->\n{block}\n<!-- /results:{task} -->"
+    def results_block(marker: str) -> str:
+        task = marker.removeprefix("results:")
+        results = reference_runs[task]
+        return task_block(results) + samples_block(results) + seed_block(task, results)
 
-    readme = re.sub(r"<!-- results:([\w-]+) -->\n.*?<!-- /results:\1 -->", replace, readme, flags=re.DOTALL)
+    readme = _fill_each(readme, r"results:[\w-]+", results_block)
     for task, (path, write_block) in VARIANT_BLOCKS.items():
-        if not os.path.exists(path):
-            continue
-        with open(path) as handle:
-            readme = _fill(readme, f"variants:{task}", write_block(json.load(handle)))
-    reference_runs = {}
-    for name in sorted(os.listdir(RESULTS_DIR)):
-        if name.endswith(".json") and "-seed" not in name:
-            with open(os.path.join(RESULTS_DIR, name)) as handle:
-                reference_runs[name.removesuffix(".json")] = json.load(handle)
+        if os.path.exists(path):
+            readme = _fill(readme, f"variants:{task}", write_block(_read_json(path)))
     readme = _fill(readme, "merge-rules", merge_rules_block(reference_runs))
 
-    def replace_lm_ppo(match: re.Match) -> str:
-        name = match.group(1)
-        with open(os.path.join(ROOT, "benchmarks", "results", f"{name}.json")) as handle:
-            block = lm_ppo_block(name, json.load(handle))
-        return f"<!-- benchmark:{name} -->\n{block}\n<!-- /benchmark:{name} -->"
+    def lm_ppo(marker: str) -> str:
+        name = marker.removeprefix("benchmark:")
+        return lm_ppo_block(name, _read_json(os.path.join(ROOT, "benchmarks", "results", f"{name}.json")))
 
-    lm_ppo_blocks = r"<!-- benchmark:(lm_ppo_smollm2\w*) -->\n.*?<!-- /benchmark:\1 -->"
-    readme = re.sub(lm_ppo_blocks, replace_lm_ppo, readme, flags=re.DOTALL)
-    with open(REPRODUCIBILITY) as handle:
-        readme = _fill(readme, "reproducibility", reproducibility_block(json.load(handle)))
-    with open(PPO_THROUGHPUT) as handle:
-        readme = _fill(readme, "ppo-throughput", ppo_throughput_block(json.load(handle)))
+    readme = _fill_each(readme, r"benchmark:lm_ppo_smollm2\w*", lm_ppo)
+    readme = _fill(readme, "reproducibility", reproducibility_block(_read_json(REPRODUCIBILITY)))
+    readme = _fill(readme, "ppo-throughput", ppo_throughput_block(_read_json(PPO_THROUGHPUT)))
     return _fill(readme, "starting-points", starting_points_block(_shipped_manifests()))
 
 
