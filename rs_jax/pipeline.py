@@ -640,6 +640,17 @@ def merge_rule_families(
     return families
 
 
+def distinct_rows(weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct rows of ``weights`` (P, M) in order of first appearance, (D, M), and for each
+    row the index of its copy among them, (P,): ``distinct[copy_of]`` is ``weights``.
+
+    A sweep evaluates every point with the same key, so equal member weights (an expert as a run
+    and as RS's λ endpoint) give equal results and are evaluated once."""
+    _, first, inverse = np.unique(weights, axis=0, return_index=True, return_inverse=True)
+    kept = np.sort(first)
+    return weights[kept], np.searchsorted(kept, first[inverse.reshape(-1)])
+
+
 def evaluate(
     trained: TrainedRuns,
     phase: FineTuning,
@@ -653,8 +664,9 @@ def evaluate(
     then the decoding-time mixtures of the experts at the RS grid.
 
     The sweep's members are ``[*trained.runs, trained.init]`` (M + 1 of them); RS and the extra
-    families that share its merge rule are rows of one grid over them. ``rules`` adds the front of
-    each merge rule at the RS grid (``merge_rule_families``), a sweep each.
+    families that share its merge rule are rows of one grid over them, each distinct row evaluated
+    once (``distinct_rows``). ``rules`` adds the front of each merge rule at the RS grid
+    (``merge_rule_families``), a sweep each.
 
     Returns:
       (rs, runs, init, extras, costs): evaluations of the first ``n_rewards`` columns, each with
@@ -693,23 +705,23 @@ def evaluate(
     costs: dict[str, Any] = {}
     for rule_id, names in by_rule.items():
         rows = [np.asarray(families[name].member_weights, np.float64) for name in names]
-        member_weights = np.vstack(rows)
+        distinct, copy_of = distinct_rows(np.vstack(rows))
         started = time.perf_counter()
         swept = np.asarray(
             soup.sweep(
                 eval_fn,
                 stacked,
-                member_weights,
+                distinct,
                 allow_extrapolation=True,
                 merge=rules[rule_id],
-                progress=f"evaluating {len(member_weights)} points",
+                progress=f"evaluating {len(distinct)} points",
             )
-        )
+        )[copy_of]
         if "rs" in names:
             costs["rs"] = {
                 "forward_passes_per_token": 1,
                 "wall_seconds": time.perf_counter() - started,
-                "sweep_points": len(member_weights),
+                "sweep_points": len(distinct),
                 "points": len(grid),
             }
         samples |= dict(zip(names, np.split(swept, np.cumsum([len(r) for r in rows])[:-1])))

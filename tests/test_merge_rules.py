@@ -214,6 +214,27 @@ def _pipeline_outputs(rules):
     return pipeline.evaluate(trained, phase, 5, jax.random.PRNGKey(0), n_rewards=2, rules=rules)
 
 
+def test_pipeline_evaluates_each_distinct_point_once():
+    rs, runs, init, _, costs = _pipeline_outputs(None)
+    # 5 RS points + 3 runs + the init, less RS's two endpoints, which are the expert runs.
+    assert costs["rs"]["sweep_points"] == 7
+    np.testing.assert_allclose(runs.means, [[1.0, -0.5], [0.5, 0.0], [-0.2, 1.0]])
+    np.testing.assert_allclose(init.means, [[0.0, 0.0]])
+    for lam, means in zip(rs.weights, rs.means):
+        np.testing.assert_allclose(
+            means, lam[0] * np.array([1.0, -0.5]) + lam[1] * np.array([-0.2, 1.0]), atol=1e-6
+        )
+
+
+def test_distinct_rows_keep_the_first_appearance_order_and_map_every_row_back():
+    from rs_jax import pipeline
+
+    weights = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.5, 0.5], [1.0, 0.0]])
+    distinct, copy_of = pipeline.distinct_rows(weights)
+    np.testing.assert_array_equal(distinct, [[0.0, 1.0], [1.0, 0.0], [0.5, 0.5]])
+    np.testing.assert_array_equal(distinct[copy_of], weights)
+
+
 def test_pipeline_evaluates_each_merge_rule_at_the_rs_grid_with_its_parameters():
     from rs_jax.config import MergeRulesConfig
 
