@@ -1,7 +1,7 @@
 """Our PPO trainer vs brax's ``ppo.train``, side by side on one env and budget.
 
-    python benchmarks/ppo_throughput.py [--env halfcheetah|ant] [--steps 200000] [--pair-steps 50000]
-                                        [--out benchmarks/results/ppo.json]
+    python benchmarks/ppo_throughput.py [--env halfcheetah|ant] [--steps 200000] [--seeds 3]
+                                        [--pair-steps 50000] [--out benchmarks/results/ppo.json]
 
 Same env (brax positional backend, episodes of 1000 steps), same reward (the env's
 own: our learner trains on ``locomotion.env_reward``), same hyperparameters (envs,
@@ -11,8 +11,10 @@ same number of env steps. Each
 update collects num_envs × unroll_length steps in both (brax: batch_size =
 num_envs / num_minibatches). Throughput excludes compilation: brax's own
 ``training/sps`` of its last training epoch, and for us the steps of all but
-the first update over their wall time. Learning: the deterministic policy's
-mean episode return on the env's reward over 128 episodes.
+the first update over their wall time, each averaged over the seeds. Learning: the
+deterministic policy's mean episode return on the env's reward over 128 episodes,
+for each of ``--seeds`` training seeds per trainer; the return ratio is of the
+means over seeds.
 
 Then: N=2 runs (reward weights 1 and 0.5) trained together in one program
 (``fit(..., vmapped=True)``, which steps both runs' envs as one batch) vs the
@@ -56,8 +58,9 @@ from rs_jax.train import ppo, trainer
 DESCRIPTION = (
     "rs_jax's PPO trainer vs brax's ppo.train: both train on the env's own reward with the same "
     "hyper-parameters and env steps. brax's policy is a tanh-squashed Gaussian with state-dependent std; "
-    "ours a Gaussian with a state-independent log-std, actions clipped to [-1, 1]. Eval returns are "
-    "single-seed. Absolute times depend on the cores the run had and their load (each entry's machine); "
+    "ours a Gaussian with a state-independent log-std, actions clipped to [-1, 1]. Each trainer runs "
+    "the same training seeds; returns are given per seed and as mean and standard error. "
+    "Absolute times depend on the cores the run had and their load (each entry's machine); "
     "the pair's alternating updates keep its ratio fair, and its CPU seconds (process time, all threads) "
     "are the less load-dependent measure."
 )
@@ -113,8 +116,8 @@ def import_brax_ppo() -> tuple[types.ModuleType, types.ModuleType]:
     return networks, train
 
 
-def run_brax(env, steps: int, hyper: dict = HYPER) -> dict:
-    """brax's ``ppo.train`` for ``steps`` env steps with ``hyper`` (the keys of ``HYPER``)."""
+def run_brax(env, steps: int, seed: int, hyper: dict = HYPER) -> dict:
+    """brax's ``ppo.train`` for ``steps`` env steps with ``hyper`` (the keys of ``HYPER``) from ``seed``."""
     brax_networks, brax_ppo = import_brax_ppo()
     reports = []
     network_factory = functools.partial(
@@ -143,7 +146,7 @@ def run_brax(env, steps: int, hyper: dict = HYPER) -> dict:
         num_evals=3,
         num_eval_envs=hyper["eval_episodes"],
         deterministic_eval=True,
-        seed=0,
+        seed=seed,
         progress_fn=lambda step, metrics: reports.append((step, dict(metrics))),
     )
     total = time.perf_counter() - start
@@ -163,6 +166,10 @@ def make_learner(env) -> ppo.PPOLearner:
     return ppo.PPOLearner(train_env, locomotion.env_reward, env.observation_size, env.action_size, config)
 
 
+# What ``run_ours`` returns besides its measurements: the program, for the N=2 pair.
+PROGRAM_PARTS = ("learner", "optimizer", "update", "updates")
+
+
 def initial_state(learner, optimizer, seed):
     key = jax.random.PRNGKey(seed)
     return trainer.init_state(learner.init_params(key), optimizer, learner.init_carry(key), seed)
@@ -180,14 +187,14 @@ def timed_fit(update, state, weights, updates, vmapped=False):
     return state, first, time.perf_counter() - start
 
 
-def run_ours(env, steps: int) -> dict:
+def run_ours(env, steps: int, seed: int) -> dict:
     learner = make_learner(env)
     optimizer = optax.adam(HYPER["learning_rate"])
     update = trainer.make_update(learner, optimizer, HYPER["num_epochs"], HYPER["num_minibatches"])
     steps_per_update = HYPER["num_envs"] * HYPER["unroll_length"]
     updates = steps // steps_per_update
     weights = jnp.ones(1)
-    state, first, rest = timed_fit(update, initial_state(learner, optimizer, 0), weights, updates)
+    state, first, rest = timed_fit(update, initial_state(learner, optimizer, seed), weights, updates)
     eval_env = EpisodeWrapper(VmapWrapper(env), episode_length=HYPER["episode_length"], action_repeat=1)
     returns = ppo.evaluate(
         learner,
@@ -253,12 +260,29 @@ def together_vs_one_after_another(learner, optimizer, update, weights: jax.Array
     }
 
 
+def summarize(runs: list[dict]) -> dict:
+    """One trainer's runs over seeds: env steps, mean steps per second, the returns per seed and
+    their mean and standard error."""
+    returns = np.array([run["final_eval_return"] for run in runs])
+    return {
+        "env_steps": runs[0]["env_steps"],
+        "steps_per_second": float(np.mean([run["steps_per_second"] for run in runs])),
+        "final_eval_return": {
+            "per_seed": returns.tolist(),
+            "mean": float(returns.mean()),
+            "stderr": float(returns.std(ddof=1) / np.sqrt(len(returns))) if len(returns) > 1 else None,
+        },
+        "runs": runs,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--env", default="halfcheetah", choices=("halfcheetah", "ant"))
     parser.add_argument("--steps", type=int, default=200_000, help="env steps of each PPO run")
+    parser.add_argument("--seeds", type=int, default=3, help="training seeds of each trainer")
     parser.add_argument(
         "--pair-steps", type=int, default=50_000, help="env steps of each run of the N=2 pair"
     )
@@ -266,11 +290,13 @@ def main() -> None:
     args = parser.parse_args()
     machine = machine_info()
     env = envs.get_environment(args.env, backend="positional")
-    brax_result = run_brax(env, args.steps)
-    print("brax ", brax_result)
-    ours = run_ours(env, args.steps)
-    ours_public = {k: v for k, v in ours.items() if k not in ("learner", "optimizer", "update", "updates")}
-    print("ours ", ours_public)
+    brax_runs, our_runs = [], []
+    for seed in range(args.seeds):
+        brax_runs.append(run_brax(env, args.steps, seed))
+        print(f"brax seed {seed}", brax_runs[-1])
+        ours = run_ours(env, args.steps, seed)
+        our_runs.append({k: v for k, v in ours.items() if k not in PROGRAM_PARTS})
+        print(f"ours seed {seed}", our_runs[-1])
     pair = together_vs_one_after_another(
         ours["learner"],
         ours["optimizer"],
@@ -279,15 +305,17 @@ def main() -> None:
         args.pair_steps // (HYPER["num_envs"] * HYPER["unroll_length"]),
     )
     print("pair ", pair)
+    brax_result, our_result = summarize(brax_runs), summarize(our_runs)
     entry = {
         "env": args.env,
         "backend": "positional",
         "hyperparameters": HYPER,
+        "seeds": args.seeds,
         "brax_ppo": brax_result,
-        "rs_jax_ppo": ours_public,
-        "throughput_ratio_ours_over_brax": ours_public["steps_per_second"] / brax_result["steps_per_second"],
-        "final_return_ratio_ours_over_brax": ours_public["final_eval_return"]
-        / brax_result["final_eval_return"],
+        "rs_jax_ppo": our_result,
+        "throughput_ratio_ours_over_brax": our_result["steps_per_second"] / brax_result["steps_per_second"],
+        "final_return_ratio_ours_over_brax": our_result["final_eval_return"]["mean"]
+        / brax_result["final_eval_return"]["mean"],
         "n2_together_vs_one_after_another": pair,
         "machine": machine,
         "load_average_1m_at_end": os.getloadavg()[0],

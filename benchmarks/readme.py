@@ -28,6 +28,7 @@ RESULTS_DIR = os.path.join(ROOT, "benchmarks", "results", "tasks")
 README = os.path.join(ROOT, "README.md")
 REPRODUCIBILITY = os.path.join(ROOT, "benchmarks", "results", "reproducibility.json")
 PPO_THROUGHPUT = os.path.join(ROOT, "benchmarks", "results", "ppo.json")
+PPO_CORES = os.path.join(ROOT, "benchmarks", "results", "ppo_cores.json")
 
 
 def _escape(text: str) -> str:
@@ -466,38 +467,57 @@ def reproducibility_block(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ppo_throughput_block(result: dict[str, Any]) -> str:
+def ppo_throughput_block(result: dict[str, Any], cores: dict[str, Any]) -> str:
     """The tables of ``benchmarks/results/ppo.json`` (``benchmarks/ppo_throughput.py``): per env, our
-    PPO against brax's ``ppo.train`` (throughput after compilation, final return), and N = 2 runs
-    trained together against one after the other."""
+    PPO against brax's ``ppo.train`` (throughput after compilation, final return over seeds); and
+    N = 2 runs trained together against one after the other, on one device (``ppo.json``) and split
+    over the CPU cores (``ppo_cores.json``, ``benchmarks/ppo_cores.py``)."""
     lines = [
-        "| env | trainer | env steps | env steps/s (after compile) | final eval return | where |",
+        "| env | trainer | env steps | env steps/s (after compile) "
+        "| final eval return, mean ± s.e. (per seed) | where |",
         "|---|---|---|---|---|---|",
     ]
     pairs = [
-        "| env | N = 2 runs × updates timed | together | one after another | wall ratio (goal ≤ 0.9) "
-        "| CPU-seconds ratio |",
-        "|---|---|---|---|---|---|",
+        "| env | the pair trains on | updates timed per run | together | one after another "
+        "| wall ratio (goal ≤ 0.9) | CPU-seconds ratio |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for entry in result["variants"]:
-        machine, env = entry["machine"], f"{entry['env']} ({entry['backend']})"
-        where = f"{_cores(machine)}, jax {machine['jax']}"
-        for trainer, side in (("brax `ppo.train`", entry["brax_ppo"]), ("rs_jax PPO", entry["rs_jax_ppo"])):
-            lines.append(
-                f"| {env} | {trainer} | {side['env_steps']:,} | {side['steps_per_second']:.0f} "
-                f"| {side['final_eval_return']:.0f} | {where} |"
-            )
-        lines.append(
-            f"| {env} | **ours / brax** | | **{entry['throughput_ratio_ours_over_brax']:.2f}** (goal ≥ 1.0) "
-            f"| **{entry['final_return_ratio_ours_over_brax']:.2f}** (goal within 10%) | |"
-        )
-        pair = entry["n2_together_vs_one_after_another"]
-        pairs.append(
-            f"| {env} | {pair['timed_updates_per_run']} | {pair['together_wall_seconds']:.1f} s "
+
+    def pair_row(env: str, where: str, pair: dict[str, Any]) -> str:
+        return (
+            f"| {env} | {where} | {pair['timed_updates_per_run']} | {pair['together_wall_seconds']:.1f} s "
             f"| {pair['one_after_another_wall_seconds']:.1f} s "
             f"| **{pair['wall_ratio_together_over_one_after_another']:.2f}** "
             f"| {pair['cpu_ratio_together_over_one_after_another']:.2f} |"
         )
+
+    split = {entry["env"]: entry for entry in cores["variants"]}
+    for entry in result["variants"]:
+        machine, env = entry["machine"], f"{entry['env']} ({entry['backend']})"
+        where = f"{_cores(machine)}, jax {machine['jax']}"
+        for trainer, side in (("brax `ppo.train`", entry["brax_ppo"]), ("rs_jax PPO", entry["rs_jax_ppo"])):
+            returns = side["final_eval_return"]
+            per_seed = ", ".join(f"{value:.0f}" for value in returns["per_seed"])
+            lines.append(
+                f"| {env} | {trainer} | {side['env_steps']:,} | {side['steps_per_second']:.0f} "
+                f"| {returns['mean']:.0f} ± {returns['stderr']:.0f} ({per_seed}) | {where} |"
+            )
+        lines.append(
+            f"| {env} | **ours / brax** | | **{entry['throughput_ratio_ours_over_brax']:.2f}** (goal ≥ 1.0) "
+            f"| **{entry['final_return_ratio_ours_over_brax']:.2f}** of the means (goal within 10%) | |"
+        )
+        pairs.append(pair_row(env, f"one device ({where})", entry["n2_together_vs_one_after_another"]))
+        if entry["env"] in split:
+            on_cores = split[entry["env"]]
+            cores_machine = on_cores["machine"]
+            pairs.append(
+                pair_row(
+                    env,
+                    f"{on_cores['devices']} devices, one per core, runs split over `expert` "
+                    f"({_cores(cores_machine)}, jax {cores_machine['jax']})",
+                    on_cores["n2_together_vs_one_after_another"],
+                )
+            )
     return "\n".join([*lines, "", *pairs])
 
 
@@ -549,7 +569,9 @@ def render(readme: str) -> str:
 
     readme = _fill_each(readme, r"benchmark:lm_ppo_smollm2\w*", lm_ppo)
     readme = _fill(readme, "reproducibility", reproducibility_block(_read_json(REPRODUCIBILITY)))
-    readme = _fill(readme, "ppo-throughput", ppo_throughput_block(_read_json(PPO_THROUGHPUT)))
+    readme = _fill(
+        readme, "ppo-throughput", ppo_throughput_block(_read_json(PPO_THROUGHPUT), _read_json(PPO_CORES))
+    )
     return _fill(readme, "starting-points", starting_points_block(_shipped_manifests()))
 
 
