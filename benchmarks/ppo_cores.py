@@ -3,15 +3,16 @@
     python benchmarks/ppo_cores.py [--env halfcheetah|ant] [--updates 19] [--rounds 2]
                                    [--out benchmarks/results/ppo_cores.json]
 
-Together: one process sees each CPU core as a JAX device (``--xla_force_host_platform_device_count``,
-set before jax is imported) and trains the pair (reward weights 1 and 0.5, seeds 1 and 2, the
-hyper-parameters of ``ppo_throughput.py``, the env's own reward) as one program with its runs
-split over the mesh's ``expert`` axis, one run per core (``fit(..., vmapped=True, mesh=mesh)``,
-what ``--shard`` does in a task). One after the other: a plain process (one CPU device, XLA's
-own threads on every core) trains the same two runs in turn. Each side runs in a fresh process
-(forced devices slow a single run down, so the sides cannot share one); the sides alternate for
-``--rounds`` rounds so that a change of the machine's load hits both alike, and each side's
-seconds are summed over its updates after the first, which compiles.
+Together: one process sees each CPU core as a JAX device
+(``--xla_force_host_platform_device_count``, set before jax is imported) and trains the pair
+(reward weights 1 and 0.5, seeds 1 and 2, the hyper-parameters of ``ppo_throughput.py`` with the
+tasks' clipped Gaussian, the env's own reward) as one program with its runs split over the mesh's
+``expert`` axis, one run per core (``fit(..., vmapped=True, mesh=mesh)``, what ``--shard`` does
+in a task). One after the other: a plain process (one CPU device, XLA's own threads on every
+core) trains the same two runs in turn. Each side runs in a fresh process (forced devices slow a
+single run down, so the sides cannot share one); the sides alternate for ``--rounds`` rounds so
+that a change of the machine's load hits both alike, and each side's seconds are summed over its
+updates after the first, which compiles.
 
 A single run does not split its envs over the cores (the ``data`` axis splits the loss batch,
 not the physics), so the pair gains what the other cores give; ``ppo_throughput.py`` measures the
@@ -52,13 +53,14 @@ DESCRIPTION = (
     "the first."
 )
 RUNS = 2
+SQUASH = "clip"  # the tasks' policy form
 WEIGHTS = ((1.0,), (0.5,))
 
 
 def time_side(side: str, env_name: str, updates: int) -> dict[str, float]:
     """Wall and process CPU seconds of updates 2..``updates`` of the pair on ``side``."""
     env = envs.get_environment(env_name, backend="positional")
-    learner = make_learner(env)
+    learner = make_learner(env, SQUASH)
     optimizer = optax.adam(HYPER["learning_rate"])
     update = trainer.make_update(learner, optimizer, HYPER["num_epochs"], HYPER["num_minibatches"])
     weights = jnp.asarray(WEIGHTS)
@@ -133,6 +135,7 @@ def main() -> None:
     entry = {
         "env": args.env,
         "backend": "positional",
+        "squash": SQUASH,
         "devices": CORES,
         "mesh": {distributed.EXPERT: RUNS, distributed.DATA: 1},
         "n2_together_vs_one_after_another": pair,

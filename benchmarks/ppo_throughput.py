@@ -1,12 +1,14 @@
 """Our PPO trainer vs brax's ``ppo.train``, side by side on one env and budget.
 
     python benchmarks/ppo_throughput.py [--env halfcheetah|ant] [--steps 200000] [--seeds 3]
-                                        [--pair-steps 50000] [--out benchmarks/results/ppo.json]
+                                        [--squash tanh|clip] [--pair-steps 50000]
+                                        [--out benchmarks/results/ppo.json]
 
 Same env (brax positional backend, episodes of 1000 steps), same reward (the env's
 own: our learner trains on ``locomotion.env_reward``), same hyperparameters (envs,
 unroll length, minibatches, epochs, learning rate, entropy cost, discount, GAE λ,
-clip ε, reward scaling, observation normalization, 2×64 policy and value MLPs),
+clip ε, reward scaling, observation normalization, 2×64 policy and value MLPs,
+tanh-squashed Gaussian actions),
 same number of env steps. Each
 update collects num_envs × unroll_length steps in both (brax: batch_size =
 num_envs / num_minibatches). Throughput excludes compilation: brax's own
@@ -21,7 +23,7 @@ Then: N=2 runs (reward weights 1 and 0.5) trained together in one program
 same two runs one after the other. After one update of each has compiled its
 program, the updates alternate — one update of the pair, then one of each
 single run — so a change of the machine's load hits both alike; wall and
-process CPU seconds are summed per side. Each env's result is one entry of
+process CPU seconds are summed per side. Each (env, squash) result is one entry of
 the JSON's ``variants``.
 
 Environment: brax 0.14.2's ``ppo.train`` calls ``jax.device_put_replicated``, which jax 0.10
@@ -58,7 +60,7 @@ from rs_jax.train import ppo, trainer
 DESCRIPTION = (
     "rs_jax's PPO trainer vs brax's ppo.train: both train on the env's own reward with the same "
     "hyper-parameters and env steps. brax's policy is a tanh-squashed Gaussian with state-dependent std; "
-    "ours a Gaussian with a state-independent log-std, actions clipped to [-1, 1]. Each trainer runs "
+    "ours a tanh-squashed Gaussian with a state-independent log-std (squash='tanh'). Each trainer runs "
     "the same training seeds; returns are given per seed and as mean and standard error. "
     "Absolute times depend on the cores the run had and their load (each entry's machine); "
     "the pair's alternating updates keep its ratio fair, and its CPU seconds (process time, all threads) "
@@ -80,6 +82,7 @@ HYPER = {
     "value_hidden": (64, 64),
     "episode_length": 1000,
     "eval_episodes": 128,
+    "squash": "tanh",  # brax's policy squashes its Gaussian by tanh; our tasks' default clips
 }
 
 
@@ -92,6 +95,7 @@ PPO_FIELDS = {
     "clip_epsilon": "clip_epsilon",
     "entropy_cost": "entropy_coef",
     "reward_scaling": "reward_scaling",
+    "squash": "squash",
     "hidden": "policy_layers",
     "value_hidden": "value_layers",
 }
@@ -159,9 +163,10 @@ def run_brax(env, steps: int, seed: int, hyper: dict = HYPER) -> dict:
     }
 
 
-def make_learner(env) -> ppo.PPOLearner:
-    """Our PPO with ``HYPER`` on the env's own reward."""
-    config = ppo.PPOConfig(**{field: HYPER[key] for key, field in PPO_FIELDS.items()})
+def make_learner(env, squash: str = HYPER["squash"]) -> ppo.PPOLearner:
+    """Our PPO with ``HYPER`` and ``squash`` ("tanh": brax's policy form; "clip": the tasks') on the
+    env's own reward."""
+    config = ppo.PPOConfig(**{field: HYPER[key] for key, field in PPO_FIELDS.items()} | {"squash": squash})
     train_env = wrap(env, episode_length=HYPER["episode_length"])
     return ppo.PPOLearner(train_env, locomotion.env_reward, env.observation_size, env.action_size, config)
 
@@ -187,8 +192,8 @@ def timed_fit(update, state, weights, updates, vmapped=False):
     return state, first, time.perf_counter() - start
 
 
-def run_ours(env, steps: int, seed: int) -> dict:
-    learner = make_learner(env)
+def run_ours(env, steps: int, seed: int, squash: str) -> dict:
+    learner = make_learner(env, squash)
     optimizer = optax.adam(HYPER["learning_rate"])
     update = trainer.make_update(learner, optimizer, HYPER["num_epochs"], HYPER["num_minibatches"])
     steps_per_update = HYPER["num_envs"] * HYPER["unroll_length"]
@@ -284,6 +289,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=200_000, help="env steps of each PPO run")
     parser.add_argument("--seeds", type=int, default=3, help="training seeds of each trainer")
     parser.add_argument(
+        "--squash", default=HYPER["squash"], choices=ppo.SQUASHES, help="our policy's squash (brax's: tanh)"
+    )
+    parser.add_argument(
         "--pair-steps", type=int, default=50_000, help="env steps of each run of the N=2 pair"
     )
     parser.add_argument("--out", default="benchmarks/results/ppo.json")
@@ -294,7 +302,7 @@ def main() -> None:
     for seed in range(args.seeds):
         brax_runs.append(run_brax(env, args.steps, seed))
         print(f"brax seed {seed}", brax_runs[-1])
-        ours = run_ours(env, args.steps, seed)
+        ours = run_ours(env, args.steps, seed, args.squash)
         our_runs.append({k: v for k, v in ours.items() if k not in PROGRAM_PARTS})
         print(f"ours seed {seed}", our_runs[-1])
     pair = together_vs_one_after_another(
@@ -309,7 +317,8 @@ def main() -> None:
     entry = {
         "env": args.env,
         "backend": "positional",
-        "hyperparameters": HYPER,
+        "squash": args.squash,
+        "hyperparameters": HYPER | {"squash": args.squash},
         "seeds": args.seeds,
         "brax_ppo": brax_result,
         "rs_jax_ppo": our_result,
@@ -320,7 +329,7 @@ def main() -> None:
         "machine": machine,
         "load_average_1m_at_end": os.getloadavg()[0],
     }
-    merge_variant_entry(args.out, DESCRIPTION, entry, key=("env",))
+    merge_variant_entry(args.out, DESCRIPTION, entry, key=("env", "squash"))
 
 
 if __name__ == "__main__":

@@ -491,11 +491,12 @@ def ppo_throughput_block(result: dict[str, Any], cores: dict[str, Any]) -> str:
             f"| {pair['cpu_ratio_together_over_one_after_another']:.2f} |"
         )
 
-    split = {entry["env"]: entry for entry in cores["variants"]}
+    split = {(entry["env"], entry["squash"]): entry for entry in cores["variants"]}
     for entry in result["variants"]:
         machine, env = entry["machine"], f"{entry['env']} ({entry['backend']})"
         where = f"{_cores(machine)}, jax {machine['jax']}"
-        for trainer, side in (("brax `ppo.train`", entry["brax_ppo"]), ("rs_jax PPO", entry["rs_jax_ppo"])):
+        ours = f"rs_jax PPO, `squash={entry['squash']}`"
+        for trainer, side in (("brax `ppo.train`", entry["brax_ppo"]), (ours, entry["rs_jax_ppo"])):
             returns = side["final_eval_return"]
             per_seed = ", ".join(f"{value:.0f}" for value in returns["per_seed"])
             lines.append(
@@ -506,15 +507,17 @@ def ppo_throughput_block(result: dict[str, Any], cores: dict[str, Any]) -> str:
             f"| {env} | **ours / brax** | | **{entry['throughput_ratio_ours_over_brax']:.2f}** (goal ≥ 1.0) "
             f"| **{entry['final_return_ratio_ours_over_brax']:.2f}** of the means (goal within 10%) | |"
         )
-        pairs.append(pair_row(env, f"one device ({where})", entry["n2_together_vs_one_after_another"]))
-        if entry["env"] in split:
-            on_cores = split[entry["env"]]
+        pairs.append(
+            pair_row(env, f"one device ({where}), {ours}", entry["n2_together_vs_one_after_another"])
+        )
+        if (entry["env"], entry["squash"]) in split:
+            on_cores = split[(entry["env"], entry["squash"])]
             cores_machine = on_cores["machine"]
             pairs.append(
                 pair_row(
                     env,
                     f"{on_cores['devices']} devices, one per core, runs split over `expert` "
-                    f"({_cores(cores_machine)}, jax {cores_machine['jax']})",
+                    f"({_cores(cores_machine)}, jax {cores_machine['jax']}), {ours}",
                     on_cores["n2_together_vs_one_after_another"],
                 )
             )
