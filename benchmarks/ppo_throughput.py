@@ -95,7 +95,6 @@ PPO_FIELDS = {
     "clip_epsilon": "clip_epsilon",
     "entropy_cost": "entropy_coef",
     "reward_scaling": "reward_scaling",
-    "squash": "squash",
     "hidden": "policy_layers",
     "value_hidden": "value_layers",
 }
@@ -166,7 +165,7 @@ def run_brax(env, steps: int, seed: int, hyper: dict = HYPER) -> dict:
 def make_learner(env, squash: str = HYPER["squash"]) -> ppo.PPOLearner:
     """Our PPO with ``HYPER`` and ``squash`` ("tanh": brax's policy form; "clip": the tasks') on the
     env's own reward."""
-    config = ppo.PPOConfig(**{field: HYPER[key] for key, field in PPO_FIELDS.items()} | {"squash": squash})
+    config = ppo.PPOConfig(**{field: HYPER[key] for key, field in PPO_FIELDS.items()}, squash=squash)
     train_env = wrap(env, episode_length=HYPER["episode_length"])
     return ppo.PPOLearner(train_env, locomotion.env_reward, env.observation_size, env.action_size, config)
 
