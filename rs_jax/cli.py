@@ -48,9 +48,12 @@ def run_task(
     parser.add_argument(
         "--shard",
         action="store_true",
-        help="split the runs over every visible device (mesh axis 'expert') and batches over 'data'",
+        help="split the runs over every visible device (mesh axis 'expert'), batches over 'data' and "
+        "the evaluated points over both; on a CPU machine each core is a device",
     )
     args = parser.parse_args(argv)
+    if args.shard:
+        distributed.cpu_device_per_core()
     distributed.initialize()  # a no-op unless a multi-host run is configured (README "Scaling out")
     try:
         config = config_lib.override(configs.get_config(args.preset), args.set)

@@ -38,6 +38,8 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from rs_jax import machine
+
 PyTree = Any
 EXPERT = "expert"
 DATA = "data"
@@ -119,6 +121,29 @@ def initialize(
         jax.device_count(),
     )
     return True
+
+
+FORCE_CPU_DEVICES_FLAG = "--xla_force_host_platform_device_count"
+
+
+def cpu_device_per_core() -> int | None:
+    """Gives JAX's CPU backend one device per usable core; returns that count, or None if unchanged.
+
+    One XLA:CPU program keeps work such as brax's physics on one core, so on a CPU machine the
+    shares of a mesh run in parallel only as devices of their own (2 PPO runs over 2 cores:
+    0.51-0.54 of the time of one after the other, ``benchmarks/ppo_cores.py``). A count the
+    process already chose (``XLA_FLAGS=--xla_force_host_platform_device_count=N`` or
+    ``jax_num_cpu_devices``) is kept, and one core changes nothing. Accelerators are unaffected:
+    ``jax.devices()`` still lists them first.
+
+    Call it before any JAX computation (JAX reads the count when its backends start).
+    """
+    chosen = FORCE_CPU_DEVICES_FLAG in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices > 0
+    cores = machine.usable_cores()
+    if chosen or cores < 2:
+        return None
+    jax.config.update("jax_num_cpu_devices", cores)
+    return cores
 
 
 def _env_int(name: str) -> int | None:

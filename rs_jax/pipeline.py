@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import Mesh
 
 from rs_jax import (
     checkpoint,
@@ -659,9 +660,13 @@ def evaluate(
     *,
     n_rewards: int,
     rules: MergeRulesConfig | None = None,
+    mesh: Mesh | None = None,
 ) -> tuple[Evaluation, Evaluation, Evaluation, dict[str, Evaluation], dict[str, Any]]:
     """RS over a simplex grid, every run, the init and the extra soups: one compiled sweep per rule;
     then the decoding-time mixtures of the experts at the RS grid.
+
+    With ``mesh``, each sweep's points are split over all its devices (``soup.sweep``); every point
+    is scored with the same key, so the results equal the single-device ones.
 
     The sweep's members are ``[*trained.runs, trained.init]`` (M + 1 of them); RS and the extra
     families that share its merge rule are rows of one grid over them, each distinct row evaluated
@@ -714,6 +719,7 @@ def evaluate(
                 distinct,
                 allow_extrapolation=True,
                 merge=rules[rule_id],
+                mesh=mesh,
                 progress=f"evaluating {len(distinct)} points",
             )
         )[copy_of]
@@ -948,6 +954,7 @@ def _train_evaluate_report(
         eval_key,
         n_rewards=len(task.reward_names),
         rules=task.merge_rules,
+        mesh=distributed.make_mesh() if shard else None,
     )
     morl = runs if task.morl_runs is None else runs.take(list(task.morl_runs))
     summary = experiment.write_results(

@@ -371,7 +371,10 @@ def _sweep_program(
     if mesh is not None:
         spec = P(mesh_axes if mesh_axes is not None else tuple(mesh.axis_names))
         local = _local_sweep(at_point, strategy, chunk_size)
-        return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec), out_specs=spec))
+        # Each device evaluates its own points without collectives. Unchecked varying-axis types let
+        # an eval_fn scan from a carry it builds itself (an env reset) to one that depends on the soup.
+        program = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(), spec), out_specs=spec, check_vma=False)
+        return jax.jit(program)
     if strategy == "loop":
         point_fn = jax.jit(at_point)
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from brax import envs
 from brax.envs.wrappers.training import EpisodeWrapper, VmapWrapper, wrap
@@ -99,5 +98,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    jnp.zeros(())  # initialize the backend before brax prints its warnings
     main()

@@ -113,6 +113,44 @@ def test_sharded_sweep_splits_the_grid_and_does_not_recompile():
         soup.sweep(counted, experts, grid, mesh_axes="data")
 
 
+def rollout_rewards(params):
+    """An eval that scans from a carry it builds itself (an env reset) to one that depends on
+    the soup, like ``ppo.evaluate``: (2,) rewards."""
+    weights = jax.tree.leaves(params)[0].reshape(-1)
+
+    def step(state, _):
+        state = jnp.tanh(state + weights[: state.shape[0]])
+        return state, state.sum()
+
+    _, totals = jax.lax.scan(step, jnp.zeros(3), None, length=5)
+    return jnp.stack([totals.sum(), totals[-1]])
+
+
+def test_sharded_sweep_of_an_eval_that_scans_from_its_own_carry():
+    experts = multiprocess_run.experts()
+    grid = soup.simplex_grid(3, 3)
+    single = soup.sweep(rollout_rewards, experts, grid, strategy="map")
+    sharded = soup.sweep(rollout_rewards, experts, grid, strategy="map", mesh=distributed.make_mesh())
+    np.testing.assert_array_equal(np.asarray(sharded), np.asarray(single))
+
+
+def test_cpu_device_per_core_keeps_a_chosen_count():
+    """In fresh interpreters: one CPU device per usable core, unless XLA_FLAGS already chose."""
+    program = (
+        "import jax; from rs_jax import distributed, machine; "
+        "machine.usable_cores = lambda: 3; "
+        "print(distributed.cpu_device_per_core(), jax.device_count())"
+    )
+    outputs = {}
+    for flags in ("", "--xla_force_host_platform_device_count=2"):
+        env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}
+        command = [sys.executable, "-c", program]
+        done = subprocess.run(command, cwd=crash.REPO, env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        outputs[flags] = done.stdout.split()
+    assert outputs == {"": ["3", "3"], "--xla_force_host_platform_device_count=2": ["None", "2"]}
+
+
 # --------------------------------------------------------------------------- expert-sharded training
 
 

@@ -197,7 +197,7 @@ def test_a_rule_in_a_sweep_is_one_program_with_base_as_an_operand():
     assert len(traces) == 2  # one per strategy; a new θ₀ of the same shapes reuses the program
 
 
-def _pipeline_outputs(rules):
+def _pipeline_outputs(rules, mesh=None):
     """pipeline.evaluate on two experts and a MORL run of a linear 'model' (rewards = params)."""
     from rs_jax import pipeline
 
@@ -211,7 +211,7 @@ def _pipeline_outputs(rules):
     phase = pipeline.FineTuning(
         learner=None, start=None, evaluate=jax.tree_util.Partial(lambda params, key: params["w"][None, :2])
     )
-    return pipeline.evaluate(trained, phase, 5, jax.random.PRNGKey(0), n_rewards=2, rules=rules)
+    return pipeline.evaluate(trained, phase, 5, jax.random.PRNGKey(0), n_rewards=2, rules=rules, mesh=mesh)
 
 
 def test_pipeline_evaluates_each_distinct_point_once():
@@ -224,6 +224,18 @@ def test_pipeline_evaluates_each_distinct_point_once():
         np.testing.assert_allclose(
             means, lam[0] * np.array([1.0, -0.5]) + lam[1] * np.array([-0.2, 1.0]), atol=1e-6
         )
+
+
+def test_pipeline_evaluation_split_over_the_devices_equals_one_device():
+    from rs_jax import distributed
+    from rs_jax.config import MergeRulesConfig
+
+    rules = MergeRulesConfig(rules=("ties", "dare"))
+    one = _pipeline_outputs(rules)
+    split = _pipeline_outputs(rules, mesh=distributed.make_mesh())  # conftest.py's 4 CPU devices
+    for want, got in zip([*one[:3], *one[3].values()], [*split[:3], *split[3].values()]):
+        np.testing.assert_array_equal(got.means, want.means)
+        np.testing.assert_array_equal(got.weights, want.weights)
 
 
 def test_distinct_rows_keep_the_first_appearance_order_and_map_every_row_back():
