@@ -191,6 +191,35 @@ def task_block(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _outcome_header(reference: dict[str, Any]) -> list[str]:
+    names, experts = reference["reward_names"], reference["expert_names"]
+    return [
+        *(f"expert {e} on {_escape(names[i])}" for i, e in enumerate(experts)),
+        "EU RS / MORL",
+        "RS efficiency",
+        "experts specialize",
+    ]
+
+
+def _outcome_cells(results: dict[str, Any]) -> list[str]:
+    """Each expert on its own reward, EU of RS and MORL, RS efficiency, and whether the experts
+    specialize: the cells of ``_outcome_header``."""
+    names, experts = results["reward_names"], results["expert_names"]
+    own = []
+    for index in range(len(experts)):
+        vertex = [1.0 if i == index else 0.0 for i in range(len(experts))]
+        point = next(p for p in results["rs"] if p["lambda"] == vertex)
+        own.append(_cell(point["rewards"][names[index]]))
+    summary = results["summary"]
+    efficiency = summary.get("rs_efficiency")
+    return [
+        *own,
+        f"{summary['rs_expected_utility']:.4g} / {summary['morl_expected_utility']:.4g}",
+        "—" if efficiency is None else f"{efficiency:.3f}",
+        "yes" if summary.get("experts_specialize") else "no",
+    ]
+
+
 def seed_block(task: str, reference: dict[str, Any]) -> str:
     """A table of the reference seed and the other seeds' runs (``<task>-seed<k>.json``), if any."""
     paths = sorted(
@@ -202,30 +231,54 @@ def seed_block(task: str, reference: dict[str, Any]) -> str:
     for name in paths:
         with open(os.path.join(RESULTS_DIR, name)) as handle:
             runs.append(json.load(handle))
-    names, experts = reference["reward_names"], reference["expert_names"]
-    header = ["seed", *(f"expert {e} on {_escape(names[i])}" for i, e in enumerate(experts)), "EU RS / MORL"]
+    header = ["seed", *_outcome_header(reference)]
     lines = [
         "",
         "",
         "The same command with other seeds (`--set seed=k`, `benchmarks/tasks.py --suffix seedk`):",
         "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
     ]
-    lines.append("| " + " | ".join([*header, "RS efficiency", "experts specialize"]) + " |")
-    lines.append("|---" * (len(header) + 2) + "|")
     for results in runs:
-        own = []
-        for index in range(len(experts)):
-            vertex = [1.0 if i == index else 0.0 for i in range(len(experts))]
-            point = next(p for p in results["rs"] if p["lambda"] == vertex)
-            own.append(_cell(point["rewards"][names[index]]))
-        summary = results["summary"]
-        efficiency = summary.get("rs_efficiency")
+        lines.append("| " + " | ".join([str(results["config"]["seed"]), *_outcome_cells(results)]) + " |")
+    return "\n".join(lines)
+
+
+def _phases(run: dict[str, Any]) -> str:
+    """'pre-training / fine-tuning / evaluation' seconds of a reference run, or — if not recorded."""
+    timing = run.get("timing")
+    if timing is None:
+        return "—"
+    return " / ".join(f"{timing[f'{phase}_seconds']:.0f}" for phase in ("pretrain", "finetune", "evaluate"))
+
+
+def shard_block(task: str, reference: dict[str, Any]) -> str:
+    """The reference beside the same command with ``--shard`` (``<task>-shard.json``), if there is one."""
+    path = os.path.join(RESULTS_DIR, f"{task}-shard.json")
+    if not os.path.exists(path):
+        return ""
+    sharded = _read_json(path)
+    header = ["command", "wall", "phases (s)", "cores", *_outcome_header(reference)]
+    lines = [
+        "",
+        "",
+        f"With `--shard` (`benchmarks/tasks.py {task} --shard --suffix shard`) each core is a CPU device: "
+        "pre-training splits its envs over them, fine-tuning each run's envs, and the evaluation its "
+        "points. Phases are pre-training / fine-tuning / evaluation. Sharding changes float32 rounding, "
+        "which training amplifies, so the numbers are close to the reference's, not equal:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for results in (reference, sharded):
+        run = results["reference_run"]
         cells = [
-            str(results["config"]["seed"]),
-            *own,
-            f"{summary['rs_expected_utility']:.4g} / {summary['morl_expected_utility']:.4g}",
-            "—" if efficiency is None else f"{efficiency:.3f}",
-            "yes" if summary.get("experts_specialize") else "no",
+            f"`{run['command']}`",
+            f"{run['wall_seconds'] / 60:.1f} min",
+            _phases(run),
+            f"{_cores(run['machine'])}, load {run['machine']['load_average_1m_at_start']:.1f}",
+            *_outcome_cells(results),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -552,13 +605,14 @@ def render(readme: str) -> str:
     reference_runs = {
         name.removesuffix(".json"): _read_json(os.path.join(RESULTS_DIR, name))
         for name in sorted(os.listdir(RESULTS_DIR))
-        if name.endswith(".json") and "-seed" not in name
+        if name.endswith(".json") and "-seed" not in name and "-shard" not in name
     }
 
     def results_block(marker: str) -> str:
         task = marker.removeprefix("results:")
         results = reference_runs[task]
-        return task_block(results) + samples_block(results) + seed_block(task, results)
+        blocks = (samples_block(results), seed_block(task, results), shard_block(task, results))
+        return task_block(results) + "".join(blocks)
 
     readme = _fill_each(readme, r"results:[\w-]+", results_block)
     for task, (path, write_block) in VARIANT_BLOCKS.items():

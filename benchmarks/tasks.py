@@ -4,11 +4,13 @@
     python benchmarks/tasks.py text locomotion      # some of them
     python benchmarks/tasks.py vqa --set seed=1 --suffix seed1   # another seed, kept beside
     python benchmarks/tasks.py text --preset real --suffix real  # another preset, kept beside
+    python benchmarks/tasks.py locomotion --shard --suffix shard  # one device per core, kept beside
 
 Each task runs as ``python -m tasks.<task> --out runs/reference/<task>`` in its own process (its wall
 time and peak resident memory are measured from outside); the run's results.json is copied with a
-``reference_run`` entry (command, wall time, peak memory, machine, load average, date) and the
-run's samples.json, if it writes one. The README's
+``reference_run`` entry (command, wall time, peak memory, machine, load average, date, and the
+run's own timing.json: seconds per phase and its devices) and the run's samples.json, if it
+writes one. The README's
 result tables are generated from these files by ``python benchmarks/readme.py``.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -28,14 +31,16 @@ TASKS = ("locomotion", "text", "captioning", "grounding", "vqa", "diffusion")
 RESULTS_DIR = os.path.join(os.path.dirname(__file__), "results", "tasks")
 
 
-def run_task(task: str, overrides: list[str], suffix: str, runs_root: str, preset: str = "") -> dict:
-    """Runs one task's CPU default (or ``preset``) in a subprocess; returns its results with the
-    run's record."""
+def run_task(
+    task: str, overrides: list[str], suffix: str, runs_root: str, preset: str = "", shard: bool = False
+) -> dict:
+    """Runs one task's CPU default (or ``preset``, with ``--shard``) in a subprocess; returns its
+    results with the run's record."""
     name = f"{task}-{suffix}" if suffix else task
     out = os.path.join(runs_root, name)
     if os.path.exists(out):
         shutil.rmtree(out)
-    options = ["--preset", preset] if preset else []
+    options = (["--preset", preset] if preset else []) + (["--shard"] if shard else [])
     command = [sys.executable, "-m", f"tasks.{task}", *options, "--out", out]
     if overrides:
         command += ["--set", *overrides]
@@ -57,6 +62,10 @@ def run_task(task: str, overrides: list[str], suffix: str, runs_root: str, prese
         "load_average_1m_at_end": os.getloadavg()[0],
         "date": datetime.date.today().isoformat(),
     }
+    timing = os.path.join(out, "timing.json")  # the run's own seconds per phase and its devices
+    if os.path.exists(timing):
+        with open(timing) as handle:
+            results["reference_run"]["timing"] = json.load(handle)
     write_result(os.path.join(RESULTS_DIR, f"{name}.json"), results)
     return results
 
@@ -70,9 +79,10 @@ def main() -> None:
     parser.add_argument("--preset", default="", help="a preset other than the task's default")
     parser.add_argument("--suffix", default="", help="file name suffix, e.g. seed1 (default: the reference)")
     parser.add_argument("--runs", default="runs/reference", help="where the run directories go")
+    parser.add_argument("--shard", action="store_true", help="run the tasks with --shard")
     args = parser.parse_args()
     for task in args.tasks or TASKS:
-        run_task(task, args.set, args.suffix, args.runs, args.preset)
+        run_task(task, args.set, args.suffix, args.runs, args.preset, args.shard)
 
 
 if __name__ == "__main__":

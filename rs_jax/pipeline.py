@@ -940,12 +940,18 @@ def run(
         return _train_evaluate_report(task, run_dir, config_lib.to_dict(config), resume=resume, shard=shard)
 
 
+TIMING_FILE = "timing.json"  # wall seconds of this process in each phase (a resume's are its own)
+
+
 def _train_evaluate_report(
     task: Task, run_dir: str, config: Mapping[str, Any], *, resume: bool, shard: bool
 ) -> dict[str, Any]:
+    started = time.perf_counter()
     params, carry = pretrain(run_dir, task, resume=resume, shard=shard)
+    pretrained = time.perf_counter()
     phase = task.finetuning(params, carry)
     trained = finetune(run_dir, task, phase, resume=resume, shard=shard)
+    finetuned = time.perf_counter()
     _, _, eval_key = phase_keys(task.seed)
     rs, runs, init, extras, costs = evaluate(
         trained,
@@ -955,6 +961,16 @@ def _train_evaluate_report(
         n_rewards=len(task.reward_names),
         rules=task.merge_rules,
         mesh=distributed.make_mesh() if shard else None,
+    )
+    timing = {
+        "pretrain_seconds": pretrained - started,
+        "finetune_seconds": finetuned - pretrained,
+        "evaluate_seconds": time.perf_counter() - finetuned,
+    }
+    _write_json(
+        os.path.join(run_dir, TIMING_FILE),
+        {name: round(seconds, 1) for name, seconds in timing.items()}
+        | {"devices": [str(device) for device in jax.devices()], "shard": shard},
     )
     morl = runs if task.morl_runs is None else runs.take(list(task.morl_runs))
     summary = experiment.write_results(

@@ -18,8 +18,10 @@ def test_bad_override_is_a_clear_error(capsys):
 
 @pytest.mark.third_party  # brax's physics relies on implicit rank promotion
 @pytest.mark.usefixtures("fast_compile")
-def test_locomotion_smoke_end_to_end(tmp_path):
-    summary = locomotion.main(["--preset", "smoke", "--out", str(tmp_path)])
+def test_locomotion_smoke_end_to_end_sharded(tmp_path):
+    """With --shard over conftest.py's 4 CPU devices: each run's envs and the evaluated points are
+    split over them, and ppo.evaluate's rollouts run inside the sharded sweep."""
+    summary = locomotion.main(["--preset", "smoke", "--out", str(tmp_path), "--shard"])
     for name in [
         "config.json",
         "results.json",
@@ -47,6 +49,9 @@ def test_locomotion_smoke_end_to_end(tmp_path):
     )
     assert manifests[0].base_model == manifests[1].base_model
     assert summary["rs_trainings"] == 2 and summary["morl_trainings"] == 3
+    timing = json.loads((tmp_path / "timing.json").read_text())
+    assert timing["shard"] and len(timing["devices"]) == 4
+    assert all(timing[f"{phase}_seconds"] > 0 for phase in ("pretrain", "finetune", "evaluate"))
     # The merge rules' fronts at the RS grid, scored like RS (config merge_rules).
     for rule in ("TIES (density 0.2)", "DARE (p 0.5)"):
         assert [point["lambda"] for point in results["extra_soups"][rule]] == [
@@ -60,7 +65,7 @@ def test_locomotion_smoke_end_to_end(tmp_path):
     # Running again into the same directory without --resume is refused and changes nothing.
     before = (tmp_path / "results.json").read_text()
     with pytest.raises(SystemExit) as exit_info:
-        locomotion.main(["--preset", "smoke", "--out", str(tmp_path)])
+        locomotion.main(["--preset", "smoke", "--out", str(tmp_path), "--shard"])
     assert exit_info.value.code == 2
     assert (tmp_path / "results.json").read_text() == before
 

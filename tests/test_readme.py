@@ -55,3 +55,22 @@ def test_every_variants_file_has_its_block_in_the_readme():
     for task, (path, _) in readme.VARIANT_BLOCKS.items():
         if os.path.exists(path):
             assert f"<!-- variants:{task} -->" in current, f"README has no variants block for {task}"
+
+
+def test_a_sharded_run_of_a_task_adds_a_row_with_its_phases(tmp_path, monkeypatch):
+    import json
+    import shutil
+
+    readme = _readme_module()
+    shutil.copy(os.path.join(readme.RESULTS_DIR, "locomotion.json"), tmp_path / "locomotion.json")
+    sharded = json.loads((tmp_path / "locomotion.json").read_text())
+    sharded["reference_run"]["command"] += " --shard"
+    sharded["reference_run"]["timing"] = {
+        "pretrain_seconds": 61.2,
+        "finetune_seconds": 240.0,
+        "evaluate_seconds": 300.4,
+    }
+    (tmp_path / "locomotion-shard.json").write_text(json.dumps(sharded))
+    monkeypatch.setattr(readme, "RESULTS_DIR", str(tmp_path))
+    rendered = readme.render("<!-- results:locomotion -->\n<!-- /results:locomotion -->")
+    assert "| `python -m tasks.locomotion --shard` |" in rendered and "| 61 / 240 / 300 |" in rendered
