@@ -100,6 +100,11 @@ def samples_block(results: dict[str, Any], members: tuple[str, ...] = ("init", "
     return "\n".join(["", "", *lines]) if lines else ""
 
 
+def _cpu(machine: dict[str, Any]) -> str:
+    """The CPU of a run: its model when recorded (``machine_info``'s ``cpu``), else the processor."""
+    return machine.get("cpu", machine["processor"])
+
+
 def _cores(machine: dict[str, Any]) -> str:
     """The cores of a run: '2 CPU cores', or '1 of 2 CPU cores' when pinned to fewer (``cores_used``)."""
     used, count = machine.get("cores_used", machine["cpu_count"]), machine["cpu_count"]
@@ -114,7 +119,7 @@ def task_block(results: dict[str, Any]) -> str:
     machine = run["machine"]
     lines = [
         f"Reference run: `{run['command']}`, {run['wall_seconds'] / 60:.1f} min wall, "
-        f"{run['peak_memory_gb']:.1f} GB peak, on {_cores(machine)} ({machine['processor']}, "
+        f"{run['peak_memory_gb']:.1f} GB peak, on {_cores(machine)} ({_cpu(machine)}, "
         f"jax {machine['jax']}; load average {machine['load_average_1m_at_start']:.1f} at the start), "
         f"{run['date']}.",
         "",
@@ -242,6 +247,41 @@ def seed_block(task: str, reference: dict[str, Any]) -> str:
     ]
     for results in runs:
         lines.append("| " + " | ".join([str(results["config"]["seed"]), *_outcome_cells(results)]) + " |")
+    return "\n".join(lines)
+
+
+def other_machines_block(task: str) -> str:
+    """The task's runs on another machine type (``other_machines/<task>[-seed<k>].json``), if any:
+    what XLA:CPU's code for another CPU moves."""
+    directory = os.path.join(RESULTS_DIR, "other_machines")
+    if not os.path.isdir(directory):
+        return ""
+    names = sorted(
+        name
+        for name in os.listdir(directory)
+        if name == f"{task}.json" or (name.startswith(f"{task}-seed") and name.endswith(".json"))
+    )
+    if not names:
+        return ""
+    runs = sorted(
+        (_read_json(os.path.join(directory, name)) for name in names), key=lambda run: run["config"]["seed"]
+    )
+    header = ["seed", "machine", "date", *_outcome_header(runs[0])]
+    lines = [
+        "",
+        "",
+        "The same commands on another machine type (`benchmarks/results/tasks/other_machines/`). XLA:CPU "
+        "compiles for each CPU's vector instructions, so float rounding differs from the first update "
+        "and training carries the difference on:",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for results in runs:
+        machine = results["reference_run"]["machine"]
+        where = f"{_cores(machine)}, {_cpu(machine)}, jax {machine['jax']}"
+        cells = [str(results["config"]["seed"]), where, results["reference_run"]["date"]]
+        lines.append("| " + " | ".join([*cells, *_outcome_cells(results)]) + " |")
     return "\n".join(lines)
 
 
@@ -611,7 +651,12 @@ def render(readme: str) -> str:
     def results_block(marker: str) -> str:
         task = marker.removeprefix("results:")
         results = reference_runs[task]
-        blocks = (samples_block(results), seed_block(task, results), shard_block(task, results))
+        blocks = (
+            samples_block(results),
+            seed_block(task, results),
+            other_machines_block(task),
+            shard_block(task, results),
+        )
         return task_block(results) + "".join(blocks)
 
     readme = _fill_each(readme, r"results:[\w-]+", results_block)
