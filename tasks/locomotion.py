@@ -1,6 +1,6 @@
 """Locomotion: a risky and a cautious runner on brax, their soups, and MORL beside them.
 
-    python -m tasks.locomotion [--preset cpu|paper|smoke] [--out runs/locomotion]
+    python -m tasks.locomotion [--preset cpu|paper|smoke] [--out runs/locomotion] [--shard]
                                [--set key=value ...] [--resume]
 
 Paper Appendix G: pre-train PPO on the default dense reward (vx - 0.1·Σa²), keep
