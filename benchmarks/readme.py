@@ -225,6 +225,11 @@ def _outcome_cells(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def _table_start(text: str, header: list[str]) -> list[str]:
+    """The lines that open a table after a block: a blank line, its sentence, its header row."""
+    return ["", "", text, "", "| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+
+
 def seed_block(task: str, reference: dict[str, Any]) -> str:
     """A table of the reference seed and the other seeds' runs (``<task>-seed<k>.json``), if any."""
     paths = sorted(
@@ -237,14 +242,9 @@ def seed_block(task: str, reference: dict[str, Any]) -> str:
         with open(os.path.join(RESULTS_DIR, name)) as handle:
             runs.append(json.load(handle))
     header = ["seed", *_outcome_header(reference)]
-    lines = [
-        "",
-        "",
-        "The same command with other seeds (`--set seed=k`, `benchmarks/tasks.py --suffix seedk`):",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
-    ]
+    lines = _table_start(
+        "The same command with other seeds (`--set seed=k`, `benchmarks/tasks.py --suffix seedk`):", header
+    )
     for results in runs:
         lines.append("| " + " | ".join([str(results["config"]["seed"]), *_outcome_cells(results)]) + " |")
     return "\n".join(lines)
@@ -267,16 +267,12 @@ def other_machines_block(task: str) -> str:
         (_read_json(os.path.join(directory, name)) for name in names), key=lambda run: run["config"]["seed"]
     )
     header = ["seed", "machine", "date", *_outcome_header(runs[0])]
-    lines = [
-        "",
-        "",
+    lines = _table_start(
         "The same commands on another machine type (`benchmarks/results/tasks/other_machines/`). XLA:CPU "
         "compiles for each CPU's vector instructions, so float rounding differs from the first update "
         "and training carries the difference on:",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
-    ]
+        header,
+    )
     for results in runs:
         machine = results["reference_run"]["machine"]
         where = f"{_cores(machine)}, {_cpu(machine)}, jax {machine['jax']}"
@@ -300,17 +296,13 @@ def shard_block(task: str, reference: dict[str, Any]) -> str:
         return ""
     sharded = _read_json(path)
     header = ["command", "wall", "phases (s)", "cores", *_outcome_header(reference)]
-    lines = [
-        "",
-        "",
+    lines = _table_start(
         f"With `--shard` (`benchmarks/tasks.py {task} --shard --suffix shard`) each core is a CPU device: "
         "pre-training splits its envs over them, fine-tuning each run's envs, and the evaluation its "
         "points. Phases are pre-training / fine-tuning / evaluation. Sharding changes float32 rounding, "
-        "which training amplifies, so the numbers are close to the reference's, not equal:",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---" * len(header) + "|",
-    ]
+        "which training amplifies, so the numbers differ from the reference's:",
+        header,
+    )
     for results in (reference, sharded):
         run = results["reference_run"]
         cells = [
