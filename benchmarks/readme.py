@@ -237,10 +237,7 @@ def seed_block(task: str, reference: dict[str, Any]) -> str:
     )
     if not paths:
         return ""
-    runs = [reference]
-    for name in paths:
-        with open(os.path.join(RESULTS_DIR, name)) as handle:
-            runs.append(json.load(handle))
+    runs = [reference, *(_read_json(os.path.join(RESULTS_DIR, name)) for name in paths)]
     header = ["seed", *_outcome_header(reference)]
     lines = _table_start(
         "The same command with other seeds (`--set seed=k`, `benchmarks/tasks.py --suffix seedk`):", header
