@@ -46,9 +46,15 @@ DESCRIPTION = (
 )
 
 # name -> (what it changes, config overrides of the CPU default)
-# Every variant starts from the config without a warm-up (a warm-up at the fine-tuning step size
-# where a variant adds one) and without the bound penalty.
-NONE = ["budget.value_warmup_updates=0", "budget.value_warmup_learning_rate=3e-4", "ppo.bound_coef=0"]
+# Every variant starts from the config with 58 fine-tuning updates, without a warm-up (a warm-up
+# at the fine-tuning step size where a variant adds one) and without the bound penalty.
+NONE = [
+    "budget.finetune_updates=58",
+    "budget.value_warmup_updates=0",
+    "budget.value_warmup_learning_rate=3e-4",
+    "ppo.bound_coef=0",
+]
+WARMUP = [*NONE, "budget.value_warmup_updates=20", "budget.value_warmup_learning_rate=3e-3"]
 VARIANTS: dict[str, tuple[str, list[str]]] = {
     "baseline": ("no value warm-up, no bound penalty", NONE),
     "warmup20": ("20 updates fitting the fresh value head first", [*NONE, "budget.value_warmup_updates=20"]),
@@ -62,9 +68,28 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
         "half the pre-training: 117 updates (300k steps)",
         [*NONE, "budget.pretrain_updates=117"],
     ),
-    "warmup20_lr3e-3": (
-        "20 updates fitting the fresh value head first, at step size 3e-3",
-        [*NONE, "budget.value_warmup_updates=20", "budget.value_warmup_learning_rate=3e-3"],
+    "warmup20_lr3e-3": ("20 updates fitting the fresh value head first, at step size 3e-3", WARMUP),
+    "warmup20_lr3e-3_bound1": (
+        "the value warm-up above and a penalty 1.0 on the policy mean outside [-1, 1]",
+        [*WARMUP, "ppo.bound_coef=1"],
+    ),
+    "warmup20_lr3e-3_ft116": (
+        "the value warm-up above and twice the fine-tuning: 116 updates (297k steps)",
+        [*WARMUP, "budget.finetune_updates=116"],
+    ),
+    "warmup20_lr3e-3_ent1e-2": (
+        "the value warm-up above and entropy bonus 1e-2 (10x)",
+        [*WARMUP, "ppo.entropy_coef=1e-2"],
+    ),
+    "warmup20_lr3e-3_ft116_bound0.1": (
+        "the value warm-up above, 116 fine-tuning updates and a penalty 0.1 on the policy mean "
+        "outside [-1, 1]",
+        [*WARMUP, "budget.finetune_updates=116", "ppo.bound_coef=0.1"],
+    ),
+    "warmup20_lr3e-3_ft116_bound1": (
+        "the value warm-up above, 116 fine-tuning updates and a penalty 1.0 on the policy mean "
+        "outside [-1, 1]",
+        [*WARMUP, "budget.finetune_updates=116", "ppo.bound_coef=1"],
     ),
     "keep_value": ("diagnostic, not the paper's protocol: the pre-trained value head kept", NONE),
     "tanh": (
@@ -134,6 +159,7 @@ def run_variant(name: str, expert: str, seed: int, root: str, preset: str = "cpu
         "seed": seed,
         "preset": preset,
         "fine_tuning_seconds": round(seconds, 1),
+        "machine": machine_info(),
         "every_10_updates": {
             metric: [record[metric] for record in history[::10]] + [history[-1][metric]]
             for metric in ("reward", "value_loss", "out_of_bounds")

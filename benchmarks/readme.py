@@ -102,7 +102,7 @@ def samples_block(results: dict[str, Any], members: tuple[str, ...] = ("init", "
 
 def _cpu(machine: dict[str, Any]) -> str:
     """The CPU of a run: its model when recorded (``machine_info``'s ``cpu``), else the processor."""
-    return machine.get("cpu", machine["processor"])
+    return machine.get("cpu", f"{machine['processor']}, model not recorded")
 
 
 def _cores(machine: dict[str, Any]) -> str:
@@ -362,16 +362,17 @@ def locomotion_variants_block(measured: dict[str, Any]) -> str:
     on both rewards (paired, 64 episodes) and the training reward of the first and last updates."""
     lines = [
         "Measured by `python benchmarks/locomotion_finetune.py` (one expert per row, from the "
-        "pre-trained init of its variant, expert minus init on the same 64 episodes, ± paired s.e.; "
-        "the mean action as the task scores it, and one column with actions sampled from the "
-        "Gaussian policy):",
+        "pre-trained init of its seed, expert minus init on the same 64 episodes, ± paired s.e.; "
+        "with the mean action, and in one column with actions sampled from the Gaussian policy, as "
+        "the task scores them; rows grouped by variant):",
         "",
         "| variant | expert | seed | R1 = Σ vx: expert − init | R2 = Σ (vx − Σa²): expert − init "
         "| R1, sampled actions: expert − init | training reward, first → last update "
-        "| mean outside [-1, 1], last update |",
-        "|---|---|---|---|---|---|---|---|",
+        "| mean outside [-1, 1], last update | CPU |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for entry in measured["variants"]:
+    order = list(dict.fromkeys(entry["variant"] for entry in measured["variants"]))
+    for entry in sorted(measured["variants"], key=lambda e: (order.index(e["variant"]), e["seed"])):
         curves = {  # one run: a metric is a one-element list (the runs' axis of the vmapped fit)
             metric: [value[0] if isinstance(value, list) else value for value in values]
             for metric, values in entry["every_10_updates"].items()
@@ -387,6 +388,7 @@ def locomotion_variants_block(measured: dict[str, Any]) -> str:
             ),
             f"{curves['reward'][0]:.3g} → {curves['reward'][-1]:.3g}",
             f"{curves['out_of_bounds'][-1]:.3g}",
+            _cpu(entry["machine"]),
         ]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "** : beyond 2 paired standard errors (an improvement)."]

@@ -136,9 +136,18 @@ def plot_front(
             label=f"MORL (one run per μ; μ = weight of {reward_names[1]})",
         )
         mus = list(morl_mus) if morl_mus is not None else [None] * len(morl)
+        rightmost = morl[:, 0].max()
         for (x, y), mu in zip(morl, mus):
-            if mu is not None:
-                axis.annotate(f"μ={mu:g}", (x, y), textcoords="offset points", xytext=(5, 5), fontsize=7)
+            if mu is not None:  # the rightmost label goes to the left of its point, inside the axes
+                left = x == rightmost
+                axis.annotate(
+                    f"μ={mu:g}",
+                    (x, y),
+                    textcoords="offset points",
+                    xytext=(-5 if left else 5, 5),
+                    ha="right" if left else "left",
+                    fontsize=7,
+                )
         numbers["morl"] = {"mus": mus, "points": morl.tolist()}
     if init_point is not None:
         init = np.asarray(init_point, dtype=np.float64)

@@ -43,6 +43,7 @@ BUDGET_FIELDS = frozenset(
         "eval_objects",
         "eval_episodes",
         "eval_episode_length",
+        "eval_deterministic",
         "sample_prompts",
         "figure_scenes",
         "figure_prompts",

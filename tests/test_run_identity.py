@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from configs import captioning, text, vqa
+from configs import captioning, locomotion, text, vqa
 from rs_jax import config as config_lib
 from rs_jax import pipeline, run_identity, starting_points
 
@@ -25,6 +25,13 @@ def test_resume_accepts_the_same_run_and_a_larger_budget(tmp_path):
     more = CONFIG.budget.finetune_updates + 2
     bigger = config_lib.override(CONFIG, [f"budget.finetune_updates={more}", "rs_points=5", "eval_prompts=3"])
     run_identity.check_run_dir(tmp_path, identity(bigger), resume=True)
+
+
+def test_resume_may_score_a_locomotion_run_with_its_mean_or_sampled_actions(tmp_path):
+    config = locomotion.get_config("smoke")
+    run_identity.write_identity(tmp_path, run_identity.identify("locomotion", config))
+    rescored = config_lib.override(config, [f"eval_deterministic={not config.eval_deterministic}"])
+    run_identity.check_run_dir(tmp_path, run_identity.identify("locomotion", rescored), resume=True)
 
 
 def test_an_existing_run_without_resume_is_refused(tmp_path):
