@@ -136,7 +136,7 @@ def plot_front(
             label=f"MORL (one run per μ; μ = weight of {reward_names[1]})",
         )
         mus = list(morl_mus) if morl_mus is not None else [None] * len(morl)
-        rightmost = morl[:, 0].max()
+        rightmost = morl[:, 0].max(initial=-np.inf)  # no MORL point: an empty (0, 2)
         for (x, y), mu in zip(morl, mus):
             if mu is not None:  # the rightmost label goes to the left of its point, inside the axes
                 left = x == rightmost
