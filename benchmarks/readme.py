@@ -360,17 +360,24 @@ def grounding_variants_block(measured: dict[str, Any]) -> str:
 def locomotion_variants_block(measured: dict[str, Any]) -> str:
     """The fine-tuning variants of ``benchmarks/locomotion_finetune.py``: each expert minus the init
     on both rewards (paired, 64 episodes) and the training reward of the first and last updates."""
-    lines = [
+    header = [
+        "variant",
+        "expert",
+        "seed",
+        "R1 = Σ vx: expert − init",
+        "R2 = Σ (vx − Σa²): expert − init",
+        "R1, sampled actions: expert − init",
+        "training reward, first → last update",
+        "mean outside [-1, 1], last update",
+        "CPU",
+    ]
+    lines = _table_start(  # the block opens with the sentence: no blank lines before it
         "Measured by `python benchmarks/locomotion_finetune.py` (one expert per row, from the "
         "pre-trained init of its seed, expert minus init on the same 64 episodes, ± paired s.e.; "
         "with the mean action, and in one column with actions sampled from the Gaussian policy, as "
         "the task scores them; rows grouped by variant):",
-        "",
-        "| variant | expert | seed | R1 = Σ vx: expert − init | R2 = Σ (vx − Σa²): expert − init "
-        "| R1, sampled actions: expert − init | training reward, first → last update "
-        "| mean outside [-1, 1], last update | CPU |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+        header,
+    )[2:]
     order = list(dict.fromkeys(entry["variant"] for entry in measured["variants"]))
     for entry in sorted(measured["variants"], key=lambda e: (order.index(e["variant"]), e["seed"])):
         curves = {  # one run: a metric is a one-element list (the runs' axis of the vmapped fit)
